@@ -1,0 +1,201 @@
+"""The ``inferwatch`` command line: dev broker, worker, simulator, SQL, schemas."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline.config import ConfigError, Settings, load_settings
+
+__all__ = ["main"]
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.obj  # type: ignore[no-any-return]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="INFERWATCH_CONFIG",
+              help="TOML settings file (env: INFERWATCH_CONFIG). Env vars override it.")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """InferWatch: streaming observability for ML and LLM inference.
+
+    Events go to Kafka (inferwatch.events); workers validate, aggregate and store
+    them in ClickHouse; `inferwatch query` reads them back with SQL.
+
+    \b
+    Quick start:
+      inferwatch dev up                  # local Kafka (KRaft) on 127.0.0.1:9092
+      inferwatch worker &                # process + sink roles, embedded ClickHouse
+      inferwatch simulate --duration 30  # realistic traffic
+      inferwatch query "SELECT model, count() FROM events GROUP BY model"
+    """
+    try:
+        ctx.obj = load_settings(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+# --------------------------------------------------------------------------- dev broker
+@cli.group()
+def dev() -> None:
+    """Run a local single-node Kafka (KRaft) from Maven Central jars, under .inferwatch/."""
+
+
+def _local(ctx: click.Context):  # -> LocalKafka
+    from pipeline.devkafka import LocalKafka
+
+    return LocalKafka(_settings(ctx), say=lambda m: click.echo(m, err=True))
+
+
+@dev.command("up")
+@click.option("--timeout", default=90.0, show_default=True, help="Seconds to wait for the broker.")
+@click.pass_context
+def dev_up(ctx: click.Context, timeout: float) -> None:
+    """Fetch jars if missing, format storage, start the broker, create the topics.
+
+    With INFERWATCH_KAFKA set to another cluster, only creates the topics there.
+    """
+    import asyncio
+
+    from pipeline.kafka import ensure_topics, wait_for_broker
+
+    settings = _settings(ctx)
+    local = _local(ctx)
+    external = os.environ.get("INFERWATCH_KAFKA")
+    try:
+        if external and external != local.bootstrap:
+            async def topics() -> list[str]:
+                await wait_for_broker(settings.kafka, timeout)
+                return await ensure_topics(settings)
+            created = asyncio.run(topics())
+            click.echo(f"using existing Kafka at {external}; created topics: {created or 'none'}")
+            return
+        status = local.up(timeout=timeout)
+    except (RuntimeError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(str(status))
+
+
+@dev.command("down")
+@click.pass_context
+def dev_down(ctx: click.Context) -> None:
+    """Stop the local broker (data is kept; remove .inferwatch/kafka/data to reset)."""
+    stopped = _local(ctx).down()
+    click.echo("kafka stopped" if stopped else "kafka was not running")
+
+
+@dev.command("status")
+@click.pass_context
+def dev_status(ctx: click.Context) -> None:
+    """Say whether the local broker runs, its pid, address and data directory."""
+    status = _local(ctx).status()
+    click.echo(str(status))
+    ctx.exit(0 if status.running else 3)
+
+
+# --------------------------------------------------------------------------- worker
+@cli.command()
+@click.option("--roles", default=None, metavar="ROLES",
+              help="Comma-separated: process, sink (default from config: both).")
+@click.option("--loglevel", "-l", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warn", "error"]))
+@click.pass_context
+def worker(ctx: click.Context, roles: str | None, loglevel: str) -> None:
+    """Run a worker: validate events (process) and/or write them to ClickHouse (sink).
+
+    Add processing workers to the consumer group to scale out. With the embedded
+    store, run exactly one sink; it also answers `inferwatch query`.
+    """
+    from pipeline.storage.owner import StoreBusyError
+    from pipeline.worker import run_worker
+
+    settings = _settings(ctx)
+    chosen = [r.strip() for r in roles.split(",")] if roles else list(settings.worker.roles)
+    unknown = set(chosen) - {"process", "sink"}
+    if unknown or not chosen:
+        raise click.BadParameter(f"unknown roles {sorted(unknown)}; use process, sink",
+                                 param_hint="--roles")
+    try:
+        sys.exit(run_worker(settings, chosen, loglevel=loglevel))
+    except (StoreBusyError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+# --------------------------------------------------------------------------- query
+@cli.command()
+@click.argument("sql")
+@click.option("--format", "-f", "fmt", default="table", show_default=True,
+              type=click.Choice(["table", "csv", "json", "jsonl"]))
+@click.pass_context
+def query(ctx: click.Context, sql: str, fmt: str) -> None:
+    """Run one read-only SQL statement and print the result.
+
+    Works against a ClickHouse server DSN, the embedded store, or the worker that
+    currently owns the embedded store. Writes and DDL are refused.
+    Tables: events, resources (database from config, default `inferwatch`).
+    """
+    from pipeline.query import QueryError, format_result, run_query
+    from pipeline.storage.owner import StoreBusyError
+
+    try:
+        result = run_query(_settings(ctx), sql)
+    except (QueryError, StoreBusyError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(format_result(result, fmt))
+
+
+# --------------------------------------------------------------------------- schema / config
+@cli.group()
+def schema() -> None:
+    """Event contracts."""
+
+
+@schema.command("export")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def schema_export(directory: Path) -> None:
+    """Write JSON Schema files for producers in other languages."""
+    from schemas.export import export_json_schemas
+
+    for path in export_json_schemas(directory):
+        click.echo(str(path))
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Settings."""
+
+
+@config_group.command("show")
+@click.pass_context
+def config_show(ctx: click.Context) -> None:
+    """Print the settings in force (secrets masked)."""
+    click.echo(json.dumps(_settings(ctx).describe(), indent=2))
+
+
+@cli.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Apply pending ClickHouse migrations (the sink also does this on start)."""
+    from pipeline.storage.clickhouse import apply_migrations, connect
+    from pipeline.storage.owner import StoreLock
+
+    settings = _settings(ctx)
+    lock = StoreLock(settings.home_path) if settings.embedded else None
+    if lock is not None and not lock.try_acquire():
+        raise click.ClickException("a running worker owns the embedded store; it migrates on start")
+    try:
+        applied = apply_migrations(connect(settings), settings)
+    finally:
+        if lock is not None:
+            lock.release()
+    click.echo(f"applied: {', '.join(applied) or 'nothing (up to date)'}")
+
+
+def main() -> None:
+    cli(prog_name="inferwatch")

@@ -1,0 +1,225 @@
+"""One typed settings object, read from an optional TOML file and ``INFERWATCH_*`` env vars.
+
+Precedence: defaults < TOML file < environment. Two short variables cover the common
+case: ``INFERWATCH_KAFKA`` (bootstrap servers) and ``INFERWATCH_CLICKHOUSE`` (a
+clickhouse-connect DSN). Any other field is ``INFERWATCH_<SECTION>__<FIELD>``, e.g.
+``INFERWATCH_KAFKA__SASL_PASSWORD`` or ``INFERWATCH_WORKER__SINK_BATCH_SIZE``.
+Secrets are never printed: ``Settings.describe()`` masks them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+__all__ = ["ConfigError", "Settings", "load_settings"]
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+SECRET_FIELDS = {"sasl_password", "password", "ssl_password"}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the file and line when there is one."""
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    client_id: str = "inferwatch"
+
+
+class TopicSettings(_Section):
+    events: str = "inferwatch.events"
+    dlq: str = "inferwatch.events.dlq"
+    resources: str = "inferwatch.resources"
+    partials: str = "inferwatch.partials"
+    metrics: str = "inferwatch.metrics"
+    scores: str = "inferwatch.scores"
+    alerts: str = "inferwatch.alerts"
+    partitions: PositiveInt = 6
+    replication_factor: PositiveInt = 1
+
+    def all(self) -> list[str]:
+        """Every topic of design.md, in data-flow order."""
+        return [
+            self.events, self.dlq, self.resources, self.partials,
+            self.metrics, self.scores, self.alerts,
+        ]
+
+
+class ClickHouseSettings(_Section):
+    dsn: str = ""  # empty: embedded chDB under <home>/clickhouse
+    database: str = "inferwatch"
+    raw_retention_days: PositiveInt = 30
+    aggregate_retention_days: PositiveInt = 400
+
+
+class IngestLimits(_Section):
+    max_message_bytes: PositiveInt = 1 << 20
+    max_decompressed_bytes: PositiveInt = 8 << 20
+    max_batch_events: PositiveInt = 10_000
+    max_future_seconds: PositiveFloat = 3600.0
+
+
+class WorkerSettings(_Section):
+    app_id: str = "inferwatch"
+    roles: list[Literal["process", "sink"]] = msgspec.field(default_factory=lambda: ["process", "sink"])
+    process_batch_size: PositiveInt = 5_000
+    process_batch_seconds: PositiveFloat = 0.2
+    sink_batch_size: PositiveInt = 50_000
+    sink_flush_seconds: PositiveFloat = 1.0
+    sink_retry_max_seconds: PositiveFloat = 30.0
+
+
+class DevKafkaSettings(_Section):
+    kafka_version: str = "4.0.2"
+    port: PositiveInt = 9092
+    controller_port: PositiveInt = 9093
+    heap: str = "512m"
+
+
+class Settings(_Section):
+    home: str = ".inferwatch"
+    kafka: KafkaSettings = msgspec.field(default_factory=KafkaSettings)
+    topics: TopicSettings = msgspec.field(default_factory=TopicSettings)
+    clickhouse: ClickHouseSettings = msgspec.field(default_factory=ClickHouseSettings)
+    limits: IngestLimits = msgspec.field(default_factory=IngestLimits)
+    worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
+    dev: DevKafkaSettings = msgspec.field(default_factory=DevKafkaSettings)
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home).resolve()
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        """The DSN in force; the embedded default lives under ``home``."""
+        return self.clickhouse.dsn or f"chdb://{self.home_path / 'clickhouse'}"
+
+    @property
+    def embedded(self) -> bool:
+        return self.clickhouse_dsn.startswith("chdb:")
+
+    def describe(self) -> dict[str, Any]:
+        """Settings as plain data with secrets and DSN passwords masked, safe to print."""
+        return _mask(msgspec.to_builtins(self))
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: ("***" if k in SECRET_FIELDS and v else _mask(v)) for k, v in value.items()
+        }
+    if isinstance(value, str):
+        return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", value)
+    return value
+
+
+_SHORT_ENV = {"INFERWATCH_KAFKA": ("kafka", "bootstrap_servers"),
+              "INFERWATCH_CLICKHOUSE": ("clickhouse", "dsn"),
+              "INFERWATCH_HOME": ("home",)}
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if name in _SHORT_ENV:
+            path = _SHORT_ENV[name]
+        elif name.startswith("INFERWATCH_") and "__" in name:
+            path = tuple(name.removeprefix("INFERWATCH_").lower().split("__"))
+        else:
+            continue
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        leaf = path[-1]
+        node[leaf] = value.split(",") if leaf == "roles" else value
+    return out
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _line_of(text: str, path: list[str]) -> int | None:
+    """Best-effort line number of ``path`` (section…, key) in a TOML text."""
+    *sections, key = path or [""]
+    in_section = not sections
+    for lineno, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            in_section = stripped.strip("[] ") == ".".join(sections)
+        elif in_section and re.match(rf"{re.escape(key)}\s*=", stripped):
+            return lineno
+    return None
+
+
+def load_settings(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build the settings: defaults, then the TOML file (if any), then the environment.
+
+    ``path`` defaults to ``$INFERWATCH_CONFIG``. Errors name the file, line and field.
+    """
+    environ = os.environ if environ is None else environ
+    path = path or environ.get("INFERWATCH_CONFIG")
+    from_file: dict[str, Any] = {}
+    text = ""
+    if path:
+        file = Path(path)
+        try:
+            text = file.read_text()
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot read config file: {exc.strerror}") from exc
+        try:
+            from_file = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: {exc}") from exc
+    try:
+        settings = msgspec.convert(from_file, Settings, strict=True)
+    except msgspec.ValidationError as exc:
+        where = _where(str(exc))
+        line = _line_of(text, where)
+        raise ConfigError(f"{path}:{line or '?'}: {exc}") from exc
+    env = _env_overrides(environ)
+    if not env:
+        return settings
+    try:
+        return msgspec.convert(
+            _merge(msgspec.to_builtins(settings), env), Settings, strict=False
+        )
+    except msgspec.ValidationError as exc:
+        where = _where(str(exc))
+        var = "INFERWATCH_" + "__".join(p.upper() for p in where) if where else "INFERWATCH_*"
+        raise ConfigError(f"environment ({var}): {exc}") from exc
+
+
+def _where(message: str) -> list[str]:
+    """The field path a msgspec error message points at, e.g. ``['kafka', 'client_id']``."""
+    match = re.search(r"at `\$\.?([\w.]*)`", message)
+    path = [p for p in match.group(1).split(".") if p] if match else []
+    unknown = re.search(r"unknown field `(\w+)`", message)
+    return [*path, unknown.group(1)] if unknown else path

@@ -1,0 +1,121 @@
+"""Thin aiokafka helpers: connection options from settings, topic creation, headers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from pipeline.config import KafkaSettings, Settings
+
+__all__ = ["client_options", "ensure_topics", "headers_dict", "wait_for_broker"]
+
+log = logging.getLogger(__name__)
+
+
+def client_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """aiokafka keyword arguments for bootstrap, TLS and SASL, from configuration only."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap_servers,
+        "client_id": kafka.client_id,
+        "security_protocol": kafka.security_protocol,
+    }
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=kafka.ssl_cafile)
+        if kafka.ssl_certfile:
+            context.load_cert_chain(kafka.ssl_certfile, kafka.ssl_keyfile)
+        options["ssl_context"] = context
+    if kafka.security_protocol.startswith("SASL"):
+        options.update(
+            sasl_mechanism=kafka.sasl_mechanism or "PLAIN",
+            sasl_plain_username=kafka.sasl_username,
+            sasl_plain_password=kafka.sasl_password,
+        )
+    return options
+
+
+def faust_broker_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """faust App settings for the same connection (faust takes its own option names)."""
+    import faust
+
+    options: dict[str, Any] = {
+        "broker": ";".join(f"kafka://{s.strip()}" for s in kafka.bootstrap_servers.split(",")),
+    }
+    if kafka.security_protocol == "PLAINTEXT":
+        return options
+    context = client_options(kafka).get("ssl_context")
+    if kafka.security_protocol.startswith("SASL"):
+        mechanism = kafka.sasl_mechanism or "PLAIN"
+        if mechanism == "PLAIN":
+            options["broker_credentials"] = faust.SASLCredentials(
+                username=kafka.sasl_username, password=kafka.sasl_password, ssl_context=context
+            )
+        else:
+            options["broker_credentials"] = faust.SASLCredentials(
+                username=kafka.sasl_username, password=kafka.sasl_password,
+                ssl_context=context, mechanism=mechanism,
+            )
+    else:
+        options["broker_credentials"] = faust.SSLCredentials(context)
+    return options
+
+
+async def wait_for_broker(kafka: KafkaSettings, timeout: float = 60.0) -> None:
+    """Return once the cluster answers a metadata request; raise TimeoutError otherwise."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # "Unable connect" on every retry is noise here
+    try:
+        await _wait(kafka, deadline)
+    finally:
+        quiet.setLevel(level)
+
+
+async def _wait(kafka: KafkaSettings, deadline: float) -> None:
+    last: Exception | None = None
+    while asyncio.get_running_loop().time() < deadline:
+        admin = AIOKafkaAdminClient(**client_options(kafka), request_timeout_ms=5000)
+        try:
+            await admin.start()
+            await admin.describe_cluster()
+            return
+        except Exception as exc:  # broker not up yet: any error means "try again"
+            last = exc
+            await asyncio.sleep(0.5)
+        finally:
+            await admin.close()
+    raise TimeoutError(f"Kafka at {kafka.bootstrap_servers} did not answer: {last}")
+
+
+async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
+    """Create the topics that do not exist yet; return the ones created. Idempotent."""
+    topics = settings.topics
+    wanted = list(names) if names is not None else topics.all()
+    admin = AIOKafkaAdminClient(**client_options(settings.kafka))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t not in existing]
+        if missing:
+            new = [
+                NewTopic(t, topics.partitions, topics.replication_factor) for t in missing
+            ]
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass  # raced with another creator; that is fine
+            log.info("created topics %s", ", ".join(missing))
+        return missing
+    finally:
+        await admin.close()
+
+
+def headers_dict(headers: Mapping[str, bytes] | Sequence[tuple[str, bytes]] | None) -> dict:
+    """Kafka headers as a dict (last value wins), whatever shape the client gave us."""
+    return dict(headers or ())

@@ -1,0 +1,198 @@
+"""Kafka → ClickHouse sink: consume a batch, insert it, and only then commit its offsets.
+
+Why a bare aiokafka consumer rather than a faust agent: the sink's one promise is
+"offsets are committed only after the rows they cover are durable", which is a
+plain loop — getmany, insert, commit — with no per-message tasks in between. It
+runs in its own consumer group (``<app_id>-sink``), so it sees every event
+whatever the processing workers do, and scales by adding sink workers when the
+store is a ClickHouse server.
+
+A crash between insert and commit re-delivers the batch; the tables are
+ReplacingMergeTree keyed by event_id (see migrations), so each event is kept once.
+Rejected messages are skipped here and counted: the processing role owns the DLQ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from pipeline.codec import decode_events
+from pipeline.config import Settings
+from pipeline.kafka import client_options
+from pipeline.storage.clickhouse import apply_migrations, connect
+from pipeline.storage.rows import (
+    EVENT_COLUMNS,
+    RESOURCE_COLUMNS,
+    event_columns,
+    resource_columns,
+)
+from schemas.event import InferenceEvent, ResourceSample
+
+__all__ = ["ClickHouseSink", "SinkStats"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SinkStats:
+    events: int = 0
+    resources: int = 0
+    rejected: int = 0
+    batches: int = 0
+    insert_failures: int = 0
+    commit_failures: int = 0
+
+
+@dataclass
+class _Batch:
+    events: list[InferenceEvent] = field(default_factory=list)
+    partitions: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    resources: list[ResourceSample] = field(default_factory=list)
+    rejected: int = 0
+    next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    messages: int = 0
+
+
+class ClickHouseSink:
+    """Writes raw events and resource samples to ClickHouse, at least once, deduplicated."""
+
+    def __init__(self, settings: Settings, client: Any | None = None) -> None:
+        self.settings = settings
+        self.stats = SinkStats()
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = connect(self.settings)
+        return self._client
+
+    def prepare(self) -> None:
+        """Connect and apply pending migrations (blocking: call from a thread)."""
+        apply_migrations(self.client, self.settings)
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        topics = self.settings.topics
+        return AIOKafkaConsumer(
+            topics.events,
+            topics.resources,
+            **client_options(self.settings.kafka),
+            group_id=f"{self.settings.worker.app_id}-sink",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 << 20,
+            fetch_max_bytes=64 << 20,
+        )
+
+    def collect(self, records: dict[TopicPartition, list[ConsumerRecord]], batch: _Batch) -> None:
+        """Decode fetched records into ``batch`` (pure apart from the wall clock)."""
+        topics = self.settings.topics
+        limits = self.settings.limits
+        now = time.time()
+        for tp, messages in records.items():
+            contract = ResourceSample if tp.topic == topics.resources else InferenceEvent
+            for msg in messages:
+                decoded = decode_events(msg.value, msg.headers, limits, now, contract)
+                batch.rejected += len(decoded.rejections)
+                if contract is ResourceSample:
+                    batch.resources.extend(decoded.events)
+                else:
+                    n = len(decoded.events)
+                    batch.events.extend(decoded.events)
+                    batch.partitions.extend([msg.partition] * n)
+                    batch.offsets.extend([msg.offset] * n)
+                batch.next_offsets[tp] = msg.offset + 1
+                batch.messages += 1
+
+    def insert(self, batch: _Batch) -> None:
+        """Write one batch; raises on failure so the caller retries (blocking)."""
+        if batch.events:
+            self.client.insert(
+                "events",
+                event_columns(batch.events, batch.partitions, batch.offsets),
+                column_names=EVENT_COLUMNS,
+                column_oriented=True,
+            )
+        if batch.resources:
+            self.client.insert(
+                "resources",
+                resource_columns(batch.resources),
+                column_names=RESOURCE_COLUMNS,
+                column_oriented=True,
+            )
+
+    async def _insert_until_done(self, batch: _Batch, stop: asyncio.Event) -> bool:
+        """Retry the insert with capped backoff; False if asked to stop before it succeeded."""
+        delay = 0.5
+        while True:
+            try:
+                await asyncio.to_thread(self.insert, batch)
+                return True
+            except Exception as exc:  # ClickHouse down or refusing: keep the batch, retry
+                self.stats.insert_failures += 1
+                log.error("ClickHouse insert of %d rows failed (retry in %.1fs): %s",
+                          len(batch.events) + len(batch.resources), delay, exc)
+            if stop.is_set():
+                return False
+            with_timeout = asyncio.wait_for(stop.wait(), timeout=delay)
+            try:
+                await with_timeout
+                return False
+            except TimeoutError:
+                pass
+            delay = min(delay * 2, self.settings.worker.sink_retry_max_seconds)
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        """Consume until ``stop`` is set. Offsets are committed after each durable insert."""
+        await asyncio.to_thread(self.prepare)
+        worker = self.settings.worker
+        consumer = self._consumer()
+        await consumer.start()
+        if ready is not None:
+            ready.set()
+        log.info("sink consuming %s, %s into %s", self.settings.topics.events,
+                 self.settings.topics.resources, self.settings.clickhouse.database)
+        try:
+            while not stop.is_set():
+                batch = _Batch()
+                deadline = time.monotonic() + worker.sink_flush_seconds
+                while not stop.is_set() and batch.messages < worker.sink_batch_size:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    records = await consumer.getmany(
+                        timeout_ms=int(left * 1000), max_records=worker.sink_batch_size
+                    )
+                    self.collect(records, batch)
+                if not batch.next_offsets:
+                    continue
+                if not await self._insert_until_done(batch, stop):
+                    break  # stopping with an unwritten batch: do not commit, it is re-delivered
+                await self._commit(consumer, batch)
+        finally:
+            await consumer.stop()
+
+    async def _commit(self, consumer: AIOKafkaConsumer, batch: _Batch) -> None:
+        try:
+            await consumer.commit(batch.next_offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # A rebalance took the partitions away; the new owner re-reads and dedup holds.
+            self.stats.commit_failures += 1
+            log.warning("offset commit failed after a durable insert (re-delivery is safe): %s",
+                        exc)
+        stats = self.stats
+        stats.events += len(batch.events)
+        stats.resources += len(batch.resources)
+        stats.rejected += batch.rejected
+        stats.batches += 1
+        log.info("sink batch: %d events, %d resource samples, %d rejected (totals %d/%d/%d)",
+                 len(batch.events), len(batch.resources), batch.rejected,
+                 stats.events, stats.resources, stats.rejected)

@@ -1,0 +1,89 @@
+"""Contracts → ClickHouse rows (column-oriented), with no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from schemas.event import InferenceEvent, ResourceSample
+
+__all__ = ["EVENT_COLUMNS", "RESOURCE_COLUMNS", "event_columns", "resource_columns"]
+
+EVENT_COLUMNS = [
+    "event_id", "timestamp", "schema_version", "request_id", "trace_id", "span_id",
+    "service", "environment", "tenant", "user", "region",
+    "model", "model_version", "provider", "operation",
+    "status", "error_type", "http_status", "finish_reason",
+    "latency_ms", "time_to_first_token_ms", "queue_wait_ms", "time_per_output_token_ms",
+    "input_tokens", "output_tokens", "cache_read_tokens", "cache_hit", "cost_usd",
+    "prediction", "confidence", "feedback_score",
+    "features_num", "features_cat", "attributes",
+    "kafka_partition", "kafka_offset",
+]
+RESOURCE_COLUMNS = [
+    "timestamp", "host", "server", "model", "cpu_util", "memory_util", "memory_bytes",
+    "gpu_util", "gpu_memory_util", "kv_cache_util", "queue_length",
+]
+
+
+def event_columns(
+    events: Sequence[InferenceEvent], partitions: Sequence[int], offsets: Sequence[int]
+) -> list[list]:
+    """Column-oriented data for ``EVENT_COLUMNS``; timestamps become DateTime64(3) ticks."""
+    cols: list[list] = [[] for _ in EVENT_COLUMNS]
+    (event_id, ts, version, request_id, trace_id, span_id, service, environment, tenant, user,
+     region, model, model_version, provider, operation, status, error_type, http_status,
+     finish_reason, latency, ttft, queue_wait, tpot, input_tokens, output_tokens, cache_read,
+     cache_hit, cost, prediction, confidence, feedback, f_num, f_cat, attributes, part,
+     offset) = cols
+    for e, p, o in zip(events, partitions, offsets, strict=True):
+        event_id.append(e.event_id)
+        ts.append(round(e.timestamp * 1000))  # DateTime64(3) ticks
+        version.append(e.schema_version)
+        request_id.append(e.request_id or "")
+        trace_id.append(e.trace_id or "")
+        span_id.append(e.span_id or "")
+        service.append(e.service)
+        environment.append(e.environment)
+        tenant.append(e.tenant)
+        user.append(e.user)
+        region.append(e.region)
+        model.append(e.model)
+        model_version.append(e.model_version)
+        provider.append(e.provider)
+        operation.append(e.operation)
+        status.append(e.status)
+        error_type.append(e.error_type or "")
+        http_status.append(e.http_status or 0)
+        finish_reason.append(e.finish_reason or "")
+        latency.append(e.latency_ms)
+        ttft.append(e.time_to_first_token_ms)
+        queue_wait.append(e.queue_wait_ms)
+        tpot.append(e.time_per_output_token_ms)
+        input_tokens.append(e.input_tokens)
+        output_tokens.append(e.output_tokens)
+        cache_read.append(e.cache_read_tokens)
+        cache_hit.append(e.cache_hit)
+        cost.append(e.cost_usd)
+        prediction.append("" if e.prediction is None else str(e.prediction))
+        confidence.append(e.confidence)
+        feedback.append(e.feedback_score)
+        numeric: dict[str, float] = {}
+        categorical: dict[str, str] = {}
+        for key, value in e.features.items():
+            if isinstance(value, str):
+                categorical[key] = value
+            else:
+                numeric[key] = float(value)
+        f_num.append(numeric)
+        f_cat.append(categorical)
+        attributes.append(e.attributes)
+        part.append(p)
+        offset.append(o)
+    return cols
+
+
+def resource_columns(samples: Sequence[ResourceSample]) -> list[list]:
+    """Column-oriented data for ``RESOURCE_COLUMNS``."""
+    cols = [[getattr(s, name) for s in samples] for name in RESOURCE_COLUMNS]
+    cols[0] = [round(t * 1000) for t in cols[0]]  # DateTime64(3) ticks
+    return cols

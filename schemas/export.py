@@ -1,0 +1,38 @@
+"""JSON Schema export, so producers in other languages can validate before they send."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from schemas.event import SCHEMA_VERSION, InferenceEvent, ResourceSample
+
+CONTRACTS: dict[str, type[msgspec.Struct]] = {
+    "InferenceEvent": InferenceEvent,
+    "ResourceSample": ResourceSample,
+}
+
+
+def json_schema(struct: type[msgspec.Struct]) -> dict:
+    """One self-contained JSON Schema (draft 2020-12) for ``struct``."""
+    (ref,), components = msgspec.json.schema_components(
+        [struct], ref_template="#/$defs/{name}"
+    )
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://inferwatch.dev/schemas/v{SCHEMA_VERSION}/{struct.__name__}.json",
+        **ref,
+        "$defs": components,
+    }
+
+
+def export_json_schemas(directory: Path) -> list[Path]:
+    """Write one ``<Name>.schema.json`` per contract into ``directory``; return the paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, struct in CONTRACTS.items():
+        path = directory / f"{name}.schema.json"
+        path.write_bytes(msgspec.json.format(msgspec.json.encode(json_schema(struct)), indent=2))
+        written.append(path)
+    return written
