@@ -19,7 +19,8 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="INFERWATCH_CONFIG",
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              envvar="INFERWATCH_CONFIG",
               help="TOML settings file (env: INFERWATCH_CONFIG). Env vars override it.")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None) -> None:

@@ -45,6 +45,7 @@ Reason = Literal[
     "schema",
     "batch_too_large",
     "future_timestamp",
+    "stale_timestamp",
 ]
 
 
@@ -176,13 +177,14 @@ def decode_events(
         return result
 
     horizon = now + limits.max_future_seconds
+    oldest = now - limits.max_past_seconds
     if isinstance(decoded, contract):
         candidates: list[tuple[int | None, Any, bytes]] = [(None, decoded, raw)]
     elif decoded is not None:
         if len(decoded) > limits.max_batch_events:
             result.rejections.append(_too_large(len(decoded), limits, raw))
             return result
-        if all(e.timestamp <= horizon for e in decoded):  # the fast, common path
+        if all(oldest <= e.timestamp <= horizon for e in decoded):  # the fast, common path
             result.events = decoded
             return result
         candidates = _split(codec, payload, raw, limits, result)  # to keep original bytes
@@ -196,6 +198,12 @@ def decode_events(
                 f"(limit {limits.max_future_seconds:.0f}s)"
             )
             result.rejections.append(Rejection("future_timestamp", detail, element, index))
+        elif event.timestamp < oldest:
+            detail = (
+                f"timestamp {event.timestamp:.3f} is {now - event.timestamp:.0f}s old "
+                f"(limit {limits.max_past_seconds:.0f}s, the raw retention)"
+            )
+            result.rejections.append(Rejection("stale_timestamp", detail, element, index))
         else:
             result.events.append(event)
     return result

@@ -76,11 +76,15 @@ class IngestLimits(_Section):
     max_decompressed_bytes: PositiveInt = 8 << 20
     max_batch_events: PositiveInt = 10_000
     max_future_seconds: PositiveFloat = 3600.0
+    # Older than this would fall out of the raw table's TTL at once: reject, don't vanish.
+    max_past_seconds: PositiveFloat = 30 * 86400.0
 
 
 class WorkerSettings(_Section):
     app_id: str = "inferwatch"
-    roles: list[Literal["process", "sink"]] = msgspec.field(default_factory=lambda: ["process", "sink"])
+    roles: list[Literal["process", "sink"]] = msgspec.field(
+        default_factory=lambda: ["process", "sink"]
+    )
     process_batch_size: PositiveInt = 5_000
     process_batch_seconds: PositiveFloat = 0.2
     sink_batch_size: PositiveInt = 50_000

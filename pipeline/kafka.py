@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Iterable, Mapping, Sequence
@@ -106,10 +107,8 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) 
             new = [
                 NewTopic(t, topics.partitions, topics.replication_factor) for t in missing
             ]
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # raced another creator: fine
                 await admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass  # raced with another creator; that is fine
             log.info("created topics %s", ", ".join(missing))
         return missing
     finally:

@@ -91,15 +91,16 @@ def run_query(settings: Settings, sql: str, timeout: float = 60.0) -> QueryResul
             message = f"HTTP {exc.code}"
         raise QueryError(message) from exc
     except urllib.error.URLError as exc:
-        raise QueryError(f"the worker owning the store (pid {owner.pid}) did not answer: {exc}") from exc
+        who = f"the worker owning the store (pid {owner.pid})"
+        raise QueryError(f"{who} did not answer: {exc}") from exc
 
 
 def format_result(result: QueryResult, fmt: str = "table") -> str:
     """Render as an aligned ``table``, ``csv``, ``json`` (array of objects) or ``jsonl``."""
     if fmt == "json":
-        return json.dumps([dict(zip(result.columns, r, strict=True)) for r in result.rows], indent=2)
+        return json.dumps([_record(result, r) for r in result.rows], indent=2)
     if fmt == "jsonl":
-        return "\n".join(json.dumps(dict(zip(result.columns, r, strict=True))) for r in result.rows)
+        return "\n".join(json.dumps(_record(result, r)) for r in result.rows)
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
@@ -114,6 +115,10 @@ def format_result(result: QueryResult, fmt: str = "table") -> str:
     head = "  ".join(c.ljust(w) for c, w in zip(result.columns, widths, strict=True))
     body = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join([head, line, *body, f"({len(cells)} row{'s' if len(cells) != 1 else ''})"])
+
+
+def _record(result: QueryResult, row: list[Any]) -> dict[str, Any]:
+    return dict(zip(result.columns, row, strict=True))
 
 
 def _cell(value: Any) -> str:

@@ -57,7 +57,8 @@ def apply_migrations(client: Client, settings: Settings) -> list[str]:
         "(version UInt32, name String, applied_at DateTime DEFAULT now()) "
         "ENGINE = ReplacingMergeTree ORDER BY version"
     )
-    done = {row[0] for row in client.query(f"SELECT version FROM {db}.schema_migrations").result_rows}
+    rows = client.query(f"SELECT version FROM {db}.schema_migrations").result_rows
+    done = {row[0] for row in rows}
     params: dict[str, Any] = {
         "db": db,
         "raw_retention_days": settings.clickhouse.raw_retention_days,
@@ -69,7 +70,9 @@ def apply_migrations(client: Client, settings: Settings) -> list[str]:
             continue
         for statement in _statements(template.format(**params)):
             client.command(statement)
-        client.insert(f"{db}.schema_migrations", [(version, name)], column_names=["version", "name"])
+        client.insert(
+            f"{db}.schema_migrations", [(version, name)], column_names=["version", "name"]
+        )
         log.info("applied migration %s", name)
         applied.append(name)
     return applied

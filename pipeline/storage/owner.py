@@ -110,7 +110,9 @@ class StoreLock:
 
     def __enter__(self) -> StoreLock:
         if not self.try_acquire():
-            raise StoreBusyError(f"the embedded store under {self.home} is owned by another process")
+            raise StoreBusyError(
+                f"the embedded store under {self.home} is owned by another process"
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:

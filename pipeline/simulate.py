@@ -1,0 +1,921 @@
+"""Seeded inference traffic: synthetic streams and trace replay, with injected incidents.
+
+Pure generation, no Kafka and no sleeping: both modes yield ``(offset_seconds, record)``
+pairs in event-time order, where a record is an :class:`InferenceEvent` or a
+:class:`ResourceSample` whose ``timestamp`` is ``start + offset``. Pacing (sleeping to
+the offsets, at some speed factor) is the caller's business.
+
+* :func:`synthetic` draws Poisson arrivals at ``rate`` events/s over several model
+  profiles (traffic shares, versions, a canary), with heavy-tailed tokens and latency
+  (lognormal body × occasional Pareto tail), errors by type, prompt caching, cost,
+  quality signals, drift features, and one resource sample per host per second whose
+  utilisations follow the load.
+* :func:`replay` keeps the arrival times and token counts of a CSV trace (the Azure
+  LLM inference traces in ``data/``) and models latency, errors and cost from them.
+* :class:`Incident` (``"latency_spike@20+10:model=gpt-chat:factor=5"``) changes the
+  traffic inside a time window, in both modes, so detectors have something to find.
+
+Everything is drawn from ``numpy.random.Generator(PCG64(seed))`` in vectorised chunks:
+the same seed and arguments give the same records and the same ``event_id`` values.
+"""
+
+from __future__ import annotations
+
+import calendar
+import csv
+import math
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal, cast, get_args
+
+import numpy as np
+
+from schemas.event import InferenceEvent, ResourceSample
+
+__all__ = [
+    "DEFAULT_MODELS",
+    "INCIDENT_KINDS",
+    "Incident",
+    "IncidentKind",
+    "ModelProfile",
+    "Record",
+    "TrafficModel",
+    "replay",
+    "replay_profile",
+    "synthetic",
+]
+
+Record = InferenceEvent | ResourceSample
+IncidentKind = Literal["latency_spike", "error_burst", "feature_drift", "token_surge"]
+INCIDENT_KINDS: tuple[str, ...] = get_args(IncidentKind)
+
+# The meaning of ``factor`` per kind, and its default.
+_DEFAULT_FACTOR: dict[str, float] = {
+    "latency_spike": 5.0,  # latency multiplier
+    "error_burst": 0.3,  # error probability during the burst
+    "feature_drift": 3.0,  # prompt length multiplier (and a reversed categorical mix)
+    "token_surge": 4.0,  # output token multiplier
+}
+
+_GENERATIVE = frozenset({"chat", "text_completion"})
+_MAX_TOKENS = 100_000_000
+_DAY_MS = 86_400_000.0
+_WINDOW_EVENTS = 8192  # events per vectorised chunk, roughly
+_MAX_WINDOW_S = 600
+
+# Categorical vocabularies: (values, weights). Drift reverses the weights.
+_TENANTS = ("acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka")
+_TENANT_W = tuple(1.0 / (k + 1) ** 1.1 for k in range(len(_TENANTS)))
+_REGIONS = (("eastus", "westeurope", "swedencentral", "japaneast"), (0.45, 0.3, 0.1, 0.15))
+_TEXT_LANGS = (
+    ("en", "de", "fr", "es", "pt", "ja", "zh"), (0.55, 0.1, 0.08, 0.1, 0.07, 0.06, 0.04)
+)
+_CODE_LANGS = (
+    ("python", "typescript", "java", "go", "rust", "cpp"), (0.4, 0.25, 0.15, 0.1, 0.05, 0.05)
+)
+_CLIENTS = (("web", "ios", "android", "api", "slack"), (0.45, 0.2, 0.15, 0.15, 0.05))
+_TEMPERATURES = (0.0, 0.2, 0.7, 1.0)
+_TEMP_W = {"chat": (0.1, 0.2, 0.55, 0.15), "text_completion": (0.6, 0.3, 0.1, 0.0)}
+
+# Error types, with their share among errors in normal times and during an error burst.
+_ERROR_TYPES = ("timeout", "rate_limited", "server_error", "content_filter")
+_ERROR_W = (0.25, 0.3, 0.3, 0.15)
+_BURST_ERROR_W = (0.2, 0.3, 0.5, 0.0)
+_TIMEOUT, _RATE_LIMITED, _SERVER_ERROR, _CONTENT_FILTER = range(4)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelProfile:
+    """How one model version behaves: traffic share, token, latency, error and price model.
+
+    Latency of a generative operation (``chat``, ``text_completion``) is
+    ``queue + TTFT + TPOT × (output_tokens − 1)`` with TTFT = ``base_ms`` + prefill per
+    uncached input token; other operations take ``base_ms`` + per-token time. Both get
+    a lognormal noise factor and, with probability ``tail_prob``, a Pareto tail factor.
+    """
+
+    name: str
+    version: str = ""
+    operation: str = "chat"  # chat | text_completion | embeddings | classify | ...
+    provider: str = "inferwatch-sim"
+    service: str = ""  # defaults to ``<name>-api``
+    share: float = 1.0  # relative traffic share in synthetic mode
+    hosts: int = 2
+    canary: bool = False
+    # tokens (lognormal: median, sigma; clipped to the max)
+    input_median: float = 600.0
+    input_sigma: float = 1.0
+    max_input: int = 16_384
+    output_median: float = 150.0
+    output_sigma: float = 0.9
+    max_output: int = 4_096
+    chars_per_token: float = 4.0
+    # timing, milliseconds
+    queue_ms: float = 10.0  # mean queue wait
+    base_ms: float = 40.0
+    prefill_ms_per_token: float = 0.12
+    tpot_ms: float = 25.0
+    tpot_context_tokens: float = 32_000.0  # TPOT grows by 1× per this many context tokens
+    latency_sigma: float = 0.25
+    tail_prob: float = 0.01
+    tail_alpha: float = 1.5
+    timeout_ms: float = 60_000.0
+    # errors, cache, price (USD per million tokens)
+    error_rate: float = 0.005
+    long_context_error: float = 0.02  # extra error probability at max_input context
+    cache_rate: float = 0.25
+    price_in_per_mtok: float = 1.0
+    price_out_per_mtok: float = 4.0
+    cached_price_ratio: float = 0.5
+    # quality
+    labels: tuple[str, ...] = ()  # predictions of a classifier
+    feedback_rate: float = 0.03
+    app_features: tuple[str, ...] = ("assistant",)
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.name) <= 128:
+            raise ValueError(f"model name must have 1..128 characters, got {self.name!r}")
+        if self.share <= 0 or self.hosts < 1:
+            raise ValueError(f"model {self.name!r}: share must be > 0 and hosts >= 1")
+        if self.operation == "classify" and not self.labels:
+            raise ValueError(f"model {self.name!r}: a classify model needs labels")
+        if not self.app_features:
+            raise ValueError(f"model {self.name!r}: app_features must not be empty")
+
+    @property
+    def generative(self) -> bool:
+        """True when the operation streams tokens (so TTFT and TPOT exist)."""
+        return self.operation in _GENERATIVE
+
+    @property
+    def service_name(self) -> str:
+        return self.service or f"{self.name}-api"
+
+    def host_names(self) -> list[str]:
+        version = f"-{self.version}" if self.version else ""
+        return [f"{self.name}{version}-{i}" for i in range(self.hosts)]
+
+    def mean_tokens(self) -> float:
+        """Expected input + output tokens of one request (for nominal KV-cache load)."""
+        mean_in = self.input_median * math.exp(self.input_sigma**2 / 2)
+        mean_out = self.output_median * math.exp(self.output_sigma**2 / 2)
+        mean_out = min(mean_out, self.max_output) if self.generative else 0.0
+        return min(mean_in, self.max_input) + mean_out
+
+
+DEFAULT_MODELS: tuple[ModelProfile, ...] = (
+    ModelProfile(
+        "gpt-chat", "2024-06", "chat", share=0.40, hosts=3,
+        input_median=900, input_sigma=1.0, output_median=180, output_sigma=0.9, max_output=2048,
+        price_in_per_mtok=2.5, price_out_per_mtok=10.0,
+        app_features=("assistant", "summarize", "search", "email_draft"),
+    ),
+    ModelProfile(
+        "gpt-chat", "2024-09", "chat", share=0.08, hosts=1, canary=True,
+        input_median=900, input_sigma=1.0, output_median=200, output_sigma=0.9, max_output=2048,
+        tpot_ms=20.0, error_rate=0.01, price_in_per_mtok=2.5, price_out_per_mtok=10.0,
+        app_features=("assistant", "summarize", "search", "email_draft"),
+    ),
+    ModelProfile(
+        "code-complete", "1.3", "text_completion", share=0.22, hosts=2,
+        input_median=1400, input_sigma=0.8, output_median=24, output_sigma=1.2, max_output=256,
+        chars_per_token=3.3, queue_ms=5.0, base_ms=25.0, prefill_ms_per_token=0.08,
+        tpot_ms=12.0, timeout_ms=20_000.0, cache_rate=0.5,
+        price_in_per_mtok=0.5, price_out_per_mtok=1.5,
+        app_features=("ide_inline", "ide_chat", "code_review"),
+    ),
+    ModelProfile(
+        "embed-small", "3", "embeddings", share=0.20, hosts=1,
+        input_median=300, input_sigma=0.9, max_input=8_191, queue_ms=2.0, base_ms=8.0,
+        prefill_ms_per_token=0.01, latency_sigma=0.3, timeout_ms=10_000.0, error_rate=0.002,
+        long_context_error=0.0, price_in_per_mtok=0.02, price_out_per_mtok=0.0, feedback_rate=0.0,
+        app_features=("rag_index", "rag_query", "dedupe"),
+    ),
+    ModelProfile(
+        "intent-clf", "2.1", "classify", share=0.10, hosts=1,
+        input_median=60, input_sigma=0.7, max_input=512, queue_ms=1.0, base_ms=4.0,
+        prefill_ms_per_token=0.02, latency_sigma=0.35, timeout_ms=5_000.0, error_rate=0.002,
+        long_context_error=0.0, price_in_per_mtok=0.1, price_out_per_mtok=0.0,
+        labels=("billing", "tech_support", "sales", "account", "other"), feedback_rate=0.05,
+        app_features=("routing",),
+    ),
+)
+
+
+# --------------------------------------------------------------------------- incidents
+
+_NUMBER = r"(\d+(?:\.\d+)?)s?"
+_INCIDENT_RE = re.compile(rf"(?P<kind>[a-z_]+)@{_NUMBER}\+{_NUMBER}(?P<opts>(?::[^:]*)*)")
+_INCIDENT_SYNTAX = "KIND@OFFSET+DURATION[:model=NAME][:factor=X]"
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """A change of traffic during ``[offset, offset + duration)`` seconds from the start.
+
+    ``model`` limits it to one model name (None: every model). ``factor`` (None: the
+    kind's default) is the latency multiplier of ``latency_spike`` (5), the error
+    probability of ``error_burst`` (0.3), the prompt-length multiplier of
+    ``feature_drift`` (3, which also reverses the language and client mix) and the
+    output-token multiplier of ``token_surge`` (4).
+    """
+
+    kind: IncidentKind
+    offset: float
+    duration: float
+    model: str | None = None
+    factor: float | None = None  # always a float after construction
+
+    def __post_init__(self) -> None:
+        if self.kind not in INCIDENT_KINDS:
+            raise ValueError(f"unknown incident kind {self.kind!r}; use one of {INCIDENT_KINDS}")
+        if self.factor is None:
+            object.__setattr__(self, "factor", _DEFAULT_FACTOR[self.kind])
+        factor = float(cast(float, self.factor))
+        object.__setattr__(self, "factor", factor)
+        if not (math.isfinite(self.offset) and self.offset >= 0):
+            raise ValueError(f"incident offset must be >= 0 seconds, got {self.offset}")
+        if not (math.isfinite(self.duration) and self.duration > 0):
+            raise ValueError(f"incident duration must be > 0 seconds, got {self.duration}")
+        if not (math.isfinite(factor) and factor > 0):
+            raise ValueError(f"incident factor must be > 0, got {factor}")
+        if self.kind == "error_burst" and factor > 1:
+            raise ValueError(f"error_burst factor is an error probability <= 1, got {factor}")
+        if self.model is not None and not self.model:
+            raise ValueError("incident model must not be empty")
+
+    @property
+    def end(self) -> float:
+        return self.offset + self.duration
+
+    @property
+    def magnitude(self) -> float:
+        """``factor`` as a float (it is never None once constructed)."""
+        assert self.factor is not None
+        return self.factor
+
+    def window(self, offsets: np.ndarray) -> np.ndarray:
+        """Boolean mask of the offsets inside this incident."""
+        return (offsets >= self.offset) & (offsets < self.end)
+
+    def __str__(self) -> str:
+        text = f"{self.kind}@{self.offset:g}+{self.duration:g}"
+        if self.model is not None:
+            text += f":model={self.model}"
+        return text + f":factor={self.magnitude:g}"
+
+    @classmethod
+    def parse(cls, text: str) -> Incident:
+        """Parse ``KIND@OFFSET+DURATION[:model=NAME][:factor=X]`` (seconds; ``s`` optional).
+
+        >>> Incident.parse("latency_spike@20+10:model=gpt-chat:factor=5")
+        Incident(kind='latency_spike', offset=20.0, duration=10.0, model='gpt-chat', factor=5.0)
+        """
+        match = _INCIDENT_RE.fullmatch(text.strip())
+        if match is None:
+            raise ValueError(f"bad incident {text!r}: expected {_INCIDENT_SYNTAX}")
+        kind, offset, duration, opts = match.group("kind", 2, 3, "opts")
+        if kind not in INCIDENT_KINDS:
+            kinds = ", ".join(INCIDENT_KINDS)
+            raise ValueError(f"bad incident {text!r}: unknown kind {kind!r}; use one of {kinds}")
+        options: dict[str, str] = {}
+        for item in opts.split(":")[1:]:
+            key, sep, value = item.partition("=")
+            if not sep or not value:
+                raise ValueError(f"bad incident {text!r}: option {item!r} is not key=value")
+            if key not in ("model", "factor"):
+                raise ValueError(f"bad incident {text!r}: unknown option {key!r} (model, factor)")
+            if key in options:
+                raise ValueError(f"bad incident {text!r}: option {key!r} given twice")
+            options[key] = value
+        factor: float | None = None
+        if "factor" in options:
+            try:
+                factor = float(options["factor"])
+            except ValueError:
+                raise ValueError(
+                    f"bad incident {text!r}: factor {options['factor']!r} is not a number"
+                ) from None
+        try:
+            kind_ = cast(IncidentKind, kind)
+            return cls(kind_, float(offset), float(duration), options.get("model"), factor)
+        except ValueError as exc:
+            raise ValueError(f"bad incident {text!r}: {exc}") from None
+
+
+def _incidents(items: Iterable[Incident | str]) -> tuple[Incident, ...]:
+    return tuple(i if isinstance(i, Incident) else Incident.parse(i) for i in items)
+
+
+# --------------------------------------------------------------------------- generation
+
+
+@dataclass(slots=True)
+class _Window:
+    """Per-second load of one profile in a window, for its resource samples."""
+
+    counts: np.ndarray
+    tokens: np.ndarray
+    spike: np.ndarray  # latency-spike factor per second (1: none)
+
+
+def _categorical(
+    rng: np.random.Generator, vocab: tuple[tuple[str, ...], tuple[float, ...]], drift: np.ndarray
+) -> list[str]:
+    """Draw one value per row; drifted rows use the reversed weights."""
+    values, weights = vocab
+    w = np.asarray(weights, dtype=float)
+    cum = np.cumsum(w / w.sum())
+    cum_drift = np.cumsum(w[::-1] / w.sum())
+    u = rng.random(len(drift))
+    idx = np.where(drift, np.searchsorted(cum_drift, u, "right"), np.searchsorted(cum, u, "right"))
+    table = np.asarray(values, dtype=object)
+    return table[np.minimum(idx, len(values) - 1)].tolist()
+
+
+def _hex_ids(rng: np.random.Generator, n: int, words: int) -> list[str]:
+    draws = rng.integers(0, 2**63, size=(n, words), dtype=np.int64, endpoint=False).tolist()
+    return ["".join(f"{w:016x}" for w in row) for row in draws]
+
+
+class TrafficModel:
+    """Models plus incidents plus a seed: the source of every simulated record.
+
+    Each call of :meth:`stream` starts from a fresh ``Generator(PCG64(seed))``, so a
+    model can be streamed again with the same result.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[ModelProfile] = DEFAULT_MODELS,
+        incidents: Iterable[Incident | str] = (),
+        *,
+        seed: int = 0,
+        environment: str = "prod",
+        id_prefix: str | None = None,
+    ) -> None:
+        self.models = tuple(models)
+        if not self.models:
+            raise ValueError("at least one model profile is needed")
+        keys = [(m.name, m.version) for m in self.models]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"model (name, version) pairs must be unique, got {keys}")
+        self.incidents = _incidents(incidents)
+        names = {m.name for m in self.models}
+        for inc in self.incidents:
+            if inc.model is not None and inc.model not in names:
+                raise ValueError(
+                    f"incident {inc} names model {inc.model!r}; models: {sorted(names)}"
+                )
+        self.seed = int(seed)
+        self.environment = environment
+        self.id_prefix = f"sim-{self.seed}" if id_prefix is None else id_prefix
+        shares = np.array([m.share for m in self.models], dtype=float)
+        self._shares = shares / shares.sum()
+
+    def _rngs(self) -> tuple[np.random.Generator, np.random.Generator]:
+        """Event and resource streams: independent, so neither perturbs the other."""
+        bits = np.random.PCG64(self.seed)
+        return np.random.Generator(bits), np.random.Generator(bits.jumped())
+
+    def stream(
+        self, rate: float, duration: float | None, start: float, *, resources: bool = True
+    ) -> Iterator[tuple[float, Record]]:
+        """Poisson arrivals at ``rate``/s for ``duration`` s (None: forever), time-ordered."""
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError(f"rate must be > 0 events/s, got {rate}")
+        if duration is not None and not (duration >= 0):
+            raise ValueError(f"duration must be >= 0 seconds or None, got {duration}")
+        _check_start(start)
+        nominal = [rate * s / m.hosts for s, m in zip(self._shares, self.models, strict=True)]
+        return self._stream(rate, duration, start, resources, nominal)
+
+    def _stream(
+        self,
+        rate: float,
+        duration: float | None,
+        start: float,
+        resources: bool,
+        nominal: list[float],
+    ) -> Iterator[tuple[float, Record]]:
+        rng, res_rng = self._rngs()
+        width = int(min(_MAX_WINDOW_S, max(1, round(_WINDOW_EVENTS / rate))))
+        counter = 0
+        t0 = 0
+        while duration is None or t0 < duration:
+            t1 = t0 + width if duration is None else min(t0 + width, duration)
+            n = int(rng.poisson(rate * (t1 - t0)))
+            offsets = np.sort(rng.uniform(t0, t1, n))
+            which = rng.choice(len(self.models), size=n, p=self._shares)
+            yield from self._window(rng, res_rng, start, t0, t1, offsets, which, None, None,
+                                    counter, resources, nominal)
+            counter += n
+            t0 += width
+
+    def _window(
+        self,
+        rng: np.random.Generator,
+        res_rng: np.random.Generator,
+        start: float,
+        t0: int,
+        t1: float,
+        offsets: np.ndarray,
+        which: np.ndarray,
+        tin: np.ndarray | None,
+        tout: np.ndarray | None,
+        counter: int,
+        resources: bool,
+        nominal: list[float],
+    ) -> Iterator[tuple[float, Record]]:
+        """Build the events of one window (``t0`` integral) and merge in resource samples."""
+        events: list[InferenceEvent | None] = [None] * len(offsets)
+        seconds = max(0, math.floor(t1) - t0)  # complete seconds: one sample at each end
+        loads: list[_Window] = []
+        for p, profile in enumerate(self.models):
+            sel = np.flatnonzero(which == p)
+            built, tokens = self._events(
+                rng, profile, start, offsets[sel], sel + counter,
+                None if tin is None else tin[sel], None if tout is None else tout[sel],
+            )
+            for i, event in zip(sel.tolist(), built, strict=True):
+                events[i] = event
+            if resources:
+                bucket = np.floor(offsets[sel]).astype(np.int64) - t0
+                keep = bucket < seconds
+                spike = np.ones(seconds)
+                mids = t0 + np.arange(seconds) + 0.5
+                for inc in self.incidents:
+                    if inc.kind == "latency_spike" and inc.model in (None, profile.name):
+                        spike[inc.window(mids)] *= inc.magnitude
+                loads.append(_Window(
+                    np.bincount(bucket[keep], minlength=seconds),
+                    np.bincount(bucket[keep], weights=tokens[keep], minlength=seconds),
+                    spike,
+                ))
+        samples = self._samples(res_rng, start, t0, seconds, loads, nominal) if resources else []
+        offs = offsets.tolist()
+        i = 0
+        for k, batch in samples:
+            while i < len(offs) and offs[i] < k:
+                yield offs[i], events[i]  # type: ignore[misc]
+                i += 1
+            for sample in batch:
+                yield float(k), sample
+        while i < len(offs):
+            yield offs[i], events[i]  # type: ignore[misc]
+            i += 1
+
+    def _events(
+        self,
+        rng: np.random.Generator,
+        prof: ModelProfile,
+        start: float,
+        off: np.ndarray,
+        numbers: np.ndarray,
+        tin: np.ndarray | None,
+        tout: np.ndarray | None,
+    ) -> tuple[list[InferenceEvent], np.ndarray]:
+        """Draw and build one profile's events; also return each event's token total."""
+        m = len(off)
+        gen = prof.generative
+        # Incident effects, per event.
+        lat_mult = np.ones(m)
+        burst_p = np.zeros(m)
+        drift_mult = np.ones(m)
+        out_mult = np.ones(m)
+        for inc in self.incidents:
+            if inc.model not in (None, prof.name):
+                continue
+            w = inc.window(off)
+            if inc.kind == "latency_spike":
+                lat_mult[w] *= inc.magnitude
+            elif inc.kind == "error_burst":
+                burst_p[w] = np.maximum(burst_p[w], inc.magnitude)
+            elif inc.kind == "feature_drift":
+                drift_mult[w] *= inc.magnitude
+            else:
+                out_mult[w] *= inc.magnitude
+        burst = burst_p > 0
+        drift = drift_mult != 1.0
+
+        # Tokens: drawn (synthetic) or given (replay), then transformed by incidents.
+        if tin is None:
+            drawn = rng.lognormal(math.log(prof.input_median), prof.input_sigma, m)
+            tin = np.clip(np.rint(drawn), 1, prof.max_input)
+        tin = np.minimum(np.rint(tin * drift_mult), _MAX_TOKENS).astype(np.int64)
+        length = np.zeros(m, dtype=bool)
+        if gen:
+            if tout is None:
+                drawn = np.rint(rng.lognormal(math.log(prof.output_median), prof.output_sigma, m))
+                tout = np.clip(drawn, 1, prof.max_output)
+            length = tout >= prof.max_output
+            tout = np.minimum(np.rint(tout * out_mult), _MAX_TOKENS).astype(np.int64)
+            hit = rng.random(m) < prof.cache_rate
+            prefix = np.floor(tin * rng.uniform(0.3, 0.95, m) / 64) * 64
+            cache = np.where(hit, prefix, 0).astype(np.int64)
+            hit &= cache > 0
+        else:
+            tout = np.zeros(m, dtype=np.int64)
+            cache = np.zeros(m, dtype=np.int64)
+            hit = np.zeros(m, dtype=bool)
+
+        # Latency: lognormal body, Pareto tail, incident multiplier.
+        noise = rng.lognormal(0.0, prof.latency_sigma, m)
+        tail = np.where(
+            rng.random(m) < prof.tail_prob,
+            np.minimum(2.0 * (1.0 + rng.pareto(prof.tail_alpha, m)), 100.0),
+            1.0,
+        )
+        slow = noise * tail * lat_mult
+        queue = rng.exponential(prof.queue_ms, m) * lat_mult
+        if gen:
+            prefill = (prof.base_ms + prof.prefill_ms_per_token * (tin - cache)) * slow
+            tpot = (
+                prof.tpot_ms * rng.lognormal(0.0, 0.15, m)
+                * (1.0 + tin / prof.tpot_context_tokens) * tail * lat_mult
+            )
+            ttft = queue + prefill
+            latency = ttft + tpot * np.maximum(tout - 1, 0)
+        else:
+            tpot = ttft = np.zeros(m)
+            latency = queue + (prof.base_ms + prof.prefill_ms_per_token * tin) * slow
+
+        # Errors: base rate rising with context length, or the burst rate; too slow = timeout.
+        ratio = np.minimum(tin / prof.max_input, 1.5)
+        p_err = np.maximum(prof.error_rate + prof.long_context_error * ratio**2, burst_p)
+        err = rng.random(m) < p_err
+        u = rng.random(m)
+        kinds = np.where(
+            burst,
+            np.searchsorted(np.cumsum(_BURST_ERROR_W), u, "right"),
+            np.searchsorted(np.cumsum(_ERROR_W), u, "right"),
+        )
+        kinds = np.minimum(kinds, len(_ERROR_TYPES) - 1)
+        if not gen:
+            kinds[kinds == _CONTENT_FILTER] = _SERVER_ERROR
+        too_slow = ~err & (latency > prof.timeout_ms)
+        err |= too_slow
+        kinds[too_slow] = _TIMEOUT
+        err_latency = np.select(
+            [kinds == _TIMEOUT, kinds == _RATE_LIMITED, kinds == _SERVER_ERROR],
+            [
+                prof.timeout_ms * rng.uniform(1.0, 1.02, m),
+                rng.lognormal(math.log(6.0), 0.5, m),
+                latency * rng.uniform(0.05, 1.0, m),
+            ],
+            ttft if gen else latency,
+        )
+        latency = np.minimum(np.where(err, err_latency, latency), _DAY_MS)
+        queue = np.where(err & (kinds == _RATE_LIMITED), 0.0, queue)
+        status_5xx = np.where(rng.random(m) < 0.8, 500, 503)
+
+        # Cost: uncached input + discounted cached input + output.
+        price_in = prof.price_in_per_mtok / 1e6
+        cost = (
+            (tin - cache) * price_in
+            + cache * price_in * prof.cached_price_ratio
+            + tout * prof.price_out_per_mtok / 1e6
+        )
+        cost = np.where(err, np.where(kinds == _CONTENT_FILTER, tin * price_in, 0.0), cost)
+
+        # Quality: classifier prediction and confidence (lower under drift), feedback.
+        if prof.operation == "classify":
+            label_w = 1.0 / np.arange(1, len(prof.labels) + 1)
+            label_idx = rng.choice(len(prof.labels), size=m, p=label_w / label_w.sum())
+            labels = np.asarray(prof.labels, dtype=object)
+            predictions: list[str | None] = labels[label_idx].tolist()
+            conf = np.where(drift, rng.beta(4.0, 3.0, m), rng.beta(9.0, 2.0, m))
+            good = rng.random(m) < conf
+            confidences: list[float | None] = np.round(conf, 4).tolist()
+        else:
+            predictions = [None] * m
+            confidences = [None] * m
+            good = rng.random(m) < np.where(drift | (lat_mult > 1), 0.55, 0.85)
+        gives_feedback = (rng.random(m) < prof.feedback_rate) & ~err
+
+        # Features and labels.
+        cpt = np.maximum(rng.normal(prof.chars_per_token, 0.35, m), 1.5)
+        prompt_length = np.rint(tin * cpt).tolist()
+        langs = _CODE_LANGS if prof.operation == "text_completion" else _TEXT_LANGS
+        language = _categorical(rng, langs, drift)
+        client = _categorical(rng, _CLIENTS, drift)
+        app_w = tuple(1.0 / (k + 1) for k in range(len(prof.app_features)))
+        app_feature = _categorical(rng, (prof.app_features, app_w), np.zeros(m, dtype=bool))
+        tenant = _categorical(rng, (_TENANTS, _TENANT_W), np.zeros(m, dtype=bool))
+        region = _categorical(rng, _REGIONS, np.zeros(m, dtype=bool))
+        users = rng.integers(0, 50_000, m).tolist()
+        temp_w = _TEMP_W.get(prof.operation)
+        temps = (
+            np.asarray(_TEMPERATURES)[rng.choice(4, size=m, p=temp_w)].tolist()
+            if temp_w else [None] * m
+        )
+        turns = None
+        if prof.operation == "chat":
+            turns = (1 + rng.poisson(1.5, m)).astype(float).tolist()
+        trace_ids = _hex_ids(rng, m, 2)
+        span_ids = _hex_ids(rng, m, 1)
+
+        # Build the structs from plain Python values.
+        deployment = "canary" if prof.canary else "stable"
+        service = prof.service_name
+        ok_finish = "stop" if gen else None
+        events: list[InferenceEvent] = []
+        cols = zip(
+            numbers.tolist(), (start + off).tolist(), err.tolist(), kinds.tolist(),
+            status_5xx.tolist(), np.round(latency, 3).tolist(), np.round(ttft, 3).tolist(),
+            np.round(queue, 3).tolist(), np.round(tpot, 3).tolist(), tin.tolist(), tout.tolist(),
+            cache.tolist(), hit.tolist(), np.round(cost, 9).tolist(), length.tolist(),
+            predictions, confidences, good.tolist(), gives_feedback.tolist(), prompt_length,
+            temps, language, client, app_feature, tenant, region, users, trace_ids, span_ids,
+            strict=True,
+        )
+        for k, (
+            number, ts, is_err, kind, s5xx, lat, t_first, q, t_tok, n_in, n_out, n_cache, is_hit,
+            usd, at_length, pred, confidence, is_good, has_fb, plen, temp, lang, cli, app, ten,
+            reg, user, trace_id, span_id,
+        ) in enumerate(cols):
+            features: dict[str, float | str] = {"prompt_length": plen, "language": lang,
+                                                "client": cli}
+            if temp is not None:
+                features["temperature"] = temp
+            if turns is not None:
+                features["num_turns"] = turns[k]
+            if is_err:
+                error_type: str | None = _ERROR_TYPES[kind]
+                http_status: int | None = (504, 429, s5xx, 400)[kind]
+                finish = "content_filter" if kind == _CONTENT_FILTER else None
+                streamed = False
+            else:
+                error_type = http_status = None
+                finish = ("length" if at_length else "stop") if gen else ok_finish
+                streamed = gen
+            events.append(InferenceEvent(
+                event_id=f"{self.id_prefix}-{number}",
+                timestamp=ts,
+                trace_id=trace_id,
+                span_id=span_id,
+                service=service,
+                environment=self.environment,
+                tenant=ten,
+                user=f"u{user:05x}",
+                region=reg,
+                model=prof.name,
+                model_version=prof.version,
+                provider=prof.provider,
+                operation=prof.operation,
+                status="error" if is_err else "ok",
+                error_type=error_type,
+                http_status=http_status if is_err else 200,
+                finish_reason=finish,
+                latency_ms=lat,
+                time_to_first_token_ms=t_first if streamed else None,
+                queue_wait_ms=q,
+                time_per_output_token_ms=t_tok if streamed else None,
+                input_tokens=n_in,
+                output_tokens=n_out if gen else None,
+                cache_read_tokens=n_cache if gen else None,
+                cache_hit=is_hit if gen else None,
+                cost_usd=usd,
+                prediction=None if is_err else pred,
+                confidence=None if is_err else confidence,
+                feedback_score=(1.0 if is_good else 0.0) if has_fb else None,
+                features=features,
+                attributes={"app_feature": app, "deployment": deployment},
+            ))
+        return events, (tin + tout).astype(float)
+
+    def _samples(
+        self,
+        rng: np.random.Generator,
+        start: float,
+        t0: int,
+        seconds: int,
+        loads: list[_Window],
+        nominal: list[float],
+    ) -> list[tuple[int, list[ResourceSample]]]:
+        """One sample per host per complete second, its utilisations following the load."""
+        per_second: list[list[ResourceSample]] = [[] for _ in range(seconds)]
+        if seconds == 0:
+            return []
+        for prof, load, rate in zip(self.models, loads, nominal, strict=True):
+            h = prof.hosts
+            shape = (seconds, h)
+            capacity = max(rate, 1e-9) / 0.6  # nominal load is 60% of a host
+            token_capacity = max(rate * prof.mean_tokens(), 1e-9) / 0.5
+            jitter = rng.lognormal(0.0, 0.08, shape)
+            util = (load.counts / h)[:, None] / capacity * jitter
+            kv = (load.tokens / h)[:, None] / token_capacity * jitter
+            spike = load.spike[:, None] > 1
+            gpu = np.clip(0.05 + 0.9 * util + rng.normal(0, 0.02, shape), 0, 1)
+            gpu = np.where(spike, np.maximum(gpu, rng.uniform(0.95, 1.0, shape)), gpu)
+            cpu = np.clip(0.08 + 0.5 * util + rng.normal(0, 0.03, shape), 0, 1)
+            mem = np.clip(0.45 + 0.15 * util + rng.normal(0, 0.01, shape), 0, 1)
+            kv = np.clip(kv + rng.normal(0, 0.02, shape), 0, 1)
+            kv = np.where(spike, np.maximum(kv, rng.uniform(0.9, 1.0, shape)), kv)
+            gpu_mem = np.clip(0.6 + 0.35 * kv, 0, 1) if prof.generative else np.full(shape, 0.3)
+            queue = rng.poisson(np.maximum(util - 0.7, 0) * 40 + 0.3 * util)
+            extra = np.rint(3.0 * load.spike[:, None] * rng.uniform(0.5, 1.5, shape))
+            queue = queue + np.where(spike, extra, 0).astype(np.int64)
+            server = "vllm" if prof.generative else "triton"
+            rows = zip(
+                np.round(cpu, 4).tolist(), np.round(mem, 4).tolist(), np.round(gpu, 4).tolist(),
+                np.round(gpu_mem, 4).tolist(), np.round(kv, 4).tolist(), queue.tolist(),
+                strict=True,
+            )
+            hosts = prof.host_names()
+            for b, (c_row, m_row, g_row, gm_row, kv_row, q_row) in enumerate(rows):
+                ts = start + t0 + b + 1
+                for j, host in enumerate(hosts):
+                    per_second[b].append(ResourceSample(
+                        timestamp=ts,
+                        host=host,
+                        server=server,
+                        model=prof.name,
+                        cpu_util=c_row[j],
+                        memory_util=m_row[j],
+                        memory_bytes=int(m_row[j] * (256 << 30)),
+                        gpu_util=g_row[j],
+                        gpu_memory_util=gm_row[j],
+                        kv_cache_util=kv_row[j] if prof.generative else None,
+                        queue_length=int(q_row[j]),
+                    ))
+        return [(t0 + b + 1, batch) for b, batch in enumerate(per_second)]
+
+
+def _check_start(start: float) -> None:
+    if not (math.isfinite(start) and 0 <= start <= 1e11):
+        raise ValueError(f"start must be Unix seconds in [0, 1e11], got {start}")
+
+
+def synthetic(
+    seed: int,
+    rate: float,
+    duration: float | None,
+    start: float,
+    models: Sequence[ModelProfile] = DEFAULT_MODELS,
+    incidents: Iterable[Incident | str] = (),
+    *,
+    resources: bool = True,
+) -> Iterator[tuple[float, Record]]:
+    """Seeded synthetic traffic: ``(offset_seconds, record)`` pairs in event-time order.
+
+    Events arrive as a Poisson process at ``rate`` per second over ``duration`` seconds
+    (None: endless), spread over ``models`` by their shares, with ``timestamp = start +
+    offset``. With ``resources``, each host of each model also reports one
+    :class:`ResourceSample` at the end of every complete second. ``incidents`` are
+    :class:`Incident` objects or their text form. Bad arguments raise ValueError now,
+    not at the first ``next()``.
+
+    >>> run = lambda: list(synthetic(seed=1, rate=50.0, duration=3.0, start=1.7e9))
+    >>> records = run()
+    >>> records == run()
+    True
+    >>> offsets = [offset for offset, _ in records]
+    >>> offsets == sorted(offsets) and 0.0 <= offsets[0] and offsets[-1] <= 3.0
+    True
+    >>> sorted({type(record).__name__ for _, record in records})
+    ['InferenceEvent', 'ResourceSample']
+    """
+    traffic = TrafficModel(models, incidents, seed=seed)
+    return traffic.stream(rate, duration, start, resources=resources)
+
+
+# --------------------------------------------------------------------------- replay
+
+_TS_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z?")
+
+
+def _parse_ns(text: str) -> int:
+    """``YYYY-MM-DD HH:MM:SS[.fffffffff]`` (UTC) to integer Unix nanoseconds, exactly."""
+    match = _TS_RE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"timestamp {text!r} is not YYYY-MM-DD HH:MM:SS[.fraction]")
+    y, mo, d, h, mi, s = (int(g) for g in match.groups()[:6])
+    if not (1 <= mo <= 12 and 1 <= d <= 31 and h < 24 and mi < 60 and s < 61):
+        raise ValueError(f"timestamp {text!r} is out of range")
+    fraction = (match.group(7) or "").ljust(9, "0")
+    return calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0)) * 1_000_000_000 + int(fraction)
+
+
+def _read_trace(path: Path, limit: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read ``time, input tokens, output tokens`` rows (header optional, any line ending)."""
+    times: list[int] = []
+    tin: list[int] = []
+    tout: list[int] = []
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        for lineno, row in enumerate(csv.reader(f), start=1):
+            if limit is not None and len(times) >= limit:
+                break
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank line
+            if lineno == 1 and row[0].strip()[:1].isalpha():
+                continue  # header
+            try:
+                if len(row) != 3:
+                    raise ValueError(f"expected 3 columns (time, input tokens, output tokens), "
+                                     f"got {len(row)}")
+                ns = _parse_ns(row[0])
+                n_in, n_out = int(row[1]), int(row[2])
+                if not (0 <= n_in <= _MAX_TOKENS and 0 <= n_out <= _MAX_TOKENS):
+                    raise ValueError(f"token counts must be in [0, {_MAX_TOKENS}]")
+            except ValueError as exc:
+                line = ",".join(row)
+                raise ValueError(f"{path}:{lineno}: malformed row {line!r}: {exc}") from None
+            times.append(ns)
+            tin.append(n_in)
+            tout.append(n_out)
+    if not times:
+        raise ValueError(f"{path}: no data rows")
+    return np.array(times, dtype=np.int64), np.array(tin), np.array(tout)
+
+
+def _trace_name(path: Path) -> str:
+    """``azure_llm_inference_conv_2023.csv`` → ``azure-conv``; otherwise a slug of the stem."""
+    stem = path.stem.lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", stem).strip("-") or "trace"
+    if "azure" in stem:
+        core = re.sub(r"azure[-_]?llm[-_]?inference(?:[-_]?trace)?", "", stem)
+        core = re.sub(r"[-_]?20\d\d$", "", core)
+        core = re.sub(r"[^a-z0-9]+", "-", core).strip("-")
+        return f"azure-{core}" if core else "azure"
+    return slug[:128]
+
+
+def replay_profile(name: str) -> ModelProfile:
+    """A profile for replayed LLM traffic: a code model when the name says so, else chat."""
+    code = "code" in name
+    return ModelProfile(
+        name, operation="text_completion" if code else "chat", hosts=4,
+        max_input=16_384, max_output=8_192, chars_per_token=3.3 if code else 4.0,
+        queue_ms=15.0, base_ms=40.0, prefill_ms_per_token=0.15,
+        tpot_ms=30.0, tpot_context_tokens=16_000.0, latency_sigma=0.2,
+        timeout_ms=120_000.0, error_rate=0.003, long_context_error=0.05,
+        cache_rate=0.4 if code else 0.3,
+        price_in_per_mtok=2.5, price_out_per_mtok=10.0,
+        app_features=("ide_inline", "ide_chat") if code else ("assistant", "search"),
+    )
+
+
+def replay(
+    path: str | os.PathLike[str],
+    seed: int,
+    start: float,
+    *,
+    model: str | None = None,
+    profile: ModelProfile | None = None,
+    limit: int | None = None,
+    incidents: Iterable[Incident | str] = (),
+    resources: bool = False,
+) -> Iterator[tuple[float, Record]]:
+    """Replay a CSV trace of ``time, input tokens, output tokens`` as inference events.
+
+    Offsets are the trace's own arrival times minus the first one (rows are put in time
+    order), rebased onto ``start``; token counts come from the file; latency (queue +
+    prefill ∝ input + decode ∝ output, with noise), TTFT, TPOT, errors (likelier with
+    longer context) and cost are modelled from them by ``profile`` (default:
+    :func:`replay_profile` of ``model``, itself derived from the file name). The whole
+    file (or its first ``limit`` rows) is read and checked now: a malformed row raises
+    ValueError naming the file and line.
+    """
+    trace = Path(path)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    _check_start(start)
+    name = model or (profile.name if profile else _trace_name(trace))
+    prof = replace(profile, name=name, share=1.0) if profile else replay_profile(name)
+    ns, tin, tout = _read_trace(trace, limit)
+    order = np.argsort(ns, kind="stable")
+    ns, tin, tout = ns[order], tin[order], tout[order]
+    offsets = (ns - ns[0]) / 1e9
+    traffic = TrafficModel((prof,), incidents, seed=seed, id_prefix=f"{name}-{seed}")
+    span = float(offsets[-1])
+    nominal = [len(offsets) / max(span, 1.0) / prof.hosts]
+    return _replay(traffic, start, offsets, tin, tout, resources, nominal)
+
+
+def _replay(
+    traffic: TrafficModel,
+    start: float,
+    offsets: np.ndarray,
+    tin: np.ndarray,
+    tout: np.ndarray,
+    resources: bool,
+    nominal: list[float],
+) -> Iterator[tuple[float, Record]]:
+    rng, res_rng = traffic._rngs()
+    span = float(offsets[-1])
+    width = 60
+    t0 = 0
+    lo = 0
+    while lo < len(offsets):
+        t1 = t0 + width
+        hi = int(np.searchsorted(offsets, t1, "left"))
+        end = float(t1) if hi < len(offsets) else span  # no sample for a last partial second
+        which = np.zeros(hi - lo, dtype=np.int64)
+        yield from traffic._window(rng, res_rng, start, t0, end, offsets[lo:hi], which, tin[lo:hi],
+                                   tout[lo:hi], lo, resources, nominal)
+        lo = hi
+        t0 = t1
