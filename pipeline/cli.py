@@ -128,6 +128,63 @@ def worker(ctx: click.Context, roles: str | None, loglevel: str) -> None:
         raise click.ClickException(str(exc)) from exc
 
 
+# --------------------------------------------------------------------------- simulate
+@cli.command()
+@click.option("--rate", default=200.0, show_default=True, help="Events per second (synthetic).")
+@click.option("--duration", default=60.0, show_default=True,
+              help="Seconds of event time to generate (synthetic).")
+@click.option("--seed", default=7, show_default=True, help="Random seed: same seed, same traffic.")
+@click.option("--speed", default=1.0, show_default=True,
+              help="Pace: 1 = real time, 10 = ten times faster, 0 = as fast as Kafka takes it.")
+@click.option("--incident", "incidents", multiple=True, metavar="SPEC",
+              help="KIND@OFFSET+DURATION[:model=NAME][:factor=X], KIND one of latency_spike, "
+                   "error_burst, feature_drift, token_surge. Repeatable.")
+@click.option("--replay", "replay_file", type=click.Path(exists=True, dir_okay=False),
+              help="Replay a CSV trace (arrival time, input tokens, output tokens), "
+                   "e.g. data/azure_llm_inference_conv_2023.csv.")
+@click.option("--limit", type=int, default=None, help="Replay at most this many rows.")
+@click.option("--model", default=None, help="Model name for replayed events.")
+@click.option("--batch-size", default=500, show_default=True,
+              help="Events per Kafka message; 1 sends one event per message.")
+@click.option("--format", "fmt", default="json", show_default=True,
+              type=click.Choice(["json", "msgpack"]))
+@click.option("--start", type=float, default=None, help="Event time of offset 0 (default: now).")
+@click.pass_context
+def simulate(ctx: click.Context, rate: float, duration: float, seed: int, speed: float,
+             incidents: tuple[str, ...], replay_file: str | None, limit: int | None,
+             model: str | None, batch_size: int, fmt: str, start: float | None) -> None:
+    """Publish realistic inference traffic (or replay a trace) to the events topic."""
+    import asyncio
+    import time
+
+    from pipeline.codec import JSON, MSGPACK
+    from pipeline.publish import publish
+    from pipeline.simulate import Incident, replay, synthetic
+
+    settings = _settings(ctx)
+    try:
+        parsed = [Incident.parse(text) for text in incidents]
+        begin = time.time() if start is None else start
+        if replay_file:
+            records = replay(replay_file, seed, begin, model=model, limit=limit, incidents=parsed)
+            what = f"replaying {replay_file}"
+        else:
+            records = synthetic(seed, rate, duration, begin, incidents=parsed)
+            what = f"simulating {rate:g} ev/s for {duration:g}s"
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if batch_size < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--batch-size")
+    click.echo(f"{what} at speed {speed:g} to {settings.topics.events} "
+               f"({settings.kafka.bootstrap_servers})", err=True)
+    stats = asyncio.run(publish(
+        settings, records, speed=speed, batch_size=batch_size,
+        content_type=MSGPACK if fmt == "msgpack" else JSON,
+        progress=lambda s: click.echo(s.line(), err=True),
+    ))
+    click.echo(stats.line())
+
+
 # --------------------------------------------------------------------------- query
 @cli.command()
 @click.argument("sql")

@@ -72,6 +72,7 @@ class _SinkService(mode.Service):
 def run_worker(settings: Settings, roles: Sequence[str], loglevel: str = "info") -> int:
     """Run the given roles until SIGINT/SIGTERM; return the process exit code."""
     roles = sorted(set(roles))
+    settings.home_path.mkdir(parents=True, exist_ok=True)
     asyncio.run(_prepare(settings))
     if "process" not in roles:
         logging.basicConfig(level=loglevel.upper(),
