@@ -159,7 +159,7 @@ def simulate(ctx: click.Context, rate: float, duration: float, seed: int, speed:
 
     from pipeline.codec import JSON, MSGPACK
     from pipeline.publish import publish
-    from pipeline.simulate import Incident, replay, synthetic
+    from pipeline.simulate import Incident, TrafficModel, replay
 
     settings = _settings(ctx)
     try:
@@ -169,7 +169,9 @@ def simulate(ctx: click.Context, rate: float, duration: float, seed: int, speed:
             records = replay(replay_file, seed, begin, model=model, limit=limit, incidents=parsed)
             what = f"replaying {replay_file}"
         else:
-            records = synthetic(seed, rate, duration, begin, incidents=parsed)
+            # The run's start in the ids: a rerun with the same seed is new traffic, not a replay.
+            traffic = TrafficModel(incidents=parsed, seed=seed, id_prefix=f"sim-{seed}-{begin:.0f}")
+            records = traffic.stream(rate, duration, begin)
             what = f"simulating {rate:g} ev/s for {duration:g}s"
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc

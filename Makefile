@@ -1,0 +1,52 @@
+# The two commands a new machine needs: `make demo` and `make test`.
+# Each creates the venv and installs what it needs; Kafka jars come from Maven Central
+# on first use and are cached under .inferwatch/kafka/libs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test unit integration lint demo bench kafka-up kafka-down clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+install: $(STAMP)
+
+# The whole suite: lint, unit tests, doctests, and integration tests on a real broker
+# (INFERWATCH_KAFKA, else testcontainers where Docker answers, else our own KRaft broker,
+# started and stopped by the test session). pytest's "no tests ran" (exit 5) fails.
+test: install
+	$(BIN)/ruff check .
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests - failing" >&2; exit 1; fi; \
+	exit $$rc
+
+unit: install
+	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+integration: install
+	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+
+demo: install
+	bash deploy/local/demo.sh
+
+bench: install
+	$(BIN)/python benchmarks/ingest.py
+
+kafka-up: install
+	$(BIN)/inferwatch dev up
+
+kafka-down: install
+	$(BIN)/inferwatch dev down
+
+clean:
+	-$(BIN)/inferwatch dev down
+	rm -rf $(VENV) .inferwatch .pytest_cache .ruff_cache *.egg-info

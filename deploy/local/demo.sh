@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# `make demo`: local Kafka, one worker, a minute of simulated traffic with two incidents,
+# then per-model counts and sample SQL; everything started here is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+iw=.venv/bin/inferwatch
+home=${INFERWATCH_HOME:-.inferwatch}
+mkdir -p "$home"
+worker_pid=""
+started_kafka=no
+
+cleanup() {
+  if [ -n "$worker_pid" ] && kill -0 "$worker_pid" 2>/dev/null; then
+    echo "== stopping worker"
+    kill -TERM "$worker_pid"; wait "$worker_pid" 2>/dev/null || true
+  fi
+  if [ "$started_kafka" = yes ]; then echo "== stopping kafka"; $iw dev down; fi
+}
+trap cleanup EXIT
+
+if ! $iw dev status >/dev/null 2>&1 && [ -z "${INFERWATCH_KAFKA:-}" ]; then started_kafka=yes; fi
+echo "== starting kafka (KRaft, jars from Maven Central on first run)"
+$iw dev up
+
+echo "== starting worker (process + sink roles, embedded ClickHouse); log: $home/demo-worker.log"
+$iw worker --loglevel warn > "$home/demo-worker.log" 2>&1 &
+worker_pid=$!
+for _ in $(seq 1 60); do
+  if [ -f "$home/clickhouse.owner.json" ]; then break; fi
+  if ! kill -0 "$worker_pid" 2>/dev/null; then cat "$home/demo-worker.log"; exit 1; fi
+  sleep 1
+done
+
+run_start=$(date +%s)
+echo "== simulating 60 s of traffic: latency spike on gpt-chat at 20 s, error burst on code-complete at 35 s"
+$iw simulate --rate 300 --duration 60 --speed 1 \
+  --incident "latency_spike@20+15:model=gpt-chat" \
+  --incident "error_burst@35+10:model=code-complete"
+echo "== replaying 2,000 requests of the Azure LLM conversation trace (CC BY 4.0), 50x speed"
+$iw simulate --replay data/azure_llm_inference_conv_2023.csv --limit 2000 --speed 50
+
+echo "== waiting for the sink to catch up"
+sleep 3
+since="timestamp >= toDateTime64($run_start - 5, 3)"
+
+echo; echo "== events per model (this run)"
+$iw query "SELECT model, model_version, count() AS events FROM events FINAL
+           WHERE $since GROUP BY model, model_version ORDER BY events DESC"
+
+echo; echo "== latency percentiles and error rate per model"
+$iw query "SELECT model,
+                  round(quantile(0.5)(latency_ms)) AS p50_ms,
+                  round(quantile(0.99)(latency_ms)) AS p99_ms,
+                  round(avg(status = 'error') * 100, 2) AS error_pct,
+                  round(sum(cost_usd), 4) AS cost_usd
+           FROM events FINAL WHERE $since GROUP BY model ORDER BY model"
+
+echo; echo "== the latency spike, 5 s buckets of gpt-chat p99"
+$iw query "SELECT toStartOfInterval(timestamp, INTERVAL 5 SECOND) AS t,
+                  count() AS n, round(quantile(0.99)(latency_ms)) AS p99_ms
+           FROM events FINAL WHERE $since AND model = 'gpt-chat'
+           GROUP BY t ORDER BY t LIMIT 14"
+
+echo; echo "== errors by type"
+$iw query "SELECT model, error_type, count() AS errors FROM events FINAL
+           WHERE $since AND status = 'error' GROUP BY model, error_type ORDER BY errors DESC LIMIT 8"
+echo; echo "demo done: try  $iw query \"SELECT ...\"  (tables: events, resources)"
