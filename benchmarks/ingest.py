@@ -1,0 +1,173 @@
+"""Ingest benchmark: events per second from Kafka through `inferwatch worker` into ClickHouse.
+
+One run, same machine, same messages:
+  * baseline — a bare aiokafka consumer that only decodes with msgspec (the ceiling);
+  * worker — `inferwatch worker` (process + sink roles, embedded chDB) from a cold start,
+    timed from the first stored row to the last, so start-up is not counted.
+Both for single-event messages and for batched messages (500 events per message).
+
+Usage:  .venv/bin/python benchmarks/ingest.py [--events 200000] [--bootstrap HOST:PORT]
+Without --bootstrap (or INFERWATCH_KAFKA) it starts the project's KRaft broker on port
+19392 under benchmarks/out/ and stops it afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import msgspec
+from aiokafka import AIOKafkaConsumer
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.config import Settings, load_settings  # noqa: E402
+from pipeline.devkafka import LocalKafka  # noqa: E402
+from pipeline.kafka import ensure_topics  # noqa: E402
+from pipeline.publish import publish  # noqa: E402
+from pipeline.query import run_query  # noqa: E402
+from pipeline.simulate import TrafficModel  # noqa: E402
+from schemas.event import InferenceEvent  # noqa: E402
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def settings_for(bootstrap: str, home: Path, tag: str) -> tuple[Settings, dict[str, str]]:
+    env = {
+        "INFERWATCH_KAFKA": bootstrap,
+        "INFERWATCH_HOME": str(home),
+        "INFERWATCH_WORKER__APP_ID": f"bench-{tag}",
+        "INFERWATCH_TOPICS__EVENTS": f"bench.{tag}.events",
+        "INFERWATCH_TOPICS__DLQ": f"bench.{tag}.dlq",
+        "INFERWATCH_TOPICS__RESOURCES": f"bench.{tag}.resources",
+        # Several inserts per run, so "first row to last row" has something to time.
+        "INFERWATCH_WORKER__SINK_FLUSH_SECONDS": "0.25",
+    }
+    return load_settings(environ=env), env
+
+
+def produce(settings: Settings, events: int, batch_size: int) -> int:
+    traffic = TrafficModel(seed=11, id_prefix=f"bench-{uuid.uuid4().hex[:6]}")
+    records = (r for r in traffic.stream(events / 60, 60.0, time.time() - 120, resources=False))
+    stats = asyncio.run(publish(settings, records, speed=0, batch_size=batch_size))
+    return stats.events
+
+
+async def bare_consumer(settings: Settings, expected: int) -> float:
+    """The ceiling: consume and msgspec-decode every message; events per second."""
+    decoder = msgspec.json.Decoder(InferenceEvent | list[InferenceEvent])
+    consumer = AIOKafkaConsumer(
+        settings.topics.events, bootstrap_servers=settings.kafka.bootstrap_servers,
+        group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
+        max_partition_fetch_bytes=4 << 20, fetch_max_bytes=64 << 20,
+    )
+    await consumer.start()
+    seen = 0
+    started = None
+    try:
+        while seen < expected:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            if started is None and batch:
+                started = time.perf_counter()
+            for messages in batch.values():
+                for m in messages:
+                    out = decoder.decode(m.value)
+                    seen += len(out) if isinstance(out, list) else 1
+        return seen / (time.perf_counter() - (started or time.perf_counter()))
+    finally:
+        await consumer.stop()
+
+
+def worker_rate(settings: Settings, env: dict[str, str], expected: int) -> float:
+    """Cold-start a worker; events/s between the first stored row and the last."""
+    log = open(settings.home_path / "worker.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "worker", "--loglevel", "warn"],
+        env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+    )
+    first_t = first_n = None
+    try:
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                text = (settings.home_path / "worker.log").read_text()
+                raise RuntimeError(f"worker exited: {text}")
+            try:
+                n = int(run_query(settings, "SELECT count() FROM events").rows[0][0])
+            except Exception:
+                time.sleep(0.2)
+                continue
+            now = time.perf_counter()
+            if n > 0 and first_t is None:
+                first_t, first_n = now, n
+            if n >= expected:
+                if first_n == n:
+                    raise RuntimeError("all rows arrived in one insert: raise --events to time it")
+                return (n - first_n) / (now - first_t)
+            time.sleep(0.1)
+        raise RuntimeError("worker did not store every event in time")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--bootstrap", default=os.environ.get("INFERWATCH_KAFKA"))
+    args = parser.parse_args()
+
+    out = ROOT / "benchmarks" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    local = None
+    bootstrap = args.bootstrap
+    if not bootstrap:
+        local_settings = load_settings(environ={
+            "INFERWATCH_HOME": str(out / "kafka-home"), "INFERWATCH_DEV__PORT": "19392",
+            "INFERWATCH_DEV__CONTROLLER_PORT": "19393", "INFERWATCH_KAFKA": "127.0.0.1:19392",
+        })
+        local = LocalKafka(local_settings, say=say)
+        local.libs = ROOT / ".inferwatch" / "kafka" / "libs" / local_settings.dev.kafka_version
+        local.up()
+        bootstrap = local.bootstrap
+    rows = []
+    try:
+        modes = (("single-event messages", 1), ("batched messages (500/msg)", 500))
+        for label, batch_size in modes:
+            with tempfile.TemporaryDirectory(dir=out) as tmp:
+                tag = uuid.uuid4().hex[:8]
+                settings, env = settings_for(bootstrap, Path(tmp), tag)
+                asyncio.run(ensure_topics(settings))
+                say(f"{label}: producing {args.events} events …")
+                produced = produce(settings, args.events, batch_size)
+                say(f"{label}: bare aiokafka + msgspec consumer …")
+                ceiling = asyncio.run(bare_consumer(settings, produced))
+                say(f"{label}: inferwatch worker → ClickHouse …")
+                rate = worker_rate(settings, env, produced)
+                rows.append((label, produced, rate, ceiling))
+    finally:
+        if local is not None:
+            local.down()
+
+    print(f"\n{time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}")
+    print("| messages | events | worker → ClickHouse ev/s | bare consumer ev/s | ratio |")
+    print("|---|---|---|---|---|")
+    for label, produced, rate, ceiling in rows:
+        print(f"| {label} | {produced:,} | {rate:,.0f} | {ceiling:,.0f} | {rate / ceiling:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
