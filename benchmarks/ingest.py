@@ -3,7 +3,7 @@
 One run, same machine, same messages:
   * baseline — a bare aiokafka consumer that only decodes with msgspec (the ceiling);
   * worker — `inferwatch worker` (process + sink roles, embedded chDB) from a cold start,
-    timed from the first stored row to the last, so start-up is not counted.
+    timed by its own sink batch log lines (inserts of 10,000 events), start-up excluded.
 Both for single-event messages and for batched messages (500 events per message).
 
 Usage:  .venv/bin/python benchmarks/ingest.py [--events 200000] [--bootstrap HOST:PORT]
@@ -17,11 +17,13 @@ import argparse
 import asyncio
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import msgspec
@@ -34,7 +36,6 @@ from pipeline.config import Settings, load_settings  # noqa: E402
 from pipeline.devkafka import LocalKafka  # noqa: E402
 from pipeline.kafka import ensure_topics  # noqa: E402
 from pipeline.publish import publish  # noqa: E402
-from pipeline.query import run_query  # noqa: E402
 from pipeline.simulate import TrafficModel  # noqa: E402
 from schemas.event import InferenceEvent  # noqa: E402
 
@@ -43,7 +44,9 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def settings_for(bootstrap: str, home: Path, tag: str) -> tuple[Settings, dict[str, str]]:
+def settings_for(
+    bootstrap: str, home: Path, tag: str, batch_size: int
+) -> tuple[Settings, dict[str, str]]:
     env = {
         "INFERWATCH_KAFKA": bootstrap,
         "INFERWATCH_HOME": str(home),
@@ -51,8 +54,8 @@ def settings_for(bootstrap: str, home: Path, tag: str) -> tuple[Settings, dict[s
         "INFERWATCH_TOPICS__EVENTS": f"bench.{tag}.events",
         "INFERWATCH_TOPICS__DLQ": f"bench.{tag}.dlq",
         "INFERWATCH_TOPICS__RESOURCES": f"bench.{tag}.resources",
-        # Several inserts per run, so "first row to last row" has something to time.
-        "INFERWATCH_WORKER__SINK_FLUSH_SECONDS": "0.25",
+        # Inserts of at most 10,000 events, so a run has many batches to time.
+        "INFERWATCH_WORKER__SINK_BATCH_SIZE": str(10_000 // batch_size),
     }
     return load_settings(environ=env), env
 
@@ -89,33 +92,34 @@ async def bare_consumer(settings: Settings, expected: int) -> float:
         await consumer.stop()
 
 
+_BATCH_LINE = re.compile(r"^\[([\d\- :,]+)\] .*sink batch: (\d+) events", re.M)
+
+
 def worker_rate(settings: Settings, env: dict[str, str], expected: int) -> float:
-    """Cold-start a worker; events/s between the first stored row and the last."""
-    log = open(settings.home_path / "worker.log", "wb")  # noqa: SIM115
+    """Cold-start a worker; steady-state events/s from its own batch log lines.
+
+    The first batch is left out (it includes the consumer-group join); the rate is the
+    events of batches 2..k over the time between the log lines of batch 1 and batch k.
+    """
+    log_path = settings.home_path / "worker.log"
+    log = open(log_path, "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "worker", "--loglevel", "warn"],
+        [sys.executable, "-m", "pipeline", "worker", "--loglevel", "info"],
         env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
     )
-    first_t = first_n = None
     try:
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                text = (settings.home_path / "worker.log").read_text()
-                raise RuntimeError(f"worker exited: {text}")
-            try:
-                n = int(run_query(settings, "SELECT count() FROM events").rows[0][0])
-            except Exception:
-                time.sleep(0.2)
-                continue
-            now = time.perf_counter()
-            if n > 0 and first_t is None:
-                first_t, first_n = now, n
-            if n >= expected:
-                if first_n == n:
-                    raise RuntimeError("all rows arrived in one insert: raise --events to time it")
-                return (n - first_n) / (now - first_t)
-            time.sleep(0.1)
+                raise RuntimeError(f"worker exited: {log_path.read_text()}")
+            batches = [(datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f"), int(n))
+                       for t, n in _BATCH_LINE.findall(log_path.read_text())]
+            if sum(n for _, n in batches) >= expected:
+                if len(batches) < 3:
+                    raise RuntimeError("fewer than 3 sink batches: raise --events to time it")
+                span = (batches[-1][0] - batches[0][0]).total_seconds()
+                return sum(n for _, n in batches[1:]) / span
+            time.sleep(0.5)
         raise RuntimeError("worker did not store every event in time")
     finally:
         proc.terminate()
@@ -148,7 +152,7 @@ def main() -> None:
         for label, batch_size in modes:
             with tempfile.TemporaryDirectory(dir=out) as tmp:
                 tag = uuid.uuid4().hex[:8]
-                settings, env = settings_for(bootstrap, Path(tmp), tag)
+                settings, env = settings_for(bootstrap, Path(tmp), tag, batch_size)
                 asyncio.run(ensure_topics(settings))
                 say(f"{label}: producing {args.events} events …")
                 produced = produce(settings, args.events, batch_size)

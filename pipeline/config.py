@@ -90,6 +90,25 @@ class WorkerSettings(_Section):
     sink_batch_size: PositiveInt = 50_000
     sink_flush_seconds: PositiveFloat = 1.0
     sink_retry_max_seconds: PositiveFloat = 30.0
+    rollup_interval_seconds: PositiveFloat = 30.0
+    rollup_lookback_minutes: PositiveInt = 15
+
+
+class MetricsSettings(_Section):
+    """Windowed metrics (stage 1 / stage 2 of design.md)."""
+
+    window_seconds: PositiveFloat = 10.0
+    hop_seconds: PositiveFloat | None = None  # None: tumbling; else hopping every hop_seconds
+    lateness_seconds: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    idle_timeout_seconds: PositiveFloat = 30.0
+    series_labels: list[str] = msgspec.field(
+        default_factory=lambda: ["model", "model_version", "operation"]
+    )
+    latency_slo_ms: PositiveFloat = 1000.0
+    feature_usage_attributes: list[str] = msgspec.field(default_factory=lambda: ["app_feature"])
+    relative_accuracy: Annotated[float, msgspec.Meta(gt=0, lt=0.5)] = 0.01
+    max_series_per_worker: PositiveInt = 10_000
+    correction_horizon_windows: PositiveInt = 30
 
 
 class DevKafkaSettings(_Section):
@@ -106,6 +125,7 @@ class Settings(_Section):
     clickhouse: ClickHouseSettings = msgspec.field(default_factory=ClickHouseSettings)
     limits: IngestLimits = msgspec.field(default_factory=IngestLimits)
     worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
+    metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
     dev: DevKafkaSettings = msgspec.field(default_factory=DevKafkaSettings)
 
     @property

@@ -15,9 +15,11 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,6 +153,12 @@ class LocalKafka:
         if self.status().running:
             self.say(f"kafka already running on {self.bootstrap}")
         else:
+            for port in (self.dev.port, self.dev.controller_port):
+                if _port_open(port):
+                    raise RuntimeError(
+                        f"127.0.0.1:{port} is already in use by another process; stop it or "
+                        "set INFERWATCH_DEV__PORT / INFERWATCH_DEV__CONTROLLER_PORT"
+                    )
             self.fetch()
             self.root.mkdir(parents=True, exist_ok=True)
             self.logs.mkdir(parents=True, exist_ok=True)
@@ -167,7 +175,7 @@ class LocalKafka:
             self.say(f"starting kafka (pid {proc.pid}) on {self.bootstrap} …")
         kafka = with_bootstrap(self.settings, self.bootstrap)
         try:
-            asyncio.run(_ready(kafka, timeout))
+            asyncio.run(_ready(kafka, timeout, self._pid))
         except TimeoutError as exc:
             tail = _tail(self.logs / "server.out")
             raise RuntimeError(f"{exc}\nlast broker log lines:\n{tail}") from exc
@@ -198,9 +206,22 @@ def with_bootstrap(settings: Settings, bootstrap: str) -> Settings:
     )
 
 
-async def _ready(settings: Settings, timeout: float) -> None:
-    await wait_for_broker(settings.kafka, timeout=timeout)
+async def _ready(settings: Settings, timeout: float, pid: Callable[[], int | None]) -> None:
+    """Wait for the broker, failing fast if its process dies; then create the topics."""
+    waiting = asyncio.create_task(wait_for_broker(settings.kafka, timeout=timeout))
+    while not waiting.done():
+        if pid() is None:
+            waiting.cancel()
+            raise TimeoutError("the Kafka process exited during start-up")
+        await asyncio.wait({waiting}, timeout=0.5)
+    await waiting
     await ensure_topics(settings)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _tail(path: Path, lines: int = 20) -> str:

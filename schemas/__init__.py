@@ -2,5 +2,14 @@
 
 from schemas.event import SCHEMA_VERSION, InferenceEvent, ResourceSample
 from schemas.export import export_json_schemas
+from schemas.metrics import METRICS_SCHEMA_VERSION, ResourceMetrics, WindowMetrics
 
-__all__ = ["SCHEMA_VERSION", "InferenceEvent", "ResourceSample", "export_json_schemas"]
+__all__ = [
+    "METRICS_SCHEMA_VERSION",
+    "SCHEMA_VERSION",
+    "InferenceEvent",
+    "ResourceMetrics",
+    "ResourceSample",
+    "WindowMetrics",
+    "export_json_schemas",
+]

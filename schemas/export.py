@@ -7,10 +7,13 @@ from pathlib import Path
 import msgspec
 
 from schemas.event import SCHEMA_VERSION, InferenceEvent, ResourceSample
+from schemas.metrics import ResourceMetrics, WindowMetrics
 
 CONTRACTS: dict[str, type[msgspec.Struct]] = {
     "InferenceEvent": InferenceEvent,
     "ResourceSample": ResourceSample,
+    "WindowMetrics": WindowMetrics,
+    "ResourceMetrics": ResourceMetrics,
 }
 
 

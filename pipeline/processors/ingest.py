@@ -1,10 +1,16 @@
-"""The processing role: a faust app that decodes and validates every event message.
+"""The processing role: a faust app with the two aggregation stages of design.md.
 
-Events are taken in batches (``take_events``), so faust's per-message overhead is
-paid once per batch of work. Bad input goes to the DLQ with its reason; a batch's
-events are acked (and so their offsets become committable) only after its DLQ
-records are delivered. Valid events are what stage 1 of the windowed metrics will
-aggregate (design.md); the raw copy in ClickHouse is the sink role's job.
+- ``ingest`` (on ``inferwatch.events``): decode and validate; bad input to the DLQ
+  with its reason; valid events into stage 1 (partial window profiles per source
+  partition), which sends partials and watermarks to ``inferwatch.partials``.
+- ``finalize`` (on ``inferwatch.partials``, keyed by series): stage 2 merges
+  partials and publishes one ``WindowMetrics`` per closed window on
+  ``inferwatch.metrics``.
+
+Both take events in batches (``take_events``), so faust's per-message overhead is
+paid once per batch; a batch is acked (its offsets become committable) only after
+its DLQ records, partials, metrics and state checkpoints are sent.
+The raw copy of events in ClickHouse is the sink role's job.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +28,7 @@ from pipeline.codec import decode_events
 from pipeline.config import Settings
 from pipeline.dlq import dead_letter
 from pipeline.kafka import faust_broker_options
+from pipeline.processors.aggregate import Aggregator, PartitionKeyedTable
 
 __all__ = ["IngestStats", "build_app"]
 
@@ -55,7 +62,9 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
         topic_replication_factor=settings.topics.replication_factor,
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
+        table_standby_replicas=0,
         producer_acks=-1,
+        producer_max_request_size=8 << 20,
         stream_wait_empty=False,
         broker_client_id=settings.kafka.client_id,
     )
@@ -66,6 +75,37 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
     dlq_topic = app.topic(
         settings.topics.dlq, key_serializer="raw", value_serializer="raw",
     )
+    partials_topic = app.topic(
+        settings.topics.partials, key_type=bytes, value_type=bytes,
+        key_serializer="raw", value_serializer="raw",
+    )
+    metrics_topic = app.topic(settings.topics.metrics, key_serializer="raw",
+                              value_serializer="raw")
+    partitions = settings.topics.partitions
+    tables = {
+        name: app.tables.add(PartitionKeyedTable(
+            app, name=name, default=None, beacon=app.tables.beacon, partitions=partitions,
+            key_type=str, value_type=bytes,
+            help=f"{name} window state, keyed '<partition>|<slot>'",
+        ))
+        for name in ("stage1", "stage2")
+    }
+    aggregator = Aggregator(settings, tables["stage1"], tables["stage2"],
+                            sources=partitions, sinks=partitions)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
+        aggregator.revoke((tp.topic, tp.partition) for tp in revoked)
+
+    async def send_partial(key: str, value: bytes) -> Any:
+        return await partials_topic.send(key=key.encode(), value=value)
+
+    async def send_watermark(partition: int, value: bytes) -> Any:
+        return await partials_topic.send(key=b"__watermark__", value=value, partition=partition)
+
+    async def send_metrics(key: str, value: bytes) -> Any:
+        return await metrics_topic.send(
+            key=key.encode(), value=value, headers=[("content-type", b"application/json")])
 
     async def send_dead_letters(letters: list[Any]) -> None:
         """Deliver every DLQ record, retrying until Kafka takes them: nothing is lost."""
@@ -84,19 +124,22 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
-    @app.agent(events_topic, name="validate")
-    async def validate(stream: faust.StreamT) -> None:
+    @app.agent(events_topic, name="ingest")
+    async def ingest(stream: faust.StreamT) -> None:
         limits = settings.limits
         async for batch in stream.take_events(
             worker.process_batch_size, within=worker.process_batch_seconds
         ):
             now = time.time()
             letters = []
+            valid: dict[int, list] = defaultdict(list)
             for event in batch:
                 message = event.message
                 decoded = decode_events(message.value, event.headers or {}, limits, now)
                 stats.messages += 1
                 stats.events += len(decoded.events)
+                if decoded.events:
+                    valid[message.partition].append((message.offset, decoded.events))
                 for rejection in decoded.rejections:
                     stats.rejected[rejection.reason] += 1
                     letters.append(dead_letter(
@@ -105,9 +148,26 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
                     ))
             if letters:
                 await send_dead_letters(letters)
+            for messages in valid.values():
+                messages.sort(key=lambda m: m[0])
+            await aggregator.add_events(valid, send_partial, send_watermark)
+
+    @app.agent(partials_topic, name="finalize")
+    async def finalize(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(
+            worker.process_batch_size, within=worker.process_batch_seconds
+        ):
+            by_partition: dict[int, list[bytes]] = defaultdict(list)
+            for event in batch:
+                by_partition[event.message.partition].append(event.message.value)
+            await aggregator.add_partials(by_partition, send_metrics)
+
+    @app.timer(interval=1.0)
+    async def advance_idle_partitions() -> None:
+        await aggregator.tick(send_partial, send_watermark)
 
     @app.timer(interval=10.0)
     async def report() -> None:
-        log.info("processing: %s", stats.summary())
+        log.info("processing: %s; %s", stats.summary(), aggregator.summary())
 
     return app

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
@@ -27,23 +28,29 @@ from pipeline.codec import decode_events
 from pipeline.config import Settings
 from pipeline.kafka import client_options
 from pipeline.storage.clickhouse import apply_migrations, connect
+from pipeline.storage.rollups import refresh_rollups
 from pipeline.storage.rows import (
     EVENT_COLUMNS,
+    METRICS_COLUMNS,
     RESOURCE_COLUMNS,
     event_columns,
+    metrics_columns,
     resource_columns,
 )
 from schemas.event import InferenceEvent, ResourceSample
+from schemas.metrics import WindowMetrics
 
 __all__ = ["ClickHouseSink", "SinkStats"]
 
 log = logging.getLogger(__name__)
+_WINDOW = msgspec.json.Decoder(WindowMetrics)
 
 
 @dataclass
 class SinkStats:
     events: int = 0
     resources: int = 0
+    windows: int = 0
     rejected: int = 0
     batches: int = 0
     insert_failures: int = 0
@@ -56,6 +63,7 @@ class _Batch:
     partitions: list[int] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     resources: list[ResourceSample] = field(default_factory=list)
+    windows: list[WindowMetrics] = field(default_factory=list)
     rejected: int = 0
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     messages: int = 0
@@ -84,6 +92,7 @@ class ClickHouseSink:
         return AIOKafkaConsumer(
             topics.events,
             topics.resources,
+            topics.metrics,
             **client_options(self.settings.kafka),
             group_id=f"{self.settings.worker.app_id}-sink",
             enable_auto_commit=False,
@@ -98,6 +107,16 @@ class ClickHouseSink:
         limits = self.settings.limits
         now = time.time()
         for tp, messages in records.items():
+            if tp.topic == topics.metrics:
+                for msg in messages:
+                    try:
+                        batch.windows.append(_WINDOW.decode(msg.value))
+                    except msgspec.DecodeError as exc:  # our own topic: a bug, say so loudly
+                        log.error("undecodable WindowMetrics at %s:%d: %s", tp, msg.offset, exc)
+                        batch.rejected += 1
+                    batch.next_offsets[tp] = msg.offset + 1
+                    batch.messages += 1
+                continue
             contract = ResourceSample if tp.topic == topics.resources else InferenceEvent
             for msg in messages:
                 decoded = decode_events(msg.value, msg.headers, limits, now, contract)
@@ -128,6 +147,18 @@ class ClickHouseSink:
                 column_names=RESOURCE_COLUMNS,
                 column_oriented=True,
             )
+        if batch.windows:
+            self.client.insert(
+                "window_metrics",
+                metrics_columns(batch.windows),
+                column_names=METRICS_COLUMNS,
+                column_oriented=True,
+            )
+
+    def refresh_rollups(self) -> None:
+        """Rewrite the recent roll-up buckets from the raw events (blocking)."""
+        refresh_rollups(self.client, self.settings.clickhouse.database, time.time(),
+                        self.settings.worker.rollup_lookback_minutes)
 
     async def _insert_until_done(self, batch: _Batch, stop: asyncio.Event) -> bool:
         """Retry the insert with capped backoff; False if asked to stop before it succeeded."""
@@ -160,8 +191,15 @@ class ClickHouseSink:
             ready.set()
         log.info("sink consuming %s, %s into %s", self.settings.topics.events,
                  self.settings.topics.resources, self.settings.clickhouse.database)
+        next_rollup = time.monotonic() + worker.rollup_interval_seconds
         try:
             while not stop.is_set():
+                if time.monotonic() >= next_rollup:
+                    try:
+                        await asyncio.to_thread(self.refresh_rollups)
+                    except Exception as exc:  # the raw rows are safe; retry next interval
+                        log.error("roll-up refresh failed: %s", exc)
+                    next_rollup = time.monotonic() + worker.rollup_interval_seconds
                 batch = _Batch()
                 deadline = time.monotonic() + worker.sink_flush_seconds
                 while not stop.is_set() and batch.messages < worker.sink_batch_size:
@@ -191,8 +229,10 @@ class ClickHouseSink:
         stats = self.stats
         stats.events += len(batch.events)
         stats.resources += len(batch.resources)
+        stats.windows += len(batch.windows)
         stats.rejected += batch.rejected
         stats.batches += 1
-        log.info("sink batch: %d events, %d resource samples, %d rejected (totals %d/%d/%d)",
-                 len(batch.events), len(batch.resources), batch.rejected,
-                 stats.events, stats.resources, stats.rejected)
+        log.info("sink batch: %d events, %d resource samples, %d windows, %d rejected "
+                 "(totals %d/%d/%d/%d)", len(batch.events), len(batch.resources),
+                 len(batch.windows), batch.rejected, stats.events, stats.resources,
+                 stats.windows, stats.rejected)

@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from schemas.event import InferenceEvent, ResourceSample
+from schemas.metrics import WindowMetrics
 
-__all__ = ["EVENT_COLUMNS", "RESOURCE_COLUMNS", "event_columns", "resource_columns"]
+__all__ = [
+    "EVENT_COLUMNS", "METRICS_COLUMNS", "RESOURCE_COLUMNS",
+    "event_columns", "metrics_columns", "resource_columns",
+]
 
 EVENT_COLUMNS = [
     "event_id", "timestamp", "schema_version", "request_id", "trace_id", "span_id",
@@ -87,3 +91,18 @@ def resource_columns(samples: Sequence[ResourceSample]) -> list[list]:
     cols = [[getattr(s, name) for s in samples] for name in RESOURCE_COLUMNS]
     cols[0] = [round(t * 1000) for t in cols[0]]  # DateTime64(3) ticks
     return cols
+
+
+METRICS_COLUMNS = [
+    name for name in WindowMetrics.__struct_fields__ if name != "schema_version"
+]
+_TICKS = {"window_start", "window_end"}
+
+
+def metrics_columns(metrics: Sequence[WindowMetrics]) -> list[list]:
+    """Column-oriented data for ``METRICS_COLUMNS`` (the window_metrics table)."""
+    return [
+        [round(getattr(m, n) * 1000) for m in metrics] if n in _TICKS
+        else [getattr(m, n) for m in metrics]
+        for n in METRICS_COLUMNS
+    ]

@@ -1,0 +1,173 @@
+"""Stage 1: per source partition, partial window profiles per (series, window). No I/O.
+
+Decisions are made per event, in offset order, from state that is checkpointed with
+the slots, so a replay after a crash rebuilds the same partials:
+- an event is on time when its window's end is past neither the partition's event
+  watermark nor the watermark at which windows were last closed;
+- a later event goes to a correction slot ``seq = 1 + (watermark - end) // size``
+  that closes one window-length of watermark later (so a replay groups late events
+  the same way), and is counted as late;
+- an event later than the correction horizon is only counted (``too_late``).
+Each slot remembers the last source offset it absorbed; a replayed message at or
+below it is skipped, so at-least-once delivery does not count an event twice.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+
+from pipeline.aggregate.guard import CardinalityGuard
+from pipeline.aggregate.partials import Partial
+from pipeline.aggregate.profile import WindowProfile, series_key
+from pipeline.aggregate.windows import PartitionClock, WindowSpec
+from pipeline.config import MetricsSettings
+from schemas.event import InferenceEvent
+
+__all__ = ["Stage1Partition"]
+
+SlotKey = tuple[str, float, int]  # (series key, window start, seq)
+META = "meta"
+_ENC = msgspec.msgpack.Encoder()
+_DEC = msgspec.msgpack.Decoder()
+
+
+@dataclass(slots=True)
+class _Slot:
+    labels: dict[str, str]
+    profile: WindowProfile
+    last_offset: int = -1
+
+
+@dataclass
+class Stage1Partition:
+    """Open partial profiles of one source partition, with its watermark."""
+
+    partition: int
+    settings: MetricsSettings
+    guard: CardinalityGuard
+    spec: WindowSpec = field(init=False)
+    clock: PartitionClock = field(init=False)
+    closed_watermark: float = -math.inf
+    slots: dict[SlotKey, _Slot] = field(default_factory=dict)
+    late: Counter[str] = field(default_factory=Counter)
+    too_late: Counter[str] = field(default_factory=Counter)
+    _dirty: set[SlotKey] = field(default_factory=set)
+    _deleted: set[SlotKey] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.spec = WindowSpec.from_settings(self.settings)
+        self.clock = PartitionClock(self.spec.lateness, self.spec.idle_timeout)
+
+    # ------------------------------------------------------------------ events
+    def add(self, messages: Iterable[tuple[int, Sequence[InferenceEvent]]], wall: float) -> None:
+        """Absorb ``(offset, events)`` messages of this partition, in offset order."""
+        names = self.settings.series_labels
+        spec = self.spec
+        size = spec.size
+        horizon = self.settings.correction_horizon_windows * size
+        grouped: dict[SlotKey, list[InferenceEvent]] = defaultdict(list)
+        offsets: dict[SlotKey, int] = {}
+        slots = self.slots
+        for offset, events in messages:
+            for event in events:
+                values = tuple(getattr(event, n, "") or "" for n in names)
+                values = self.guard.admit(values, wall)
+                key = series_key(dict(zip(names, values, strict=True)))
+                closed = max(self.clock.event_watermark(), self.closed_watermark)
+                for start in spec.starts(event.timestamp):
+                    end = start + size
+                    if end > closed:
+                        slot_key = (key, start, 0)
+                    elif end + horizon > closed:
+                        slot_key = (key, start, 1 + int((closed - end) // size))
+                        self.late[key] += 1
+                    else:
+                        self.too_late[key] += 1
+                        continue
+                    slot = slots.get(slot_key)
+                    if slot is not None and offset <= slot.last_offset:
+                        continue  # replayed: this slot already absorbed that message
+                    if slot is None:
+                        slots[slot_key] = _Slot(
+                            dict(zip(names, values, strict=True)),
+                            WindowProfile(self.settings.relative_accuracy),
+                        )
+                    grouped[slot_key].append(event)
+                    offsets[slot_key] = offset
+                self.clock.observe(event.timestamp, wall)
+        for slot_key, batch in grouped.items():
+            slot = slots[slot_key]
+            slot.profile.add_events(batch, self.settings.latency_slo_ms,
+                                    self.settings.feature_usage_attributes)
+            if slot_key[2] > 0:
+                slot.profile.late_events += len(batch)
+            slot.last_offset = offsets[slot_key]
+            self._dirty.add(slot_key)
+
+    # ------------------------------------------------------------------ closing
+    def watermark(self, wall: float) -> float:
+        return max(self.clock.watermark(wall), self.closed_watermark)
+
+    def close(self, wall: float) -> list[Partial]:
+        """Emit and forget every slot whose window (or correction band) the watermark passed."""
+        wm = self.watermark(wall)
+        if wm > self.closed_watermark:
+            self.closed_watermark = wm
+        size = self.spec.size
+        out = []
+        for slot_key in [k for k in self.slots if k[1] + size + k[2] * size <= wm]:
+            key, start, seq = slot_key
+            slot = self.slots.pop(slot_key)
+            out.append(Partial(series_key=key, labels=slot.labels, window_start=start,
+                               window_end=start + size, src_partition=self.partition, seq=seq,
+                               profile=slot.profile.to_builtins()))
+            self._dirty.discard(slot_key)
+            self._deleted.add(slot_key)
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self) -> tuple[dict[str, bytes], list[str]]:
+        """Changed state since the last checkpoint: (upserts, deletes) of table keys."""
+        upserts = {
+            _slot_name(k): _ENC.encode([s.labels, s.last_offset, s.profile.to_builtins()])
+            for k in self._dirty if (s := self.slots.get(k)) is not None
+        }
+        upserts[META] = _ENC.encode([self.clock.to_builtins(), self.closed_watermark,
+                                     dict(self.late), dict(self.too_late)])
+        deletes = [_slot_name(k) for k in self._deleted]
+        self._dirty.clear()
+        self._deleted.clear()
+        return upserts, deletes
+
+    @classmethod
+    def restore(cls, partition: int, settings: MetricsSettings, guard: CardinalityGuard,
+                items: Iterable[tuple[str, bytes]]) -> Stage1Partition:
+        """Rebuild from checkpointed (key, value) items of this partition."""
+        state = cls(partition, settings, guard)
+        for name, raw in items:
+            data = _DEC.decode(raw)
+            if name == META:
+                clock, closed, late, too_late = data
+                state.clock = PartitionClock.from_builtins(clock, state.spec.lateness,
+                                                           state.spec.idle_timeout)
+                state.closed_watermark = closed
+                state.late, state.too_late = Counter(late), Counter(too_late)
+            else:
+                labels, last_offset, profile = data
+                state.slots[_parse_slot(name)] = _Slot(
+                    labels, WindowProfile.from_builtins(profile), last_offset)
+        return state
+
+
+def _slot_name(key: SlotKey) -> str:
+    return f"{key[1]!r}|{key[2]}|{key[0]}"
+
+
+def _parse_slot(name: str) -> SlotKey:
+    start, seq, key = name.split("|", 2)
+    return key, float(start), int(seq)

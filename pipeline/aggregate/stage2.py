@@ -1,0 +1,147 @@
+"""Stage 2: per partials partition, merge partials per series and finalize closed windows.
+
+A window closes when every source partition's watermark has passed its end (the
+minimum over sources, which stage 1 broadcasts). Each partial is merged once,
+identified by ``(src_partition, seq)``. A partial that arrives for a window already
+emitted is a correction: the window is emitted again with ``version + 1``. Windows
+are kept for ``correction_horizon_windows`` after they close, then forgotten. No I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from pipeline.aggregate.partials import Partial, PartialsMessage, Watermark
+from pipeline.aggregate.profile import WindowProfile
+from pipeline.config import MetricsSettings
+from schemas.metrics import WindowMetrics
+
+__all__ = ["Stage2Partition"]
+
+META = "meta"
+_ENC = msgspec.msgpack.Encoder()
+_DEC = msgspec.msgpack.Decoder()
+
+
+@dataclass(slots=True)
+class _Window:
+    labels: dict[str, str]
+    end: float
+    profile: WindowProfile
+    seen: set[tuple[int, int]] = field(default_factory=set)
+    version: int = 0  # 0: not emitted yet
+    pending: bool = False  # a correction arrived since the last emission
+
+
+@dataclass
+class Stage2Partition:
+    """Merged windows of the series that hash to one partials partition."""
+
+    partition: int
+    settings: MetricsSettings
+    sources: int  # partitions of the events topic: all must pass a window's end
+    src_watermarks: dict[int, float] = field(default_factory=dict)
+    windows: dict[tuple[str, float], _Window] = field(default_factory=dict)
+    duplicates: int = 0
+    _dirty: set[tuple[str, float]] = field(default_factory=set)
+    _deleted: set[tuple[str, float]] = field(default_factory=set)
+    _meta_dirty: bool = False
+
+    def apply(self, message: PartialsMessage) -> None:
+        if isinstance(message, Watermark):
+            if message.watermark > self.src_watermarks.get(message.src_partition, -math.inf):
+                self.src_watermarks[message.src_partition] = message.watermark
+                self._meta_dirty = True
+            return
+        self._merge(message)
+
+    def _merge(self, partial: Partial) -> None:
+        key = (partial.series_key, partial.window_start)
+        window = self.windows.get(key)
+        if window is None:
+            window = _Window(partial.labels, partial.window_end,
+                             WindowProfile(self.settings.relative_accuracy))
+            self.windows[key] = window
+        ident = (partial.src_partition, partial.seq)
+        if ident in window.seen:
+            self.duplicates += 1  # a replay after a crash: already merged
+            return
+        window.seen.add(ident)
+        window.profile.merge(WindowProfile.from_builtins(partial.profile))
+        if window.version:
+            window.pending = True
+        self._dirty.add(key)
+
+    def low_watermark(self) -> float:
+        """The minimum watermark over all source partitions (-inf until all reported)."""
+        marks = self.src_watermarks
+        if any(p not in marks for p in range(self.sources)):
+            return -math.inf
+        return min(marks[p] for p in range(self.sources))
+
+    def close(self) -> list[WindowMetrics]:
+        """Finalize windows that every source has passed, re-emit corrected ones, expire old."""
+        low = self.low_watermark()
+        if low == -math.inf:
+            return []
+        horizon = self.settings.correction_horizon_windows * self.settings.window_seconds
+        out = []
+        for key, window in list(self.windows.items()):
+            if window.end > low:
+                continue
+            if window.version == 0 or window.pending:
+                window.version += 1
+                window.pending = False
+                out.append(window.profile.finalize(
+                    key[0], window.labels, key[1], window.end, window.version,
+                    self.settings.latency_slo_ms))
+                self._dirty.add(key)
+            if window.end + horizon <= low:
+                del self.windows[key]
+                self._dirty.discard(key)
+                self._deleted.add(key)
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self) -> tuple[dict[str, bytes], list[str]]:
+        upserts = {}
+        for key in self._dirty:
+            w = self.windows[key]
+            upserts[_name(key)] = _ENC.encode([
+                w.labels, w.end, w.profile.to_builtins(), sorted(w.seen), w.version, w.pending,
+            ])
+        if self._meta_dirty:
+            upserts[META] = _ENC.encode(self.src_watermarks)
+        deletes = [_name(k) for k in self._deleted]
+        self._dirty.clear()
+        self._deleted.clear()
+        self._meta_dirty = False
+        return upserts, deletes
+
+    @classmethod
+    def restore(cls, partition: int, settings: MetricsSettings, sources: int,
+                items: Iterable[tuple[str, bytes]]) -> Stage2Partition:
+        state = cls(partition, settings, sources)
+        for name, raw in items:
+            data = _DEC.decode(raw)
+            if name == META:
+                state.src_watermarks = {int(k): float(v) for k, v in data.items()}
+                continue
+            labels, end, profile, seen, version, pending = data
+            state.windows[_parse(name)] = _Window(
+                labels, end, WindowProfile.from_builtins(profile),
+                {(int(a), int(b)) for a, b in seen}, version, pending)
+        return state
+
+
+def _name(key: tuple[str, float]) -> str:
+    return f"{key[1]!r}|{key[0]}"
+
+
+def _parse(name: str) -> tuple[str, float]:
+    start, series = name.split("|", 1)
+    return series, float(start)

@@ -1,0 +1,174 @@
+"""Glue between faust and the pure stages: per-partition state, checkpoints, emission.
+
+State lives in two changelog-backed faust tables whose keys name their changelog
+partition (``"<partition>|<slot>"``), so a partition's windows are written to, and
+recovered from, the changelog partition of the same number: they survive a crash and
+move with the partition on rebalance. In memory, each owned partition has a live
+``Stage1Partition`` / ``Stage2Partition``, rebuilt from the table the first time the
+partition is seen after an assignment and dropped when it is revoked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+import faust
+import msgspec
+
+from pipeline.aggregate.guard import CardinalityGuard
+from pipeline.aggregate.partials import Partial, Watermark, decode_partials, encode_partial
+from pipeline.aggregate.stage1 import Stage1Partition
+from pipeline.aggregate.stage2 import Stage2Partition
+from pipeline.config import Settings
+from schemas.event import InferenceEvent
+
+__all__ = ["Aggregator", "PartitionKeyedTable"]
+
+log = logging.getLogger(__name__)
+_METRICS = msgspec.json.Encoder()
+
+
+class PartitionKeyedTable(faust.Table):
+    """A table whose key names its changelog partition: ``"<partition>|<rest>"``.
+
+    faust picks a changelog partition from the *current event*, which inside a batch
+    (``take_events``) may belong to another partition; the key is unambiguous.
+    """
+
+    def partition_for_key(self, key: Any) -> int:
+        return int(str(key).split("|", 1)[0])
+
+
+def _items(table: faust.Table, partition: int) -> list[tuple[str, bytes]]:
+    prefix = f"{partition}|"
+    return [(k[len(prefix):], v) for k, v in list(table.items()) if str(k).startswith(prefix)]
+
+
+def _write(table: faust.Table, partition: int, upserts: dict[str, bytes],
+           deletes: Iterable[str]) -> None:
+    for name, value in upserts.items():
+        table[f"{partition}|{name}"] = value
+    for name in deletes:
+        key = f"{partition}|{name}"
+        if key in table:
+            del table[key]
+
+
+Send = Callable[..., Awaitable[Any]]
+
+
+class Aggregator:
+    """Runs stage 1 on event batches and stage 2 on partials batches for one worker."""
+
+    def __init__(self, settings: Settings, stage1_table: faust.Table,
+                 stage2_table: faust.Table, sources: int, sinks: int) -> None:
+        self.settings = settings
+        self.metrics = settings.metrics
+        self.stage1_table = stage1_table
+        self.stage2_table = stage2_table
+        self.sources = sources  # partitions of the events topic
+        self.sinks = sinks  # partitions of the partials topic
+        self.guard = CardinalityGuard(settings.metrics.max_series_per_worker,
+                                      tuple(settings.metrics.series_labels))
+        self.stage1: dict[int, Stage1Partition] = {}
+        self.stage2: dict[int, Stage2Partition] = {}
+        self._sent_watermarks: dict[int, float] = {}
+        self.lock = asyncio.Lock()
+        self.windows_emitted = 0
+
+    def revoke(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Forget in-memory state of revoked partitions (the table keeps it durable)."""
+        topics = self.settings.topics
+        for topic, partition in partitions:
+            if topic == topics.events:
+                self.stage1.pop(partition, None)
+                self._sent_watermarks.pop(partition, None)
+            elif topic == topics.partials:
+                self.stage2.pop(partition, None)
+
+    def _stage1(self, partition: int) -> Stage1Partition:
+        state = self.stage1.get(partition)
+        if state is None:
+            state = Stage1Partition.restore(partition, self.metrics, self.guard,
+                                            _items(self.stage1_table, partition))
+            self.stage1[partition] = state
+        return state
+
+    def _stage2(self, partition: int) -> Stage2Partition:
+        state = self.stage2.get(partition)
+        if state is None:
+            state = Stage2Partition.restore(partition, self.metrics, self.sources,
+                                            _items(self.stage2_table, partition))
+            self.stage2[partition] = state
+        return state
+
+    # ------------------------------------------------------------------ stage 1
+    async def add_events(
+        self, batches: dict[int, list[tuple[int, Sequence[InferenceEvent]]]],
+        send_partial: Send, send_watermark: Send,
+    ) -> None:
+        """Stage 1 for one batch: absorb, close, send partials and watermarks, checkpoint."""
+        async with self.lock:
+            wall = time.time()
+            for partition, messages in batches.items():
+                self._stage1(partition).add(messages, wall)
+            await self._flush_stage1(batches.keys(), wall, send_partial, send_watermark)
+
+    async def tick(self, send_partial: Send, send_watermark: Send) -> None:
+        """Advance idle partitions by the wall clock (called by a timer)."""
+        async with self.lock:
+            wall = time.time()
+            self.guard.expire(older_than=wall - 10 * self.metrics.window_seconds
+                              - self.metrics.idle_timeout_seconds)
+            await self._flush_stage1(list(self.stage1), wall, send_partial, send_watermark)
+
+    async def _flush_stage1(self, partitions: Iterable[int], wall: float,
+                            send_partial: Send, send_watermark: Send) -> None:
+        futures = []
+        for partition in partitions:
+            state = self._stage1(partition)
+            for partial in state.close(wall):
+                futures.append(await send_partial(partial.series_key, encode_partial(partial)))
+            mark = state.watermark(wall)
+            if mark > self._sent_watermarks.get(partition, float("-inf")):
+                payload = encode_partial(Watermark(src_partition=partition, watermark=mark))
+                for target in range(self.sinks):
+                    futures.append(await send_watermark(target, payload))
+                self._sent_watermarks[partition] = mark
+            upserts, deletes = state.checkpoint()
+            _write(self.stage1_table, partition, upserts, deletes)
+        if futures:
+            await asyncio.gather(*futures)
+
+    # ------------------------------------------------------------------ stage 2
+    async def add_partials(self, batches: dict[int, list[bytes]], send_metrics: Send) -> int:
+        """Stage 2 for one batch: merge, close windows, send WindowMetrics, checkpoint."""
+        async with self.lock:
+            futures = []
+            for partition, values in batches.items():
+                state = self._stage2(partition)
+                for raw in values:
+                    message = decode_partials(raw)
+                    if isinstance(message, Partial | Watermark):
+                        state.apply(message)
+                for metrics in state.close():
+                    futures.append(await send_metrics(metrics.series_key, _METRICS.encode(metrics)))
+                upserts, deletes = state.checkpoint()
+                _write(self.stage2_table, partition, upserts, deletes)
+            if futures:
+                await asyncio.gather(*futures)
+            self.windows_emitted += len(futures)
+            return len(futures)
+
+    def summary(self) -> str:
+        late = sum(sum(s.late.values()) for s in self.stage1.values())
+        too_late = sum(sum(s.too_late.values()) for s in self.stage1.values())
+        slots = sum(len(s.slots) for s in self.stage1.values())
+        overflow = dict(self.guard.overflow) or "none"
+        return (f"open slots {slots}, active series {self.guard.active}, late {late}, "
+                f"too late {too_late}, windows emitted {self.windows_emitted}, "
+                f"cardinality overflow {overflow}")
