@@ -90,6 +90,8 @@ class WorkerSettings(_Section):
     sink_batch_size: PositiveInt = 50_000
     sink_flush_seconds: PositiveFloat = 1.0
     sink_retry_max_seconds: PositiveFloat = 30.0
+    # How soon a dead worker's partitions move to the others (consumer session timeout).
+    session_timeout_seconds: Annotated[float, msgspec.Meta(ge=6)] = 30.0
     rollup_interval_seconds: PositiveFloat = 30.0
     rollup_lookback_minutes: PositiveInt = 15
 

@@ -8,8 +8,11 @@ the slots, so a replay after a crash rebuilds the same partials:
   that closes one window-length of watermark later (so a replay groups late events
   the same way), and is counted as late;
 - an event later than the correction horizon is only counted (``too_late``).
-Each slot remembers the last source offset it absorbed; a replayed message at or
-below it is skipped, so at-least-once delivery does not count an event twice.
+The partition remembers the last source offset its checkpointed state covers, and
+each slot the last offset it absorbed; a replayed message at or below either is
+skipped, so at-least-once delivery (a crash, a rebalance that re-reads from the last
+committed offset) does not count an event twice. The partition's meta record is
+written last in a checkpoint, so it never claims offsets whose slots were not written.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ class Stage1Partition:
     spec: WindowSpec = field(init=False)
     clock: PartitionClock = field(init=False)
     closed_watermark: float = -math.inf
+    max_offset: int = -1  # every message up to here is in the state
+    replayed: int = 0  # messages skipped because the state already covered them
     slots: dict[SlotKey, _Slot] = field(default_factory=dict)
     late: Counter[str] = field(default_factory=Counter)
     too_late: Counter[str] = field(default_factory=Counter)
@@ -74,6 +79,10 @@ class Stage1Partition:
         offsets: dict[SlotKey, int] = {}
         slots = self.slots
         for offset, events in messages:
+            if offset <= self.max_offset:
+                self.replayed += 1
+                continue
+            self.max_offset = offset
             for event in events:
                 values = tuple(getattr(event, n, "") or "" for n in names)
                 values = self.guard.admit(values, wall)
@@ -137,9 +146,10 @@ class Stage1Partition:
             _slot_name(k): _ENC.encode([s.labels, s.last_offset, s.profile.to_builtins()])
             for k in self._dirty if (s := self.slots.get(k)) is not None
         }
-        upserts[META] = _ENC.encode([self.clock.to_builtins(), self.closed_watermark,
-                                     dict(self.late), dict(self.too_late)])
         deletes = [_slot_name(k) for k in self._deleted]
+        # dicts keep insertion order: META goes out after every slot it vouches for
+        upserts[META] = _ENC.encode([self.clock.to_builtins(), self.closed_watermark,
+                                     dict(self.late), dict(self.too_late), self.max_offset])
         self._dirty.clear()
         self._deleted.clear()
         return upserts, deletes
@@ -152,7 +162,7 @@ class Stage1Partition:
         for name, raw in items:
             data = _DEC.decode(raw)
             if name == META:
-                clock, closed, late, too_late = data
+                clock, closed, late, too_late, state.max_offset = data
                 state.clock = PartitionClock.from_builtins(clock, state.spec.lateness,
                                                            state.spec.idle_timeout)
                 state.closed_watermark = closed

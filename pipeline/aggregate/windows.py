@@ -41,21 +41,22 @@ class WindowSpec:
             raise ValueError(f"hop must be in (0, size]; got hop={self.hop} size={self.size}")
 
     def starts(self, ts: float) -> list[float]:
-        """Starts of every window that contains event time ``ts``, oldest first."""
-        step = float(self.hop or self.size)
-        last = math.floor(ts / step) * step
+        """Starts of every window that contains event time ``ts``, oldest first.
+
+        Computed on whole milliseconds — the precision ClickHouse stores event time
+        with — so a recomputation in SQL puts every event in the same window.
+        """
+        ms = round(ts * 1000)
+        size = round(self.size * 1000)
+        step = round((self.hop or self.size) * 1000)
+        last = ms // step * step
         if self.hop is None:
-            return [last]
-        first = last - (math.ceil(self.size / step) - 1) * step
-        return [s for s in _frange(first, last, step) if s <= ts < s + self.size]
+            return [last / 1000]
+        first = last - (-(-size // step) - 1) * step
+        return [s / 1000 for s in range(first, last + 1, step) if s <= ms < s + size]
 
     def end(self, start: float) -> float:
         return start + self.size
-
-
-def _frange(first: float, last: float, step: float) -> list[float]:
-    n = round((last - first) / step)
-    return [first + i * step for i in range(n + 1)]
 
 
 @dataclass(slots=True)

@@ -50,12 +50,13 @@ def _items(table: faust.Table, partition: int) -> list[tuple[str, bytes]]:
 
 def _write(table: faust.Table, partition: int, upserts: dict[str, bytes],
            deletes: Iterable[str]) -> None:
-    for name, value in upserts.items():
-        table[f"{partition}|{name}"] = value
+    """Deletes first, then upserts in order (the stage's meta record comes last)."""
     for name in deletes:
         key = f"{partition}|{name}"
         if key in table:
             del table[key]
+    for name, value in upserts.items():
+        table[f"{partition}|{name}"] = value
 
 
 Send = Callable[..., Awaitable[Any]]

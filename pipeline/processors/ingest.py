@@ -63,6 +63,7 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
+        broker_session_timeout=worker.session_timeout_seconds,
         producer_acks=-1,
         producer_max_request_size=8 << 20,
         stream_wait_empty=False,

@@ -97,6 +97,7 @@ class ClickHouseSink:
             group_id=f"{self.settings.worker.app_id}-sink",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            session_timeout_ms=int(self.settings.worker.session_timeout_seconds * 1000),
             max_partition_fetch_bytes=4 << 20,
             fetch_max_bytes=64 << 20,
         )
