@@ -150,6 +150,7 @@ class LocalKafka:
 
     def up(self, timeout: float = 90.0) -> Status:
         """Start (or find) the broker and create the topics."""
+        alive: Callable[[], bool] = lambda: self._pid() is not None  # noqa: E731
         if self.status().running:
             self.say(f"kafka already running on {self.bootstrap}")
         else:
@@ -172,10 +173,11 @@ class LocalKafka:
             )
             out.close()
             self.pid_file.write_text(str(proc.pid))
+            alive = lambda: proc.poll() is None  # noqa: E731 - our child: no exec race
             self.say(f"starting kafka (pid {proc.pid}) on {self.bootstrap} …")
         kafka = with_bootstrap(self.settings, self.bootstrap)
         try:
-            asyncio.run(_ready(kafka, timeout, self._pid))
+            asyncio.run(_ready(kafka, timeout, alive))
         except TimeoutError as exc:
             tail = _tail(self.logs / "server.out")
             raise RuntimeError(f"{exc}\nlast broker log lines:\n{tail}") from exc
@@ -206,11 +208,11 @@ def with_bootstrap(settings: Settings, bootstrap: str) -> Settings:
     )
 
 
-async def _ready(settings: Settings, timeout: float, pid: Callable[[], int | None]) -> None:
+async def _ready(settings: Settings, timeout: float, alive: Callable[[], bool]) -> None:
     """Wait for the broker, failing fast if its process dies; then create the topics."""
     waiting = asyncio.create_task(wait_for_broker(settings.kafka, timeout=timeout))
     while not waiting.done():
-        if pid() is None:
+        if not alive():
             waiting.cancel()
             raise TimeoutError("the Kafka process exited during start-up")
         await asyncio.wait({waiting}, timeout=0.5)

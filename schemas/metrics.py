@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["METRICS_SCHEMA_VERSION", "ResourceMetrics", "WindowMetrics"]
+__all__ = ["CONTRACT_HEADER", "METRICS_SCHEMA_VERSION", "ResourceMetrics", "WindowMetrics"]
 
 METRICS_SCHEMA_VERSION = 1
 
+
+# Kafka header on inferwatch.metrics naming the value's contract: WindowMetrics or ResourceMetrics.
+CONTRACT_HEADER = "inferwatch-contract"
 
 class WindowMetrics(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Request metrics of one series over one closed event-time window.

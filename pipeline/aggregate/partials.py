@@ -17,6 +17,7 @@ __all__ = ["Partial", "PartialsMessage", "Watermark", "decode_partials", "encode
 
 
 class Partial(msgspec.Struct, tag="partial", kw_only=True):
+    kind: str = "events"  # "events" (WindowProfile) or "resources" (ResourceProfile)
     series_key: str
     labels: dict[str, str]
     window_start: float
@@ -27,6 +28,7 @@ class Partial(msgspec.Struct, tag="partial", kw_only=True):
 
 
 class Watermark(msgspec.Struct, tag="watermark", kw_only=True):
+    kind: str = "events"
     src_partition: int
     watermark: float
 

@@ -21,15 +21,16 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
 from pipeline.aggregate.guard import CardinalityGuard
+from pipeline.aggregate.kinds import Kind, event_kind
 from pipeline.aggregate.partials import Partial
-from pipeline.aggregate.profile import WindowProfile, series_key
+from pipeline.aggregate.profile import series_key
 from pipeline.aggregate.windows import PartitionClock, WindowSpec
 from pipeline.config import MetricsSettings
-from schemas.event import InferenceEvent
 
 __all__ = ["Stage1Partition"]
 
@@ -42,7 +43,7 @@ _DEC = msgspec.msgpack.Decoder()
 @dataclass(slots=True)
 class _Slot:
     labels: dict[str, str]
-    profile: WindowProfile
+    profile: Any  # the kind's profile (WindowProfile, ResourceProfile)
     last_offset: int = -1
 
 
@@ -53,6 +54,7 @@ class Stage1Partition:
     partition: int
     settings: MetricsSettings
     guard: CardinalityGuard
+    kind: Kind | None = None  # default: inference events
     spec: WindowSpec = field(init=False)
     clock: PartitionClock = field(init=False)
     closed_watermark: float = -math.inf
@@ -65,17 +67,21 @@ class Stage1Partition:
     _deleted: set[SlotKey] = field(default_factory=set)
 
     def __post_init__(self) -> None:
+        if self.kind is None:
+            self.kind = event_kind(self.settings)
         self.spec = WindowSpec.from_settings(self.settings)
         self.clock = PartitionClock(self.spec.lateness, self.spec.idle_timeout)
 
     # ------------------------------------------------------------------ events
-    def add(self, messages: Iterable[tuple[int, Sequence[InferenceEvent]]], wall: float) -> None:
-        """Absorb ``(offset, events)`` messages of this partition, in offset order."""
-        names = self.settings.series_labels
+    def add(self, messages: Iterable[tuple[int, Sequence[Any]]], wall: float) -> None:
+        """Absorb ``(offset, records)`` messages of this partition, in offset order."""
+        kind = self.kind
+        assert kind is not None
+        names = kind.labels
         spec = self.spec
         size = spec.size
         horizon = self.settings.correction_horizon_windows * size
-        grouped: dict[SlotKey, list[InferenceEvent]] = defaultdict(list)
+        grouped: dict[SlotKey, list[Any]] = defaultdict(list)
         offsets: dict[SlotKey, int] = {}
         slots = self.slots
         for offset, events in messages:
@@ -102,19 +108,13 @@ class Stage1Partition:
                     if slot is not None and offset <= slot.last_offset:
                         continue  # replayed: this slot already absorbed that message
                     if slot is None:
-                        slots[slot_key] = _Slot(
-                            dict(zip(names, values, strict=True)),
-                            WindowProfile(self.settings.relative_accuracy),
-                        )
+                        slots[slot_key] = _Slot(dict(zip(names, values, strict=True)), kind.new())
                     grouped[slot_key].append(event)
                     offsets[slot_key] = offset
                 self.clock.observe(event.timestamp, wall)
         for slot_key, batch in grouped.items():
             slot = slots[slot_key]
-            slot.profile.add_events(batch, self.settings.latency_slo_ms,
-                                    self.settings.feature_usage_attributes)
-            if slot_key[2] > 0:
-                slot.profile.late_events += len(batch)
+            kind.add(slot.profile, batch, slot_key[2] > 0)
             slot.last_offset = offsets[slot_key]
             self._dirty.add(slot_key)
 
@@ -132,7 +132,8 @@ class Stage1Partition:
         for slot_key in [k for k in self.slots if k[1] + size + k[2] * size <= wm]:
             key, start, seq = slot_key
             slot = self.slots.pop(slot_key)
-            out.append(Partial(series_key=key, labels=slot.labels, window_start=start,
+            out.append(Partial(kind=self.kind.name, series_key=key, labels=slot.labels,
+                               window_start=start,
                                window_end=start + size, src_partition=self.partition, seq=seq,
                                profile=slot.profile.to_builtins()))
             self._dirty.discard(slot_key)
@@ -156,9 +157,11 @@ class Stage1Partition:
 
     @classmethod
     def restore(cls, partition: int, settings: MetricsSettings, guard: CardinalityGuard,
-                items: Iterable[tuple[str, bytes]]) -> Stage1Partition:
+                items: Iterable[tuple[str, bytes]], kind: Kind | None = None
+                ) -> Stage1Partition:
         """Rebuild from checkpointed (key, value) items of this partition."""
-        state = cls(partition, settings, guard)
+        state = cls(partition, settings, guard, kind)
+        assert state.kind is not None
         for name, raw in items:
             data = _DEC.decode(raw)
             if name == META:
@@ -170,7 +173,7 @@ class Stage1Partition:
             else:
                 labels, last_offset, profile = data
                 state.slots[_parse_slot(name)] = _Slot(
-                    labels, WindowProfile.from_builtins(profile), last_offset)
+                    labels, state.kind.load(profile), last_offset)
         return state
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
+from pipeline.aggregate.kinds import Kind, event_kind
 from pipeline.aggregate.partials import Partial, PartialsMessage, Watermark
-from pipeline.aggregate.profile import WindowProfile
 from pipeline.config import MetricsSettings
-from schemas.metrics import WindowMetrics
 
 __all__ = ["Stage2Partition"]
 
@@ -31,7 +31,7 @@ _DEC = msgspec.msgpack.Decoder()
 class _Window:
     labels: dict[str, str]
     end: float
-    profile: WindowProfile
+    profile: Any  # the kind's profile
     seen: set[tuple[int, int]] = field(default_factory=set)
     version: int = 0  # 0: not emitted yet
     pending: bool = False  # a correction arrived since the last emission
@@ -43,13 +43,18 @@ class Stage2Partition:
 
     partition: int
     settings: MetricsSettings
-    sources: int  # partitions of the events topic: all must pass a window's end
+    sources: int  # partitions of the source topic: all must pass a window's end
+    kind: Kind | None = None  # default: inference events
     src_watermarks: dict[int, float] = field(default_factory=dict)
     windows: dict[tuple[str, float], _Window] = field(default_factory=dict)
     duplicates: int = 0
     _dirty: set[tuple[str, float]] = field(default_factory=set)
     _deleted: set[tuple[str, float]] = field(default_factory=set)
     _meta_dirty: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind is None:
+            self.kind = event_kind(self.settings)
 
     def apply(self, message: PartialsMessage) -> None:
         if isinstance(message, Watermark):
@@ -63,15 +68,14 @@ class Stage2Partition:
         key = (partial.series_key, partial.window_start)
         window = self.windows.get(key)
         if window is None:
-            window = _Window(partial.labels, partial.window_end,
-                             WindowProfile(self.settings.relative_accuracy))
+            window = _Window(partial.labels, partial.window_end, self.kind.new())
             self.windows[key] = window
         ident = (partial.src_partition, partial.seq)
         if ident in window.seen:
             self.duplicates += 1  # a replay after a crash: already merged
             return
         window.seen.add(ident)
-        window.profile.merge(WindowProfile.from_builtins(partial.profile))
+        window.profile.merge(self.kind.load(partial.profile))
         if window.version:
             window.pending = True
         self._dirty.add(key)
@@ -83,7 +87,7 @@ class Stage2Partition:
             return -math.inf
         return min(marks[p] for p in range(self.sources))
 
-    def close(self) -> list[WindowMetrics]:
+    def close(self) -> list[msgspec.Struct]:
         """Finalize windows that every source has passed, re-emit corrected ones, expire old."""
         low = self.low_watermark()
         if low == -math.inf:
@@ -96,9 +100,8 @@ class Stage2Partition:
             if window.version == 0 or window.pending:
                 window.version += 1
                 window.pending = False
-                out.append(window.profile.finalize(
-                    key[0], window.labels, key[1], window.end, window.version,
-                    self.settings.latency_slo_ms))
+                out.append(self.kind.finalize(
+                    window.profile, key[0], window.labels, key[1], window.end, window.version))
                 self._dirty.add(key)
             if window.end + horizon <= low:
                 del self.windows[key]
@@ -124,8 +127,9 @@ class Stage2Partition:
 
     @classmethod
     def restore(cls, partition: int, settings: MetricsSettings, sources: int,
-                items: Iterable[tuple[str, bytes]]) -> Stage2Partition:
-        state = cls(partition, settings, sources)
+                items: Iterable[tuple[str, bytes]], kind: Kind | None = None
+                ) -> Stage2Partition:
+        state = cls(partition, settings, sources, kind)
         for name, raw in items:
             data = _DEC.decode(raw)
             if name == META:
@@ -133,7 +137,7 @@ class Stage2Partition:
                 continue
             labels, end, profile, seen, version, pending = data
             state.windows[_parse(name)] = _Window(
-                labels, end, WindowProfile.from_builtins(profile),
+                labels, end, state.kind.load(profile),
                 {(int(a), int(b)) for a, b in seen}, version, pending)
         return state
 

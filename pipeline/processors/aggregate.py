@@ -17,19 +17,17 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import faust
-import msgspec
 
 from pipeline.aggregate.guard import CardinalityGuard
-from pipeline.aggregate.partials import Partial, Watermark, decode_partials, encode_partial
+from pipeline.aggregate.kinds import EVENTS, RESOURCES, Kind, event_kind, resource_kind
+from pipeline.aggregate.partials import Watermark, decode_partials, encode_partial
 from pipeline.aggregate.stage1 import Stage1Partition
 from pipeline.aggregate.stage2 import Stage2Partition
 from pipeline.config import Settings
-from schemas.event import InferenceEvent
 
 __all__ = ["Aggregator", "PartitionKeyedTable"]
 
 log = logging.getLogger(__name__)
-_METRICS = msgspec.json.Encoder()
 
 
 class PartitionKeyedTable(faust.Table):
@@ -43,20 +41,24 @@ class PartitionKeyedTable(faust.Table):
         return int(str(key).split("|", 1)[0])
 
 
-def _items(table: faust.Table, partition: int) -> list[tuple[str, bytes]]:
-    prefix = f"{partition}|"
+StateKey = tuple[str, int]  # (kind, partition)
+
+
+def _items(table: faust.Table, state: StateKey) -> list[tuple[str, bytes]]:
+    prefix = f"{state[1]}|{state[0]}|"
     return [(k[len(prefix):], v) for k, v in list(table.items()) if str(k).startswith(prefix)]
 
 
-def _write(table: faust.Table, partition: int, upserts: dict[str, bytes],
+def _write(table: faust.Table, state: StateKey, upserts: dict[str, bytes],
            deletes: Iterable[str]) -> None:
     """Deletes first, then upserts in order (the stage's meta record comes last)."""
+    prefix = f"{state[1]}|{state[0]}|"
     for name in deletes:
-        key = f"{partition}|{name}"
+        key = prefix + name
         if key in table:
             del table[key]
     for name, value in upserts.items():
-        table[f"{partition}|{name}"] = value
+        table[prefix + name] = value
 
 
 Send = Callable[..., Awaitable[Any]]
@@ -75,9 +77,13 @@ class Aggregator:
         self.sinks = sinks  # partitions of the partials topic
         self.guard = CardinalityGuard(settings.metrics.max_series_per_worker,
                                       tuple(settings.metrics.series_labels))
-        self.stage1: dict[int, Stage1Partition] = {}
-        self.stage2: dict[int, Stage2Partition] = {}
-        self._sent_watermarks: dict[int, float] = {}
+        self.host_guard = CardinalityGuard(settings.metrics.max_series_per_worker,
+                                           ("host", "server", "model"))
+        self.kinds: dict[str, Kind] = {EVENTS: event_kind(self.metrics),
+                                       RESOURCES: resource_kind(self.metrics)}
+        self.stage1: dict[StateKey, Stage1Partition] = {}
+        self.stage2: dict[StateKey, Stage2Partition] = {}
+        self._sent_watermarks: dict[StateKey, float] = {}
         self.lock = asyncio.Lock()
         self.windows_emitted = 0
 
@@ -85,39 +91,43 @@ class Aggregator:
         """Forget in-memory state of revoked partitions (the table keeps it durable)."""
         topics = self.settings.topics
         for topic, partition in partitions:
-            if topic == topics.events:
-                self.stage1.pop(partition, None)
-                self._sent_watermarks.pop(partition, None)
+            if topic in (topics.events, topics.resources):
+                kind = EVENTS if topic == topics.events else RESOURCES
+                self.stage1.pop((kind, partition), None)
+                self._sent_watermarks.pop((kind, partition), None)
             elif topic == topics.partials:
-                self.stage2.pop(partition, None)
+                for kind in self.kinds:
+                    self.stage2.pop((kind, partition), None)
 
-    def _stage1(self, partition: int) -> Stage1Partition:
-        state = self.stage1.get(partition)
+    def _stage1(self, key: StateKey) -> Stage1Partition:
+        state = self.stage1.get(key)
         if state is None:
-            state = Stage1Partition.restore(partition, self.metrics, self.guard,
-                                            _items(self.stage1_table, partition))
-            self.stage1[partition] = state
+            guard = self.guard if key[0] == EVENTS else self.host_guard
+            state = Stage1Partition.restore(key[1], self.metrics, guard,
+                                            _items(self.stage1_table, key), self.kinds[key[0]])
+            self.stage1[key] = state
         return state
 
-    def _stage2(self, partition: int) -> Stage2Partition:
-        state = self.stage2.get(partition)
+    def _stage2(self, key: StateKey) -> Stage2Partition:
+        state = self.stage2.get(key)
         if state is None:
-            state = Stage2Partition.restore(partition, self.metrics, self.sources,
-                                            _items(self.stage2_table, partition))
-            self.stage2[partition] = state
+            state = Stage2Partition.restore(key[1], self.metrics, self.sources,
+                                            _items(self.stage2_table, key), self.kinds[key[0]])
+            self.stage2[key] = state
         return state
 
     # ------------------------------------------------------------------ stage 1
-    async def add_events(
-        self, batches: dict[int, list[tuple[int, Sequence[InferenceEvent]]]],
+    async def add_records(
+        self, kind: str, batches: dict[int, list[tuple[int, Sequence[Any]]]],
         send_partial: Send, send_watermark: Send,
     ) -> None:
         """Stage 1 for one batch: absorb, close, send partials and watermarks, checkpoint."""
         async with self.lock:
             wall = time.time()
             for partition, messages in batches.items():
-                self._stage1(partition).add(messages, wall)
-            await self._flush_stage1(batches.keys(), wall, send_partial, send_watermark)
+                self._stage1((kind, partition)).add(messages, wall)
+            await self._flush_stage1([(kind, p) for p in batches], wall, send_partial,
+                                     send_watermark)
 
     async def tick(self, send_partial: Send, send_watermark: Send) -> None:
         """Advance idle partitions by the wall clock (called by a timer)."""
@@ -127,21 +137,22 @@ class Aggregator:
                               - self.metrics.idle_timeout_seconds)
             await self._flush_stage1(list(self.stage1), wall, send_partial, send_watermark)
 
-    async def _flush_stage1(self, partitions: Iterable[int], wall: float,
+    async def _flush_stage1(self, keys: Iterable[StateKey], wall: float,
                             send_partial: Send, send_watermark: Send) -> None:
         futures = []
-        for partition in partitions:
-            state = self._stage1(partition)
+        for key in keys:
+            state = self._stage1(key)
             for partial in state.close(wall):
                 futures.append(await send_partial(partial.series_key, encode_partial(partial)))
             mark = state.watermark(wall)
-            if mark > self._sent_watermarks.get(partition, float("-inf")):
-                payload = encode_partial(Watermark(src_partition=partition, watermark=mark))
+            if mark > self._sent_watermarks.get(key, float("-inf")):
+                payload = encode_partial(
+                    Watermark(kind=key[0], src_partition=key[1], watermark=mark))
                 for target in range(self.sinks):
                     futures.append(await send_watermark(target, payload))
-                self._sent_watermarks[partition] = mark
+                self._sent_watermarks[key] = mark
             upserts, deletes = state.checkpoint()
-            _write(self.stage1_table, partition, upserts, deletes)
+            _write(self.stage1_table, key, upserts, deletes)
         if futures:
             await asyncio.gather(*futures)
 
@@ -150,16 +161,19 @@ class Aggregator:
         """Stage 2 for one batch: merge, close windows, send WindowMetrics, checkpoint."""
         async with self.lock:
             futures = []
+            touched: set[StateKey] = set()
             for partition, values in batches.items():
-                state = self._stage2(partition)
                 for raw in values:
                     message = decode_partials(raw)
-                    if isinstance(message, Partial | Watermark):
-                        state.apply(message)
-                for metrics in state.close():
-                    futures.append(await send_metrics(metrics.series_key, _METRICS.encode(metrics)))
+                    key = (message.kind, partition)
+                    self._stage2(key).apply(message)
+                    touched.add(key)
+            for key in sorted(touched):
+                state = self._stage2(key)
+                for result in state.close():
+                    futures.append(await send_metrics(key[0], result))
                 upserts, deletes = state.checkpoint()
-                _write(self.stage2_table, partition, upserts, deletes)
+                _write(self.stage2_table, key, upserts, deletes)
             if futures:
                 await asyncio.gather(*futures)
             self.windows_emitted += len(futures)
@@ -167,9 +181,10 @@ class Aggregator:
 
     def summary(self) -> str:
         late = sum(sum(s.late.values()) for s in self.stage1.values())
+        replayed = sum(s.replayed for s in self.stage1.values())
         too_late = sum(sum(s.too_late.values()) for s in self.stage1.values())
         slots = sum(len(s.slots) for s in self.stage1.values())
         overflow = dict(self.guard.overflow) or "none"
         return (f"open slots {slots}, active series {self.guard.active}, late {late}, "
-                f"too late {too_late}, windows emitted {self.windows_emitted}, "
-                f"cardinality overflow {overflow}")
+                f"too late {too_late}, replayed messages skipped {replayed}, "
+                f"windows emitted {self.windows_emitted}, cardinality overflow {overflow}")

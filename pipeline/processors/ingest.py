@@ -1,11 +1,13 @@
 """The processing role: a faust app with the two aggregation stages of design.md.
 
-- ``ingest`` (on ``inferwatch.events``): decode and validate; bad input to the DLQ
-  with its reason; valid events into stage 1 (partial window profiles per source
+- ``ingest`` (on ``inferwatch.events``) and ``ingest_resources`` (on
+  ``inferwatch.resources``): decode and validate; bad input to the DLQ with its
+  reason; valid records into stage 1 (partial window profiles per source
   partition), which sends partials and watermarks to ``inferwatch.partials``.
 - ``finalize`` (on ``inferwatch.partials``, keyed by series): stage 2 merges
-  partials and publishes one ``WindowMetrics`` per closed window on
-  ``inferwatch.metrics``.
+  partials and publishes one ``WindowMetrics`` per closed window and series (and a
+  ``ResourceMetrics`` per window and host) on ``inferwatch.metrics``; the
+  ``inferwatch-contract`` header names which.
 
 Both take events in batches (``take_events``), so faust's per-message overhead is
 paid once per batch; a batch is acked (its offsets become committable) only after
@@ -23,16 +25,21 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import msgspec
 
+from pipeline.aggregate.kinds import EVENTS, RESOURCES
 from pipeline.codec import decode_events
 from pipeline.config import Settings
 from pipeline.dlq import dead_letter
 from pipeline.kafka import faust_broker_options
 from pipeline.processors.aggregate import Aggregator, PartitionKeyedTable
+from schemas.event import InferenceEvent, ResourceSample
+from schemas.metrics import CONTRACT_HEADER, ResourceMetrics, WindowMetrics
 
 __all__ = ["IngestStats", "build_app"]
 
 log = logging.getLogger(__name__)
+_JSON = msgspec.json.Encoder()
 
 
 class IngestStats:
@@ -69,9 +76,10 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
         stream_wait_empty=False,
         broker_client_id=settings.kafka.client_id,
     )
-    events_topic = app.topic(
-        settings.topics.events, key_type=bytes, value_type=bytes,
-        key_serializer="raw", value_serializer="raw", allow_empty=True,
+    events_topic, resources_topic = (
+        app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                  value_serializer="raw", allow_empty=True)
+        for name in (settings.topics.events, settings.topics.resources)
     )
     dlq_topic = app.topic(
         settings.topics.dlq, key_serializer="raw", value_serializer="raw",
@@ -104,9 +112,13 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
     async def send_watermark(partition: int, value: bytes) -> Any:
         return await partials_topic.send(key=b"__watermark__", value=value, partition=partition)
 
-    async def send_metrics(key: str, value: bytes) -> Any:
-        return await metrics_topic.send(
-            key=key.encode(), value=value, headers=[("content-type", b"application/json")])
+    async def send_metrics(kind: str, result: WindowMetrics | ResourceMetrics) -> Any:
+        """WindowMetrics keyed by series, ResourceMetrics by host; the header names which."""
+        key = result.series_key if isinstance(result, WindowMetrics) else result.host
+        return await metrics_topic.send(key=key.encode(), value=_JSON.encode(result), headers=[
+            ("content-type", b"application/json"),
+            (CONTRACT_HEADER, type(result).__name__.encode()),
+        ])
 
     async def send_dead_letters(letters: list[Any]) -> None:
         """Deliver every DLQ record, retrying until Kafka takes them: nothing is lost."""
@@ -125,8 +137,8 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
-    @app.agent(events_topic, name="ingest")
-    async def ingest(stream: faust.StreamT) -> None:
+    async def process(stream: faust.StreamT, kind: str, contract: type) -> None:
+        """Decode and validate each batch, DLQ the rejects, feed stage 1 of ``kind``."""
         limits = settings.limits
         async for batch in stream.take_events(
             worker.process_batch_size, within=worker.process_batch_seconds
@@ -136,7 +148,8 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
             valid: dict[int, list] = defaultdict(list)
             for event in batch:
                 message = event.message
-                decoded = decode_events(message.value, event.headers or {}, limits, now)
+                decoded = decode_events(message.value, event.headers or {}, limits, now,
+                                        contract)
                 stats.messages += 1
                 stats.events += len(decoded.events)
                 if decoded.events:
@@ -149,9 +162,15 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
                     ))
             if letters:
                 await send_dead_letters(letters)
-            for messages in valid.values():
-                messages.sort(key=lambda m: m[0])
-            await aggregator.add_events(valid, send_partial, send_watermark)
+            await aggregator.add_records(kind, valid, send_partial, send_watermark)
+
+    @app.agent(events_topic, name="ingest")
+    async def ingest(stream: faust.StreamT) -> None:
+        await process(stream, EVENTS, InferenceEvent)
+
+    @app.agent(resources_topic, name="ingest_resources")
+    async def ingest_resources(stream: faust.StreamT) -> None:
+        await process(stream, RESOURCES, ResourceSample)
 
     @app.agent(partials_topic, name="finalize")
     async def finalize(stream: faust.StreamT) -> None:

@@ -33,17 +33,19 @@ from pipeline.storage.rows import (
     EVENT_COLUMNS,
     METRICS_COLUMNS,
     RESOURCE_COLUMNS,
+    RESOURCE_METRICS_COLUMNS,
     event_columns,
-    metrics_columns,
     resource_columns,
+    struct_columns,
 )
 from schemas.event import InferenceEvent, ResourceSample
-from schemas.metrics import WindowMetrics
+from schemas.metrics import CONTRACT_HEADER, ResourceMetrics, WindowMetrics
 
 __all__ = ["ClickHouseSink", "SinkStats"]
 
 log = logging.getLogger(__name__)
 _WINDOW = msgspec.json.Decoder(WindowMetrics)
+_HOST_WINDOW = msgspec.json.Decoder(ResourceMetrics)
 
 
 @dataclass
@@ -64,6 +66,7 @@ class _Batch:
     offsets: list[int] = field(default_factory=list)
     resources: list[ResourceSample] = field(default_factory=list)
     windows: list[WindowMetrics] = field(default_factory=list)
+    host_windows: list[ResourceMetrics] = field(default_factory=list)
     rejected: int = 0
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     messages: int = 0
@@ -111,7 +114,10 @@ class ClickHouseSink:
             if tp.topic == topics.metrics:
                 for msg in messages:
                     try:
-                        batch.windows.append(_WINDOW.decode(msg.value))
+                        if (dict(msg.headers).get(CONTRACT_HEADER) == b"ResourceMetrics"):
+                            batch.host_windows.append(_HOST_WINDOW.decode(msg.value))
+                        else:
+                            batch.windows.append(_WINDOW.decode(msg.value))
                     except msgspec.DecodeError as exc:  # our own topic: a bug, say so loudly
                         log.error("undecodable WindowMetrics at %s:%d: %s", tp, msg.offset, exc)
                         batch.rejected += 1
@@ -151,8 +157,15 @@ class ClickHouseSink:
         if batch.windows:
             self.client.insert(
                 "window_metrics",
-                metrics_columns(batch.windows),
+                struct_columns(batch.windows, METRICS_COLUMNS),
                 column_names=METRICS_COLUMNS,
+                column_oriented=True,
+            )
+        if batch.host_windows:
+            self.client.insert(
+                "resource_metrics",
+                struct_columns(batch.host_windows, RESOURCE_METRICS_COLUMNS),
+                column_names=RESOURCE_METRICS_COLUMNS,
                 column_oriented=True,
             )
 
@@ -230,7 +243,7 @@ class ClickHouseSink:
         stats = self.stats
         stats.events += len(batch.events)
         stats.resources += len(batch.resources)
-        stats.windows += len(batch.windows)
+        stats.windows += len(batch.windows) + len(batch.host_windows)
         stats.rejected += batch.rejected
         stats.batches += 1
         log.info("sink batch: %d events, %d resource samples, %d windows, %d rejected "

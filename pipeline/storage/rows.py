@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from schemas.event import InferenceEvent, ResourceSample
-from schemas.metrics import WindowMetrics
+from schemas.metrics import ResourceMetrics, WindowMetrics
 
 __all__ = [
-    "EVENT_COLUMNS", "METRICS_COLUMNS", "RESOURCE_COLUMNS",
-    "event_columns", "metrics_columns", "resource_columns",
+    "EVENT_COLUMNS", "METRICS_COLUMNS", "RESOURCE_COLUMNS", "RESOURCE_METRICS_COLUMNS",
+    "event_columns", "resource_columns", "struct_columns",
 ]
 
 EVENT_COLUMNS = [
@@ -93,16 +93,18 @@ def resource_columns(samples: Sequence[ResourceSample]) -> list[list]:
     return cols
 
 
-METRICS_COLUMNS = [
-    name for name in WindowMetrics.__struct_fields__ if name != "schema_version"
+METRICS_COLUMNS = [n for n in WindowMetrics.__struct_fields__ if n != "schema_version"]
+RESOURCE_METRICS_COLUMNS = [
+    n for n in ResourceMetrics.__struct_fields__ if n != "schema_version"
 ]
 _TICKS = {"window_start", "window_end"}
 
 
-def metrics_columns(metrics: Sequence[WindowMetrics]) -> list[list]:
-    """Column-oriented data for ``METRICS_COLUMNS`` (the window_metrics table)."""
+def struct_columns(rows: Sequence[WindowMetrics | ResourceMetrics], names: list[str]
+                   ) -> list[list]:
+    """Column-oriented data of metrics Structs (window bounds become DateTime64(3) ticks)."""
     return [
-        [round(getattr(m, n) * 1000) for m in metrics] if n in _TICKS
-        else [getattr(m, n) for m in metrics]
-        for n in METRICS_COLUMNS
+        [round(getattr(m, n) * 1000) for m in rows] if n in _TICKS
+        else [getattr(m, n) for m in rows]
+        for n in names
     ]

@@ -41,11 +41,12 @@ def pipe(kafka_bootstrap: str, tmp_path: Path):
     pipeline.close()
 
 
-def simulate(pipe: Pipeline, rate: float, duration: float, speed: float, seed: int) -> int:
+def simulate(pipe: Pipeline, rate: float, duration: float, speed: float, seed: int,
+             resources: bool = False) -> int:
+    """Publish simulated traffic; return the number of inference events."""
     start = time.time() - duration - 30  # event time in the recent past
     traffic = TrafficModel(seed=seed, id_prefix=f"wm-{seed}")
-    records = (r for r in traffic.stream(rate, duration, start, resources=False)
-               if isinstance(r[1], InferenceEvent))
+    records = traffic.stream(rate, duration, start, resources=resources)
     return asyncio.run(publish(pipe.settings, records, speed=speed, batch_size=200)).events
 
 
@@ -83,7 +84,7 @@ def assert_matches_raw_events(pipe: Pipeline) -> None:
 
 
 def test_window_results_equal_recomputation_from_raw_events(pipe: Pipeline) -> None:
-    produced = simulate(pipe, rate=800, duration=40, speed=0, seed=31)
+    produced = simulate(pipe, rate=800, duration=40, speed=0, seed=31, resources=True)
     worker = pipe.start_worker()
     pipe.wait_sink_ready(worker)
     assert pipe.wait_count(produced) == produced
@@ -101,6 +102,23 @@ def test_window_results_equal_recomputation_from_raw_events(pipe: Pipeline) -> N
     assert [r["n"] for r in rollup] == [r["n"] for r in direct]
     for a, b in zip(rollup, direct, strict=True):
         assert abs(a["p99"] - b["p99"]) <= 0.02 * b["p99"], (a, b)
+
+    # Resource metrics per host and window agree with the stored samples.
+    samples = pipe.scalar("SELECT count() FROM resources")
+    assert samples > 0
+    assert pipe.wait_count(samples, sql="SELECT sum(samples) FROM resource_metrics FINAL") == samples
+    per_window = pipe.query(
+        "SELECT host, toUnixTimestamp64Milli(window_start) AS ws, samples, gpu_util_mean, "
+        "queue_length_max FROM resource_metrics FINAL ORDER BY host, ws")
+    raw = {(r["host"], int(r["ws"])): r for r in pipe.query(
+        "SELECT host, intDiv(toUnixTimestamp64Milli(timestamp), 10000) * 10000 AS ws, "
+        "count() AS n, avg(gpu_util) AS gpu, max(queue_length) AS q "
+        "FROM resources GROUP BY host, ws")}
+    assert len(per_window) == len(raw)
+    for w in per_window:
+        truth = raw[(w["host"], int(w["ws"]))]
+        assert w["samples"] == truth["n"] and w["queue_length_max"] == truth["q"]
+        assert abs(w["gpu_util_mean"] - truth["gpu"]) < 1e-9
 
 
 def test_two_workers_give_the_same_results(pipe: Pipeline) -> None:

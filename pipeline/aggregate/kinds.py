@@ -1,0 +1,61 @@
+"""What the stages aggregate: inference events into WindowMetrics, resource samples into
+ResourceMetrics. A ``Kind`` tells the stages how to key, profile and finalize one
+record type, so both flow through the same window bookkeeping."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from pipeline.aggregate.profile import ResourceProfile, WindowProfile
+from pipeline.config import MetricsSettings
+
+__all__ = ["EVENTS", "RESOURCES", "Kind", "event_kind", "resource_kind"]
+
+EVENTS = "events"
+RESOURCES = "resources"
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    name: str
+    labels: tuple[str, ...]
+    new: Callable[[], Any]
+    add: Callable[[Any, Sequence[Any], bool], None]  # (profile, records, late)
+    load: Callable[[dict[str, Any]], Any]
+    finalize: Callable[[Any, str, dict[str, str], float, float, int], msgspec.Struct]
+
+
+def event_kind(settings: MetricsSettings) -> Kind:
+    """Inference events, keyed by the configured series labels."""
+
+    def add(profile: WindowProfile, events: Sequence[Any], late: bool) -> None:
+        profile.add_events(events, settings.latency_slo_ms, settings.feature_usage_attributes)
+        if late:
+            profile.add_late(len(events))
+
+    def finalize(profile: WindowProfile, key: str, labels: dict[str, str], start: float,
+                 end: float, version: int) -> msgspec.Struct:
+        return profile.finalize(key, labels, start, end, version, settings.latency_slo_ms)
+
+    return Kind(EVENTS, tuple(settings.series_labels),
+                lambda: WindowProfile(settings.relative_accuracy), add,
+                WindowProfile.from_builtins, finalize)
+
+
+def resource_kind(settings: MetricsSettings) -> Kind:
+    """Resource samples, keyed by host, model server and model."""
+
+    def add(profile: ResourceProfile, samples: Sequence[Any], late: bool) -> None:
+        profile.add_samples(samples)
+
+    def finalize(profile: ResourceProfile, key: str, labels: dict[str, str], start: float,
+                 end: float, version: int) -> msgspec.Struct:
+        return profile.finalize(labels["host"], labels["server"], labels["model"], start, end,
+                                version)
+
+    return Kind(RESOURCES, ("host", "server", "model"), ResourceProfile, add,
+                ResourceProfile.from_builtins, finalize)
