@@ -24,7 +24,7 @@ class CardinalityGuard:
     ('gpt', 'v1')
     >>> guard.admit(("gpt", "v2"), now=0.0)
     ('gpt', 'v2')
-    >>> guard.admit(("gpt", "v3"), now=0.0)  # over the cap: the unseen version folds
+    >>> guard.admit(("gpt", "v3"), now=0.0)  # over the cap: ("gpt", "__other__") is new too
     ('__other__', '__other__')
     >>> guard.overflow["version"]
     1

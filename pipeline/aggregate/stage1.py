@@ -65,6 +65,7 @@ class Stage1Partition:
     too_late: Counter[str] = field(default_factory=Counter)
     _dirty: set[SlotKey] = field(default_factory=set)
     _deleted: set[SlotKey] = field(default_factory=set)
+    _keys: dict[tuple[str, ...], str] = field(default_factory=dict)  # label values → key
 
     def __post_init__(self) -> None:
         if self.kind is None:
@@ -84,15 +85,19 @@ class Stage1Partition:
         grouped: dict[SlotKey, list[Any]] = defaultdict(list)
         offsets: dict[SlotKey, int] = {}
         slots = self.slots
+        keys = self._keys
+        if len(keys) > 4 * self.guard.max_series:
+            keys.clear()  # a cache, bounded like the series it names
         for offset, events in messages:
             if offset <= self.max_offset:
                 self.replayed += 1
                 continue
             self.max_offset = offset
             for event in events:
-                values = tuple(getattr(event, n, "") or "" for n in names)
-                values = self.guard.admit(values, wall)
-                key = series_key(dict(zip(names, values, strict=True)))
+                values = self.guard.admit(tuple(getattr(event, n, "") or "" for n in names), wall)
+                key = keys.get(values)
+                if key is None:
+                    key = keys[values] = series_key(dict(zip(names, values, strict=True)))
                 closed = max(self.clock.event_watermark(), self.closed_watermark)
                 for start in spec.starts(event.timestamp):
                     end = start + size

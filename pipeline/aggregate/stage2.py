@@ -48,6 +48,7 @@ class Stage2Partition:
     src_watermarks: dict[int, float] = field(default_factory=dict)
     windows: dict[tuple[str, float], _Window] = field(default_factory=dict)
     duplicates: int = 0
+    expired: int = 0  # partials for windows already forgotten (past the horizon): counted only
     _dirty: set[tuple[str, float]] = field(default_factory=set)
     _deleted: set[tuple[str, float]] = field(default_factory=set)
     _meta_dirty: bool = False
@@ -67,6 +68,10 @@ class Stage2Partition:
     def _merge(self, partial: Partial) -> None:
         key = (partial.series_key, partial.window_start)
         window = self.windows.get(key)
+        horizon = self.settings.correction_horizon_windows * self.settings.window_seconds
+        if window is None and partial.window_end + horizon <= self.low_watermark():
+            self.expired += 1  # re-creating it would publish a window with only this part
+            return
         if window is None:
             window = _Window(partial.labels, partial.window_end, self.kind.new())
             self.windows[key] = window

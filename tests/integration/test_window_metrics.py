@@ -19,7 +19,6 @@ import pytest
 
 from pipeline.publish import publish
 from pipeline.simulate import TrafficModel
-from schemas import InferenceEvent
 from tests.integration.harness import Pipeline
 
 pytestmark = pytest.mark.integration
@@ -106,7 +105,8 @@ def test_window_results_equal_recomputation_from_raw_events(pipe: Pipeline) -> N
     # Resource metrics per host and window agree with the stored samples.
     samples = pipe.scalar("SELECT count() FROM resources")
     assert samples > 0
-    assert pipe.wait_count(samples, sql="SELECT sum(samples) FROM resource_metrics FINAL") == samples
+    stored = pipe.wait_count(samples, sql="SELECT sum(samples) FROM resource_metrics FINAL")
+    assert stored == samples
     per_window = pipe.query(
         "SELECT host, toUnixTimestamp64Milli(window_start) AS ws, samples, gpu_util_mean, "
         "queue_length_max FROM resource_metrics FINAL ORDER BY host, ws")
