@@ -55,13 +55,16 @@ $iw query "SELECT model,
                   round(sum(cost_usd), 4) AS cost_usd
            FROM events FINAL WHERE $since GROUP BY model ORDER BY model"
 
-echo; echo "== the latency spike, 5 s buckets of gpt-chat p99"
-$iw query "SELECT toStartOfInterval(timestamp, INTERVAL 5 SECOND) AS t,
-                  count() AS n, round(quantile(0.99)(latency_ms)) AS p99_ms
-           FROM events FINAL WHERE $since AND model = 'gpt-chat'
-           GROUP BY t ORDER BY t LIMIT 14"
+echo; echo "== the latency spike as the stream computed it: gpt-chat 10 s windows (window_metrics)"
+$iw query "SELECT window_start, model_version, requests, round(latency_p50_ms) AS p50_ms,
+                  round(latency_p99_ms) AS p99_ms, round(ttft_p99_ms) AS ttft_p99_ms,
+                  round(error_rate * 100, 1) AS error_pct, version
+           FROM window_metrics FINAL
+           WHERE window_start >= toDateTime64($run_start - 5, 3) AND model = 'gpt-chat'
+           ORDER BY window_start, model_version LIMIT 16"
 
 echo; echo "== errors by type"
 $iw query "SELECT model, error_type, count() AS errors FROM events FINAL
            WHERE $since AND status = 'error' GROUP BY model, error_type ORDER BY errors DESC LIMIT 8"
-echo; echo "demo done: try  $iw query \"SELECT ...\"  (tables: events, resources)"
+echo; echo "demo done: try  $iw query \"SELECT ...\""
+echo "tables: events, resources, window_metrics, resource_metrics, rollup_1m, rollup_1h"
