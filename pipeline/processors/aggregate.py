@@ -99,6 +99,21 @@ class Aggregator:
                 for kind in self.kinds:
                     self.stage2.pop((kind, partition), None)
 
+    async def adopt(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Load the state of every assigned source partition once recovery is done.
+
+        A partition whose events were all processed (and committed) before it moved
+        gets no new events, yet its watermark must keep advancing (idle timeout) or
+        stage 2 would never close the windows it holds.
+        """
+        topics = self.settings.topics
+        async with self.lock:
+            for topic, partition in partitions:
+                if topic == topics.events:
+                    self._stage1((EVENTS, partition))
+                elif topic == topics.resources:
+                    self._stage1((RESOURCES, partition))
+
     def _stage1(self, key: StateKey) -> Stage1Partition:
         state = self.stage1.get(key)
         if state is None:

@@ -106,6 +106,11 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
     async def on_revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
         aggregator.revoke((tp.topic, tp.partition) for tp in revoked)
 
+    @app.on_rebalance_complete.connect
+    async def on_rebalance_complete(app: faust.App, **kwargs: Any) -> None:
+        # tables are recovered by now: load every assigned source partition's windows
+        await aggregator.adopt((tp.topic, tp.partition) for tp in app.consumer.assignment())
+
     async def send_partial(key: str, value: bytes) -> Any:
         return await partials_topic.send(key=key.encode(), value=value)
 
@@ -184,7 +189,8 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
 
     @app.timer(interval=1.0)
     async def advance_idle_partitions() -> None:
-        await aggregator.tick(send_partial, send_watermark)
+        if not app.rebalancing:  # never write state while tables are being recovered
+            await aggregator.tick(send_partial, send_watermark)
 
     @app.timer(interval=10.0)
     async def report() -> None:
