@@ -1,0 +1,575 @@
+"""Mergeable histograms that drift statistics are computed from; no raw values are kept.
+
+:class:`NumericHistogram` holds any finite value, negative, zero or positive: two stores of
+log buckets (one for ``x > 0``, one for ``|x|`` of ``x < 0``) keyed exactly like
+:class:`pipeline.aggregate.sketch.Sketch` (``ddsketch.mapping.LogarithmicMapping``), plus a
+zero count. Every value is represented by its bucket's representative value, which is within
+``relative_accuracy`` (alpha) of it, so statistics computed on the buckets inherit that bound
+(see each statistic). :class:`CategoricalHistogram` counts categories up to a cap.
+
+Both merge exactly: the histogram of the union of two batches equals the merge of their
+histograms (as long as no bucket/category cap is hit), so stage 1 can add batches per
+partition and stage 2 merge the partials.
+
+:func:`coarsen` re-bins a reference and a current histogram onto ~``bins`` bins whose edges
+are the reference's quantiles. PSI, Jensen–Shannon and Hellinger are computed on those, not on
+the raw log buckets, because at ``alpha = 0.01`` a feature spans hundreds of buckets while a
+window holds a few hundred values: most buckets would hold 0–2 counts and the divergence would
+measure sampling noise (two samples of one distribution look different; PSI's expected value
+under no drift grows like ``(bins - 1) * (1/n + 1/m)``). Equal-mass reference bins (the usual
+10 for PSI) keep the no-drift value near 0 whatever the feature's scale, and every bin holds
+~1/bins of the reference, so the epsilon smoothing of empty bins rarely matters.
+
+>>> ref, cur = NumericHistogram(), NumericHistogram()
+>>> ref.add_many([-2.0, -1.0, 0.0, 1.0, 2.0, 3.0])
+>>> cur.add_many([1.0, 2.0, 3.0, 4.0])
+>>> ref.count, round(ref.quantile(0.5), 2), ref.cdf(0.0)
+(6, 0.0, 0.5)
+>>> binned = coarsen(ref, cur, bins=2)
+>>> binned.reference.tolist(), binned.current.tolist()
+([3, 3], [0, 4])
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+from ddsketch.mapping import LogarithmicMapping
+
+__all__ = [
+    "DEFAULT_MAX_BUCKETS",
+    "DEFAULT_MAX_CATEGORIES",
+    "DEFAULT_RELATIVE_ACCURACY",
+    "OTHER",
+    "Aligned",
+    "Binned",
+    "CategoricalHistogram",
+    "Histogram",
+    "NumericHistogram",
+    "coarsen",
+]
+
+DEFAULT_RELATIVE_ACCURACY = 0.01
+DEFAULT_MAX_BUCKETS = 2048  # per sign; 2048 buckets at alpha=0.01 span a ratio of ~1e18
+DEFAULT_MAX_CATEGORIES = 100
+OTHER = "__other__"
+
+_EMPTY = np.empty(0, dtype=np.int64)
+# Near-integer log keys are recomputed with the mapping's scalar code, so a 1-ulp difference
+# between numpy's log and libm's cannot move a value into another bucket (as in Sketch).
+_BOUNDARY_EPS = 1e-7
+
+
+class Aligned(NamedTuple):
+    """Bucket counts of two histograms over their union of buckets, in increasing order.
+
+    ``values`` are the buckets' representative values (numeric) or the category names
+    (categorical); ``first``/``second`` the counts of each histogram in those buckets.
+    """
+
+    values: np.ndarray
+    first: np.ndarray
+    second: np.ndarray
+
+
+class Binned(NamedTuple):
+    """Counts of a reference and a current histogram over the same coarse bins.
+
+    ``edges`` are the ``len(reference) - 1`` inner bin edges (numeric; bin ``i`` is
+    ``(edges[i-1], edges[i]]`` up to the bucket grid, the outer bins are open) or the
+    category names (categorical, one per bin).
+    """
+
+    reference: np.ndarray
+    current: np.ndarray
+    edges: np.ndarray
+
+
+class _Store:
+    """Sorted unique log-bucket keys with positive counts, bounded by ``max_buckets``."""
+
+    __slots__ = ("counts", "keys", "max_buckets")
+
+    def __init__(self, max_buckets: int) -> None:
+        self.keys: np.ndarray = _EMPTY
+        self.counts: np.ndarray = _EMPTY
+        self.max_buckets = max_buckets
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    def add(self, keys: np.ndarray, counts: np.ndarray) -> None:
+        if keys.size == 0:
+            return
+        if self.keys.size == 0:
+            self.keys, self.counts = keys.copy(), counts.copy()
+        else:
+            merged, inverse = np.unique(np.concatenate((self.keys, keys)), return_inverse=True)
+            summed = np.zeros(merged.size, dtype=np.int64)
+            np.add.at(summed, inverse, np.concatenate((self.counts, counts)))
+            self.keys, self.counts = merged, summed
+        excess = self.keys.size - self.max_buckets
+        if excess > 0:  # fold the buckets nearest zero into the lowest kept one
+            folded = int(self.counts[: excess + 1].sum())
+            self.keys, self.counts = self.keys[excess:].copy(), self.counts[excess:].copy()
+            self.counts[0] = folded
+
+    def copy(self) -> _Store:
+        out = _Store(self.max_buckets)
+        out.keys, out.counts = self.keys.copy(), self.counts.copy()
+        return out
+
+    def to_builtins(self) -> tuple[list[int], list[int]]:
+        return np.diff(self.keys, prepend=0).tolist(), self.counts.tolist()
+
+    def load(self, deltas: Iterable[int], counts: Iterable[int]) -> None:
+        keys = np.cumsum(np.asarray(list(deltas), dtype=np.int64))
+        values = np.asarray(list(counts), dtype=np.int64)
+        if keys.shape != values.shape or (values <= 0).any() or (
+            keys.size > 1 and (np.diff(keys) <= 0).any()
+        ):
+            raise ValueError("malformed histogram: keys must increase and counts be positive")
+        self.keys, self.counts = _EMPTY, _EMPTY
+        self.add(keys, values)
+
+
+class NumericHistogram:
+    """Log-bucket histogram of finite real values (any sign), mergeable and serialisable.
+
+    ``count``, ``sum``, ``min`` and ``max`` are exact; quantiles, the CDF and everything
+    derived from buckets are exact for the bucketed values, each of which is within
+    ``relative_accuracy`` of the value it stands for. Magnitudes below the mapping's smallest
+    indexable value (``~2.2e-308``) count as zero. NaN and ``None`` are skipped, infinities
+    raise ``ValueError``. Each sign keeps at most ``max_buckets`` buckets; beyond that the
+    buckets nearest zero are folded together (never reached by real data at alpha=0.01).
+
+    >>> h = NumericHistogram(0.01)
+    >>> h.add_many([-5.0, 0.0, 2.0, None, 40.0])
+    >>> h.count, h.min, h.max
+    (4, -5.0, 40.0)
+    >>> abs(h.quantile(1 / 3) - 0.0) < 1e-12, abs(h.quantile(1.0) - 40.0) <= 0.4
+    (True, True)
+    >>> NumericHistogram.from_builtins(h.to_builtins()) == h
+    True
+    """
+
+    __slots__ = ("_count", "_max", "_min", "_neg", "_pos", "_sum", "_zero", "mapping")
+
+    def __init__(
+        self,
+        relative_accuracy: float = DEFAULT_RELATIVE_ACCURACY,
+        max_buckets: int = DEFAULT_MAX_BUCKETS,
+    ) -> None:
+        if max_buckets < 1:
+            raise ValueError(f"max_buckets must be >= 1, got {max_buckets}")
+        self.mapping = LogarithmicMapping(relative_accuracy)
+        self._pos = _Store(int(max_buckets))
+        self._neg = _Store(int(max_buckets))  # keys of |x| for x < 0
+        self._zero = 0
+        self._count = 0
+        self._sum = 0.0
+        self._min = math.inf
+        self._max = -math.inf
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def relative_accuracy(self) -> float:
+        """The relative-error bound ``alpha`` of bucket representatives."""
+        return float(self.mapping.relative_accuracy)
+
+    @property
+    def max_buckets(self) -> int:
+        """Bound on non-empty buckets per sign."""
+        return self._pos.max_buckets
+
+    @property
+    def count(self) -> int:
+        """Number of values added (NaN/None not counted)."""
+        return self._count
+
+    @property
+    def sum(self) -> float:
+        """Exact (floating-point) sum of the values added."""
+        return self._sum
+
+    @property
+    def min(self) -> float | None:
+        """Smallest value added, ``None`` when empty."""
+        return self._min if self._count else None
+
+    @property
+    def max(self) -> float | None:
+        """Largest value added, ``None`` when empty."""
+        return self._max if self._count else None
+
+    @property
+    def mean(self) -> float | None:
+        """Exact mean, ``None`` when empty."""
+        return self._sum / self._count if self._count else None
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __repr__(self) -> str:
+        return (f"NumericHistogram(relative_accuracy={self.relative_accuracy}, "
+                f"count={self._count}, min={self.min}, max={self.max})")
+
+    # ------------------------------------------------------------------ adding
+    def add(self, value: float | None) -> None:
+        """Add one value; prefer :meth:`add_many` for batches."""
+        self.add_many((value,))
+
+    def add_many(self, values: Iterable[float | None] | np.ndarray) -> None:
+        """Add a batch at once: keys of all values computed with numpy, counted with unique."""
+        if not isinstance(values, np.ndarray):
+            values = list(values)
+        arr = np.asarray(values, dtype=np.float64).ravel()
+        arr = arr[~np.isnan(arr)]
+        if arr.size == 0:
+            return
+        lo, hi = float(arr.min()), float(arr.max())
+        if math.isinf(lo) or math.isinf(hi):
+            raise ValueError(f"NumericHistogram holds finite values, got min={lo} max={hi}")
+        tiny = self.mapping.min_possible
+        for store, magnitudes in ((self._pos, arr[arr > tiny]), (self._neg, -arr[arr < -tiny])):
+            if magnitudes.size:
+                keys, counts = np.unique(self._keys_of(magnitudes), return_counts=True)
+                store.add(keys, counts.astype(np.int64))
+        self._zero += int(np.count_nonzero(np.abs(arr) <= tiny))
+        self._count += int(arr.size)
+        self._sum += float(arr.sum())
+        self._min = min(self._min, lo)
+        self._max = max(self._max, hi)
+
+    def _keys_of(self, magnitudes: np.ndarray) -> np.ndarray:
+        """``mapping.key`` of each value (all > min_possible), vectorised."""
+        mapping = self.mapping
+        scaled = np.log2(magnitudes) * (math.log(2.0) / math.log(mapping.gamma))
+        keys = np.ceil(scaled)
+        near = np.abs(scaled - np.rint(scaled)) < _BOUNDARY_EPS
+        if near.any():
+            keys[near] = [mapping.key(float(v)) for v in magnitudes[near]]
+        return keys.astype(np.int64)
+
+    # ------------------------------------------------------------------ merging
+    def merge(self, other: NumericHistogram) -> None:
+        """Fold ``other`` into this histogram (same relative accuracy required)."""
+        self._check_compatible(other)
+        if other._count == 0:
+            return
+        self._pos.add(other._pos.keys, other._pos.counts)
+        self._neg.add(other._neg.keys, other._neg.counts)
+        self._zero += other._zero
+        self._count += other._count
+        self._sum += other._sum
+        self._min = min(self._min, other._min)
+        self._max = max(self._max, other._max)
+
+    def _check_compatible(self, other: object) -> None:
+        if not isinstance(other, NumericHistogram):
+            raise TypeError(f"expected a NumericHistogram, got {type(other).__name__}")
+        if other.mapping.gamma != self.mapping.gamma:
+            raise ValueError(
+                "histograms of different relative accuracy: "
+                f"{self.relative_accuracy} and {other.relative_accuracy}"
+            )
+
+    def copy(self) -> NumericHistogram:
+        """An independent copy."""
+        out = NumericHistogram(self.relative_accuracy, self.max_buckets)
+        out._pos, out._neg = self._pos.copy(), self._neg.copy()
+        out._zero, out._count, out._sum = self._zero, self._count, self._sum
+        out._min, out._max = self._min, self._max
+        return out
+
+    # ------------------------------------------------------------------ buckets
+    def _values(self, neg_keys: np.ndarray, pos_keys: np.ndarray) -> np.ndarray:
+        """Representative values: negatives (most negative first), zero, positives."""
+        value = self.mapping.value
+        neg = [-value(int(k)) for k in neg_keys[::-1]]
+        pos = [value(int(k)) for k in pos_keys]
+        return np.array([*neg, 0.0, *pos], dtype=np.float64)
+
+    def buckets(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(values, counts)`` of all buckets in increasing order (the zero bucket included)."""
+        values = self._values(self._neg.keys, self._pos.keys)
+        counts = np.concatenate((self._neg.counts[::-1], [self._zero], self._pos.counts))
+        return values, counts.astype(np.int64)
+
+    def aligned(self, other: NumericHistogram) -> Aligned:
+        """Counts of this histogram and ``other`` over the union of their buckets.
+
+        >>> a, b = NumericHistogram(), NumericHistogram()
+        >>> a.add_many([1.0, 1.0, -3.0]); b.add_many([1.0, 50.0])
+        >>> al = a.aligned(b)
+        >>> al.first.tolist(), al.second.tolist(), [round(v) for v in al.values]
+        ([1, 0, 2, 0], [0, 0, 1, 1], [-3, 0, 1, 50])
+        """
+        self._check_compatible(other)
+        parts = []
+        for mine, theirs in ((self._neg, other._neg), (self._pos, other._pos)):
+            keys = np.union1d(mine.keys, theirs.keys)
+            parts.append((keys, _spread(mine, keys), _spread(theirs, keys)))
+        (nk, na, nb), (pk, pa, pb) = parts
+        values = self._values(nk, pk)
+        first = np.concatenate((na[::-1], [self._zero], pa))
+        second = np.concatenate((nb[::-1], [other._zero], pb))
+        return Aligned(values, first.astype(np.int64), second.astype(np.int64))
+
+    def _upper_edges(self, values: np.ndarray) -> np.ndarray:
+        """Upper edge of the bucket of each representative value (for reporting)."""
+        gamma = self.mapping.gamma
+        out = np.where(values > 0, values * (1 + gamma) / 2, values * (1 + gamma) / (2 * gamma))
+        out[values == 0] = self.mapping.min_possible
+        return out
+
+    # ------------------------------------------------------------------ querying
+    def quantile(self, q: float) -> float | None:
+        """Value at rank ``floor(q * (count - 1))`` (bucket representative clamped to the
+        exact ``[min, max]``); ``None`` when empty. Same rank convention as ``Sketch``."""
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"quantile must be in [0, 1], got {q!r}")
+        if self._count == 0:
+            return None
+        values, counts = self.buckets()
+        index = int(np.searchsorted(np.cumsum(counts), q * (self._count - 1), side="right"))
+        value = float(values[min(index, values.size - 1)])
+        return min(max(value, self._min), self._max)
+
+    def cdf(self, x: float) -> float | None:
+        """Fraction of values ``<= x``, each value at its bucket's representative (so exact
+        but for values in ``x``'s own bucket); exactly 0 below ``min`` and 1 from ``max``."""
+        if self._count == 0:
+            return None
+        if x < self._min:
+            return 0.0
+        if x >= self._max:
+            return 1.0
+        values, counts = self.buckets()
+        upto = int(np.searchsorted(values, x, side="right"))
+        return float(counts[:upto].sum()) / self._count
+
+    def std(self) -> float | None:
+        """Standard deviation of the bucketed values; ``None`` when empty."""
+        if self._count == 0:
+            return None
+        values, counts = self.buckets()
+        mean = float(np.dot(values, counts)) / self._count
+        return math.sqrt(float(np.dot((values - mean) ** 2, counts)) / self._count)
+
+    # ------------------------------------------------------------------ serialization
+    def to_builtins(self) -> dict[str, Any]:
+        """Compact msgpack/JSON-safe form: ``a`` alpha; ``p``/``pc`` and ``n``/``nc`` key deltas
+        and counts of the positive and negative stores; ``z`` zeros; ``s``/``lo``/``hi`` sum,
+        min, max; ``b`` max_buckets when not the default."""
+        out: dict[str, Any] = {"a": self.relative_accuracy}
+        if self.max_buckets != DEFAULT_MAX_BUCKETS:
+            out["b"] = self.max_buckets
+        if self._count == 0:
+            return out
+        for key, store in (("p", self._pos), ("n", self._neg)):
+            if store.keys.size:
+                out[key], out[key + "c"] = store.to_builtins()
+        if self._zero:
+            out["z"] = self._zero
+        out["s"], out["lo"], out["hi"] = self._sum, self._min, self._max
+        return out
+
+    @classmethod
+    def from_builtins(cls, data: Mapping[str, Any]) -> NumericHistogram:
+        """Inverse of :meth:`to_builtins`; validates shapes and counts."""
+        out = cls(float(data["a"]), int(data.get("b", DEFAULT_MAX_BUCKETS)))
+        out._pos.load(data.get("p", ()), data.get("pc", ()))
+        out._neg.load(data.get("n", ()), data.get("nc", ()))
+        out._zero = int(data.get("z", 0))
+        if out._zero < 0:
+            raise ValueError("malformed histogram: negative zero count")
+        out._count = out._zero + out._pos.total + out._neg.total
+        if out._count:
+            out._sum, out._min, out._max = float(data["s"]), float(data["lo"]), float(data["hi"])
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        """Same alpha, buckets, min and max; sums equal up to float rounding (merge order)."""
+        if not isinstance(other, NumericHistogram):
+            return NotImplemented
+        return (
+            self.mapping.gamma == other.mapping.gamma
+            and self._count == other._count
+            and self._zero == other._zero
+            and all(
+                np.array_equal(getattr(a, f), getattr(b, f))
+                for a, b in ((self._pos, other._pos), (self._neg, other._neg))
+                for f in ("keys", "counts")
+            )
+            and (self._count == 0 or (self._min == other._min and self._max == other._max))
+            and math.isclose(self._sum, other._sum, rel_tol=1e-9, abs_tol=1e-12)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _spread(store: _Store, keys: np.ndarray) -> np.ndarray:
+    """``store``'s counts placed on the sorted superset ``keys``."""
+    out = np.zeros(keys.size, dtype=np.int64)
+    out[np.searchsorted(keys, store.keys)] = store.counts
+    return out
+
+
+class CategoricalHistogram:
+    """Counts per category, at most ``max_categories`` distinct ones.
+
+    Categories beyond the cap are counted under :data:`OTHER` (``"__other__"``); which ones
+    are kept depends on arrival order (first come), as for the profile's bounded counters.
+    ``None`` is skipped; other non-string values are counted under ``str(value)``.
+
+    >>> h = CategoricalHistogram(max_categories=2)
+    >>> h.add_many(["cat", "dog", "cat", "emu", None])
+    >>> h.count, h.counts
+    (4, {'cat': 2, 'dog': 1, '__other__': 1})
+    >>> CategoricalHistogram.from_builtins(h.to_builtins()) == h
+    True
+    """
+
+    __slots__ = ("_counts", "max_categories")
+
+    def __init__(self, max_categories: int = DEFAULT_MAX_CATEGORIES) -> None:
+        if max_categories < 1:
+            raise ValueError(f"max_categories must be >= 1, got {max_categories}")
+        self.max_categories = int(max_categories)
+        self._counts: dict[str, int] = {}
+
+    @property
+    def count(self) -> int:
+        """Number of values added."""
+        return sum(self._counts.values())
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """A copy of the counts per category."""
+        return dict(self._counts)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __repr__(self) -> str:
+        return (f"CategoricalHistogram(max_categories={self.max_categories}, "
+                f"count={self.count}, categories={len(self._counts)})")
+
+    def add(self, value: str | None) -> None:
+        """Add one value."""
+        self.add_many((value,))
+
+    def add_many(self, values: Iterable[object]) -> None:
+        """Add a batch of values (counted with ``collections.Counter``)."""
+        self._add_counts(Counter(
+            v if isinstance(v, str) else str(v) for v in values if v is not None
+        ))
+
+    def _add_counts(self, counts: Mapping[str, int]) -> None:
+        target = self._counts
+        for key, n in counts.items():
+            if key in target or len(target) < self.max_categories:
+                target[key] = target.get(key, 0) + n
+            else:
+                target[OTHER] = target.get(OTHER, 0) + n
+
+    def merge(self, other: CategoricalHistogram) -> None:
+        """Fold ``other`` into this histogram (the cap of this one applies)."""
+        if not isinstance(other, CategoricalHistogram):
+            raise TypeError(f"expected a CategoricalHistogram, got {type(other).__name__}")
+        self._add_counts(other._counts)
+
+    def copy(self) -> CategoricalHistogram:
+        """An independent copy."""
+        out = CategoricalHistogram(self.max_categories)
+        out._counts = dict(self._counts)
+        return out
+
+    def aligned(self, other: CategoricalHistogram) -> Aligned:
+        """Counts of both over the sorted union of their categories.
+
+        >>> a, b = CategoricalHistogram(), CategoricalHistogram()
+        >>> a.add_many("xxy"); b.add_many("yz")
+        >>> al = a.aligned(b)
+        >>> al.values.tolist(), al.first.tolist(), al.second.tolist()
+        (['x', 'y', 'z'], [2, 1, 0], [0, 1, 1])
+        """
+        if not isinstance(other, CategoricalHistogram):
+            raise TypeError(f"expected a CategoricalHistogram, got {type(other).__name__}")
+        names = sorted(self._counts.keys() | other._counts.keys())
+        first = np.array([self._counts.get(k, 0) for k in names], dtype=np.int64)
+        second = np.array([other._counts.get(k, 0) for k in names], dtype=np.int64)
+        return Aligned(np.array(names, dtype=object), first, second)
+
+    def to_builtins(self) -> dict[str, Any]:
+        """``{"m": max_categories, "c": {category: count}}`` (``c`` omitted when empty)."""
+        out: dict[str, Any] = {"m": self.max_categories}
+        if self._counts:
+            out["c"] = dict(self._counts)
+        return out
+
+    @classmethod
+    def from_builtins(cls, data: Mapping[str, Any]) -> CategoricalHistogram:
+        """Inverse of :meth:`to_builtins`; counts must be positive integers."""
+        out = cls(int(data["m"]))
+        counts = {str(k): int(v) for k, v in data.get("c", {}).items()}
+        if any(v <= 0 for v in counts.values()) or len(counts) > out.max_categories + 1:
+            raise ValueError("malformed categorical histogram")
+        out._counts = counts
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CategoricalHistogram):
+            return NotImplemented
+        return self.max_categories == other.max_categories and self._counts == other._counts
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+Histogram = NumericHistogram | CategoricalHistogram
+
+
+def coarsen(
+    reference: NumericHistogram | CategoricalHistogram,
+    current: NumericHistogram | CategoricalHistogram,
+    bins: int = 10,
+) -> Binned:
+    """Counts of ``reference`` and ``current`` over ~``bins`` bins of equal reference mass.
+
+    Numeric: bin edges are the reference's ``1/bins … (bins-1)/bins`` quantiles, snapped to
+    the bucket grid (a bin is a run of whole buckets, so the counts are exact for the bucketed
+    values); the outer bins are open, so current values outside the reference's range land in
+    them. Buckets holding more than ``1/bins`` of the reference (ties, e.g. many zeros) give
+    fewer, wider bins. Categorical histograms are returned over the union of their categories
+    (no coarsening: categories are already the bins). See the module docstring for why.
+
+    >>> ref, cur = NumericHistogram(), NumericHistogram()
+    >>> ref.add_many(range(1, 101)); cur.add_many(range(51, 151))
+    >>> b = coarsen(ref, cur, bins=4)
+    >>> b.reference.tolist(), b.current.tolist()
+    ([25, 25, 25, 25], [0, 0, 25, 75])
+    """
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    if isinstance(reference, CategoricalHistogram):
+        al = reference.aligned(current)  # type: ignore[arg-type]
+        return Binned(al.first, al.second, al.values)
+    al = reference.aligned(current)  # type: ignore[arg-type]
+    n = reference.count
+    if n == 0:
+        total = np.array([al.first.sum()]), np.array([al.second.sum()])
+        return Binned(*total, np.empty(0))
+    cumulative = np.cumsum(al.first)
+    targets = n * np.arange(1, bins) / bins
+    # last bucket of each bin: the one where the reference's cumulative count reaches j/bins
+    ends = np.unique(np.searchsorted(cumulative, targets, side="left"))
+    ends = ends[ends < al.values.size - 1]
+    starts = np.concatenate(([0], ends + 1))
+    edges = reference._upper_edges(al.values[ends])
+    return Binned(np.add.reduceat(al.first, starts), np.add.reduceat(al.second, starts), edges)
