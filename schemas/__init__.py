@@ -1,5 +1,6 @@
 """InferWatch wire contracts: msgspec Structs shared by producers, processors and sinks."""
 
+from schemas.alert import AlertEvent, Silence
 from schemas.event import SCHEMA_VERSION, InferenceEvent, ResourceSample
 from schemas.export import export_json_schemas
 from schemas.metrics import METRICS_SCHEMA_VERSION, ResourceMetrics, WindowMetrics
@@ -7,9 +8,11 @@ from schemas.metrics import METRICS_SCHEMA_VERSION, ResourceMetrics, WindowMetri
 __all__ = [
     "METRICS_SCHEMA_VERSION",
     "SCHEMA_VERSION",
+    "AlertEvent",
     "InferenceEvent",
     "ResourceMetrics",
     "ResourceSample",
+    "Silence",
     "WindowMetrics",
     "export_json_schemas",
 ]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import msgspec
 
+from schemas.alert import AlertEvent
 from schemas.event import SCHEMA_VERSION, InferenceEvent, ResourceSample
 from schemas.metrics import ResourceMetrics, WindowMetrics
 
@@ -14,6 +15,7 @@ CONTRACTS: dict[str, type[msgspec.Struct]] = {
     "ResourceSample": ResourceSample,
     "WindowMetrics": WindowMetrics,
     "ResourceMetrics": ResourceMetrics,
+    "AlertEvent": AlertEvent,
 }
 
 

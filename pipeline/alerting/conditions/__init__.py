@@ -1,0 +1,14 @@
+"""Rule conditions: one implementation per rule type, beside their base."""
+
+from pipeline.alerting.conditions.base import Condition, Outcome
+from pipeline.alerting.conditions.burn_rate import BurnRateCondition
+from pipeline.alerting.conditions.error_rate_bound import ErrorRateBoundCondition
+from pipeline.alerting.conditions.threshold import ThresholdCondition
+
+__all__ = [
+    "BurnRateCondition",
+    "Condition",
+    "ErrorRateBoundCondition",
+    "Outcome",
+    "ThresholdCondition",
+]

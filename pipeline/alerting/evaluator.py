@@ -1,0 +1,303 @@
+"""Rule evaluation for series, window by window: the alerting step of stage 2.
+
+:meth:`Evaluator.evaluate` takes one closed window of one series (a ``WindowMetrics`` or
+its mapping, plus the series' scores for that window), evaluates every rule whose
+``match`` selects the series, advances each alert's :class:`~pipeline.alerting.lifecycle.Lifecycle`
+and returns an :class:`~schemas.alert.AlertEvent` per ``firing``, ``repeat`` and
+``resolved`` transition, flagged ``silenced`` / ``inhibited``. Pure: no I/O.
+
+Times: the evaluation time is the window's end (event time). Silences are checked at
+``now`` (default: that same time). A window older than the series' latest, or a correction
+(higher ``version``) of the latest, updates the count history of burn-rate / ``over``
+rules but does not move any alert; the same window and version again (a replay after a
+crash) returns the same events again (see :mod:`pipeline.alerting.lifecycle`).
+
+Inhibition looks at the alerts firing in this evaluator, i.e. the series of this worker's
+partitions: an inhibit rule whose ``equal`` labels include the series-key labels always
+sees both alerts; across series on other workers it cannot.
+
+State per series checkpoints with :meth:`Evaluator.state` / :meth:`Evaluator.restore`
+(e.g. a changelog-backed table keyed by series key), so alerts survive a crash and move
+with the series on rebalance. A series that stops sending windows is resolved by
+:meth:`Evaluator.sweep`.
+
+>>> from pipeline.alerting.rules import parse_rules
+>>> rules = parse_rules('''
+... rules:
+...   - name: HighP99Latency
+...     condition: p99_latency_ms > 2000
+...     for: 1m
+...     severity: warning
+...     annotations: {summary: "p99 {{ value }} ms on {{ labels.model }}"}
+... ''')
+>>> ev = Evaluator(rules)
+>>> def window(end, p99):
+...     return {"series_key": "model=m", "labels": {"model": "m"}, "window_start": end - 60,
+...             "window_end": end, "requests": 100, "latency_p99_ms": p99}
+>>> ev.evaluate(window(60, 2500)), [e.state for e in ev.evaluate(window(120, 2600))]
+([], ['firing'])
+>>> e = ev.evaluate(window(180, 900))[0]
+>>> e.state, e.starts_at, e.ends_at, e.annotations["summary"]
+('resolved', 120.0, 180.0, 'p99 2600 ms on m')
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from pipeline.aggregate.profile import series_key as make_series_key
+from pipeline.alerting.conditions import Outcome
+from pipeline.alerting.history import CountHistory
+from pipeline.alerting.inhibit import inhibited_by
+from pipeline.alerting.lifecycle import Lifecycle, Transition, fingerprint
+from pipeline.alerting.rules import Rule, RuleSet
+from pipeline.alerting.silences import Silences
+from pipeline.alerting.variables import window_vars
+from schemas.alert import AlertEvent
+from schemas.metrics import WindowMetrics
+
+__all__ = ["EVALUATOR_FORMAT", "Evaluator"]
+
+EVALUATOR_FORMAT = 1
+
+
+class _Alert:
+    """State of one rule on one series."""
+
+    __slots__ = ("annotations", "fingerprint", "history", "labels", "lifecycle", "threshold",
+                 "value", "window")
+
+    def __init__(self, rule: Rule, series_labels: Mapping[str, str]) -> None:
+        self.fingerprint = fingerprint(rule.name, series_labels)
+        self.labels = rule.alert_labels(series_labels)
+        self.lifecycle = Lifecycle(rule.for_, rule.keep_firing_for, rule.repeat_interval)
+        self.history: CountHistory | None = rule.condition.new_history()
+        self.annotations: dict[str, str] = {}
+        self.value: float | None = None
+        self.threshold: float | None = None
+        self.window = (0.0, 0.0)
+
+    def to_builtins(self) -> dict[str, Any]:
+        return {
+            "lifecycle": self.lifecycle.to_builtins(),
+            "history": self.history.to_builtins() if self.history is not None else None,
+            "annotations": self.annotations,
+            "value": self.value,
+            "threshold": self.threshold,
+            "window": list(self.window),
+        }
+
+    def restore(self, rule: Rule, data: Mapping[str, Any]) -> None:
+        self.lifecycle = Lifecycle.from_builtins(data["lifecycle"], rule.for_,
+                                                 rule.keep_firing_for, rule.repeat_interval)
+        if self.history is not None and data.get("history"):
+            self.history.restore(data["history"])
+        self.annotations = dict(data.get("annotations") or {})
+        self.value = data.get("value")
+        self.threshold = data.get("threshold")
+        start, end = data.get("window") or (0.0, 0.0)
+        self.window = (float(start), float(end))
+
+
+class _Series:
+    __slots__ = ("alerts", "key", "labels", "last_end", "last_version")
+
+    def __init__(self, key: str, labels: Mapping[str, str]) -> None:
+        self.key = key
+        self.labels = dict(labels)
+        self.last_end = -math.inf
+        self.last_version = 0
+        self.alerts: dict[str, _Alert] = {}
+
+
+class Evaluator:
+    """Evaluates a :class:`RuleSet` for every series it is given; holds their alert state."""
+
+    def __init__(self, rules: RuleSet, silences: Silences | None = None) -> None:
+        self.rules = rules
+        self.silences = silences if silences is not None else Silences()
+        self._series: dict[str, _Series] = {}
+        self._firing: dict[str, Mapping[str, str]] = {}  # fingerprint -> alert labels
+
+    def __len__(self) -> int:
+        return len(self._series)
+
+    def series_keys(self) -> list[str]:
+        return sorted(self._series)
+
+    # ----------------------------------------------------------------------- evaluate
+    def evaluate(self, metrics: WindowMetrics | Mapping[str, Any],
+                 scores: Mapping[str, Any] | None = None, *, now: float | None = None
+                 ) -> list[AlertEvent]:
+        """Evaluate the rules on one window of one series; the events of its transitions."""
+        m = msgspec.structs.asdict(metrics) if isinstance(metrics, WindowMetrics) else metrics
+        labels: Mapping[str, str] = m.get("labels") or {}
+        key = m.get("series_key") or make_series_key(labels)
+        start, end = float(m["window_start"]), float(m["window_end"])
+        version = int(m.get("version") or 1)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Series(key, labels)
+        moves = end > series.last_end or (end == series.last_end
+                                          and version == series.last_version)
+        env = window_vars(m, scores)
+        events: list[AlertEvent] = []
+        for rule in self.rules:
+            if not rule.matches(series.labels):
+                continue
+            alert = series.alerts.get(rule.name)
+            if alert is None:
+                alert = series.alerts[rule.name] = _Alert(rule, series.labels)
+            outcome = rule.condition.evaluate(env, start, end, alert.history)
+            if not moves:
+                continue
+            transitions = alert.lifecycle.evaluate(end, outcome.holds, outcome.value)
+            if outcome.holds:
+                self._observe(rule, series, alert, outcome, env, start, end)
+            events.extend(self._event(rule, series, alert, t, outcome.value, outcome.threshold,
+                                      (start, end))
+                          for t in transitions if t.kind in ("firing", "repeat", "resolved"))
+        if end > series.last_end:
+            series.last_end, series.last_version = end, version
+        elif end == series.last_end:
+            series.last_version = max(series.last_version, version)
+        self._mute(events, end if now is None else now)
+        return events
+
+    def _observe(self, rule: Rule, series: _Series, alert: _Alert, outcome: Outcome,
+                 env: Mapping[str, float], start: float, end: float) -> None:
+        """Remember what a holding evaluation measured, annotations rendered with it."""
+        lc = alert.lifecycle
+        alert.value, alert.threshold, alert.window = outcome.value, outcome.threshold, (start, end)
+        alert.annotations = rule.render({
+            "value": outcome.value, "threshold": outcome.threshold, "alertname": rule.name,
+            "rule": rule.name, "severity": rule.severity, "series_key": series.key,
+            "window_start": start, "window_end": end,
+            "starts_at": lc.fired_at if lc.firing else lc.active_at,
+            "labels": alert.labels, "metrics": env, "details": outcome.details,
+        })
+
+    def _event(self, rule: Rule, series: _Series, alert: _Alert, t: Transition,
+               value: float | None, threshold: float | None,
+               window: tuple[float, float]) -> AlertEvent:
+        resolved = t.kind == "resolved"
+        if resolved:
+            self._firing.pop(alert.fingerprint, None)
+        else:
+            self._firing[alert.fingerprint] = alert.labels
+        return AlertEvent(
+            fingerprint=alert.fingerprint, rule=rule.name,
+            state="resolved" if resolved else "firing", severity=rule.severity,
+            repeat=t.kind == "repeat", series_key=series.key,
+            series_labels=dict(series.labels), labels=dict(alert.labels),
+            annotations=dict(alert.annotations),
+            value=value if value is not None else t.value, threshold=threshold,
+            window_start=window[0], window_end=window[1], starts_at=t.starts_at,
+            ends_at=t.ends_at)
+
+    def _mute(self, events: list[AlertEvent], now: float) -> None:
+        for e in events:
+            e.silenced_by = self.silences.muting(e.labels, now)
+            e.silenced = bool(e.silenced_by)
+            e.inhibited_by = inhibited_by(e.labels, e.fingerprint, self.rules.inhibit_rules,
+                                          self._firing)
+            e.inhibited = bool(e.inhibited_by)
+
+    # ----------------------------------------------------------------------- queries
+    def firing(self, rule: str | None = None, *, now: float | None = None) -> list[AlertEvent]:
+        """The alerts firing now (of ``rule``, or all), as ``firing`` events carrying the
+        latest holding window's value and annotations; muting checked at ``now``
+        (default: each alert's latest window end)."""
+        out: list[AlertEvent] = []
+        for series in self._series.values():
+            for name, alert in series.alerts.items():
+                if not alert.lifecycle.firing or (rule is not None and name != rule):
+                    continue
+                r = self.rules.get(name)
+                if r is None:
+                    continue
+                assert alert.lifecycle.fired_at is not None
+                e = AlertEvent(
+                    fingerprint=alert.fingerprint, rule=name, state="firing",
+                    severity=r.severity, series_key=series.key,
+                    series_labels=dict(series.labels), labels=dict(alert.labels),
+                    annotations=dict(alert.annotations), value=alert.value,
+                    threshold=alert.threshold, window_start=alert.window[0],
+                    window_end=alert.window[1], starts_at=alert.lifecycle.fired_at)
+                self._mute([e], series.last_end if now is None else now)
+                out.append(e)
+        return sorted(out, key=lambda e: (e.rule, e.series_key))
+
+    # ----------------------------------------------------------------------- staleness
+    def sweep(self, now: float, stale_after: float) -> list[AlertEvent]:
+        """Treat series without a window for ``stale_after`` seconds as not holding at
+        ``now``: their alerts resolve (after ``keep_firing_for``). Series with nothing
+        pending or firing, silent for longer than their rules' longest lookback too, are
+        forgotten."""
+        events: list[AlertEvent] = []
+        for key in list(self._series):
+            series = self._series[key]
+            if series.last_end > now - stale_after:
+                continue
+            for name, alert in series.alerts.items():
+                rule = self.rules.get(name)
+                if rule is None or alert.lifecycle.state not in ("pending", "firing"):
+                    continue
+                for t in alert.lifecycle.evaluate(now, False):
+                    if t.kind == "resolved":  # window: the stretch without data
+                        events.append(self._event(rule, series, alert, t, None,
+                                                  alert.threshold, (series.last_end, now)))
+            keep = max([stale_after, *(lb for r in self.rules for lb in
+                                       r.condition.lookbacks())])
+            active = any(a.lifecycle.state in ("pending", "firing")
+                         for a in series.alerts.values())
+            if not active and series.last_end <= now - keep:
+                del self._series[key]
+        self._mute(events, now)
+        return events
+
+    # ----------------------------------------------------------------------- checkpoints
+    def state(self, series_key: str) -> dict[str, Any] | None:
+        """Checkpoint of one series (msgpack/JSON safe), or ``None`` if unknown."""
+        series = self._series.get(series_key)
+        if series is None:
+            return None
+        return {
+            "format": EVALUATOR_FORMAT,
+            "labels": series.labels,
+            "last_end": None if series.last_end == -math.inf else series.last_end,
+            "last_version": series.last_version,
+            "alerts": {name: a.to_builtins() for name, a in series.alerts.items()},
+        }
+
+    def restore(self, series_key: str, data: Mapping[str, Any]) -> None:
+        """Load a checkpoint of one series. Alerts of rules that no longer exist are
+        dropped; a rule's changed ``for`` / ``keep_firing_for`` applies from now on."""
+        if data.get("format") != EVALUATOR_FORMAT:
+            raise ValueError(f"unknown evaluator state format {data.get('format')!r}")
+        self.forget(series_key)
+        series = _Series(series_key, data.get("labels") or {})
+        last_end = data.get("last_end")
+        series.last_end = -math.inf if last_end is None else float(last_end)
+        series.last_version = int(data.get("last_version") or 0)
+        for name, raw in (data.get("alerts") or {}).items():
+            rule = self.rules.get(name)
+            if rule is None:
+                continue
+            alert = _Alert(rule, series.labels)
+            alert.restore(rule, raw)
+            series.alerts[name] = alert
+            if alert.lifecycle.firing:
+                self._firing[alert.fingerprint] = alert.labels
+        self._series[series_key] = series
+
+    def forget(self, series_key: str) -> None:
+        """Drop a series' state (e.g. its partition was revoked on rebalance)."""
+        series = self._series.pop(series_key, None)
+        if series is not None:
+            for alert in series.alerts.values():
+                self._firing.pop(alert.fingerprint, None)
