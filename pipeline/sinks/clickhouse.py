@@ -7,9 +7,12 @@ runs in its own consumer group (``<app_id>-sink``), so it sees every event
 whatever the processing workers do, and scales by adding sink workers when the
 store is a ClickHouse server.
 
+It writes raw events and resource samples, the window and resource metrics of
+``inferwatch.metrics``, and refreshes the 1-minute / 1-hour roll-ups on a timer.
 A crash between insert and commit re-delivers the batch; the tables are
-ReplacingMergeTree keyed by event_id (see migrations), so each event is kept once.
-Rejected messages are skipped here and counted: the processing role owns the DLQ.
+ReplacingMergeTree keyed by event_id (metrics: by series, window and version), so
+each row is kept once. Rejected messages are skipped here and counted: the
+processing role owns the DLQ.
 """
 
 from __future__ import annotations
@@ -140,34 +143,20 @@ class ClickHouseSink:
 
     def insert(self, batch: _Batch) -> None:
         """Write one batch; raises on failure so the caller retries (blocking)."""
-        if batch.events:
-            self.client.insert(
-                "events",
-                event_columns(batch.events, batch.partitions, batch.offsets),
-                column_names=EVENT_COLUMNS,
-                column_oriented=True,
-            )
-        if batch.resources:
-            self.client.insert(
-                "resources",
-                resource_columns(batch.resources),
-                column_names=RESOURCE_COLUMNS,
-                column_oriented=True,
-            )
-        if batch.windows:
-            self.client.insert(
-                "window_metrics",
-                struct_columns(batch.windows, METRICS_COLUMNS),
-                column_names=METRICS_COLUMNS,
-                column_oriented=True,
-            )
-        if batch.host_windows:
-            self.client.insert(
-                "resource_metrics",
-                struct_columns(batch.host_windows, RESOURCE_METRICS_COLUMNS),
-                column_names=RESOURCE_METRICS_COLUMNS,
-                column_oriented=True,
-            )
+        tables = (
+            ("events", batch.events,
+             lambda: event_columns(batch.events, batch.partitions, batch.offsets), EVENT_COLUMNS),
+            ("resources", batch.resources,
+             lambda: resource_columns(batch.resources), RESOURCE_COLUMNS),
+            ("window_metrics", batch.windows,
+             lambda: struct_columns(batch.windows, METRICS_COLUMNS), METRICS_COLUMNS),
+            ("resource_metrics", batch.host_windows,
+             lambda: struct_columns(batch.host_windows, RESOURCE_METRICS_COLUMNS),
+             RESOURCE_METRICS_COLUMNS),
+        )
+        for table, rows, columns, names in tables:
+            if rows:
+                self.client.insert(table, columns(), column_names=names, column_oriented=True)
 
     def refresh_rollups(self) -> None:
         """Rewrite the recent roll-up buckets from the raw events (blocking)."""
