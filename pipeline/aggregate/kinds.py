@@ -10,8 +10,9 @@ from typing import Any
 
 import msgspec
 
-from pipeline.aggregate.profile import ResourceProfile, WindowProfile
+from pipeline.aggregate.profile import ResourceProfile, WindowProfile, series_labels
 from pipeline.config import MetricsSettings
+from schemas.event import InferenceEvent
 
 __all__ = ["EVENTS", "RESOURCES", "Kind", "event_kind", "resource_kind"]
 
@@ -23,6 +24,7 @@ RESOURCES = "resources"
 class Kind:
     name: str
     labels: tuple[str, ...]
+    values: Callable[[Any], tuple[str, ...]]  # a record's label values, in ``labels`` order
     new: Callable[[], Any]
     add: Callable[[Any, Sequence[Any], bool], None]  # (profile, records, late)
     load: Callable[[dict[str, Any]], Any]
@@ -41,7 +43,16 @@ def event_kind(settings: MetricsSettings) -> Kind:
                  end: float, version: int) -> msgspec.Struct:
         return profile.finalize(key, labels, start, end, version, settings.latency_slo_ms)
 
-    return Kind(EVENTS, tuple(settings.series_labels),
+    names = tuple(settings.series_labels)
+    fields = [n for n in names if n in InferenceEvent.__struct_fields__]
+    if len(fields) == len(names):
+        def values(event: InferenceEvent) -> tuple[str, ...]:
+            return tuple(getattr(event, n) or "" for n in names)
+    else:  # a label such as "endpoint" comes from event.attributes
+        def values(event: InferenceEvent) -> tuple[str, ...]:
+            return tuple(series_labels(event, names).values())
+
+    return Kind(EVENTS, names, values,
                 lambda: WindowProfile(settings.relative_accuracy), add,
                 WindowProfile.from_builtins, finalize)
 
@@ -57,5 +68,6 @@ def resource_kind(settings: MetricsSettings) -> Kind:
         return profile.finalize(labels["host"], labels["server"], labels["model"], start, end,
                                 version)
 
-    return Kind(RESOURCES, ("host", "server", "model"), ResourceProfile, add,
+    return Kind(RESOURCES, ("host", "server", "model"),
+                lambda s: (s.host, s.server, s.model), ResourceProfile, add,
                 ResourceProfile.from_builtins, finalize)

@@ -94,7 +94,7 @@ class Stage1Partition:
                 continue
             self.max_offset = offset
             for event in events:
-                values = self.guard.admit(tuple(getattr(event, n, "") or "" for n in names), wall)
+                values = self.guard.admit(kind.values(event), wall)
                 key = keys.get(values)
                 if key is None:
                     key = keys[values] = series_key(dict(zip(names, values, strict=True)))

@@ -695,3 +695,14 @@ def test_guard_expire_frees_capacity():
     assert guard.active == 0
     assert guard.admit(("a",), 101.0) == ("a",)
     assert guard.overflow["model"] == 3
+
+
+def test_series_labels_may_come_from_event_attributes() -> None:
+    """A configured label that is not an event field (``endpoint``) is read from attributes."""
+    settings = MetricsSettings(series_labels=["model", "tenant", "endpoint"])
+    state = Stage1Partition(0, settings, CardinalityGuard(100))
+    event = InferenceEvent(event_id="a", timestamp=100.0, model="m", tenant="t", latency_ms=1.0,
+                           attributes={"endpoint": "/v1/chat"})
+    state.add([(0, [event])], wall=0.0)
+    ((key, _, _),) = state.slots
+    assert key == "endpoint=/v1/chat|model=m|tenant=t"
