@@ -113,6 +113,48 @@ class Sketch:
         """Number of non-empty buckets (the zero bucket not included)."""
         return int(self._keys.size)
 
+    @property
+    def zero_count(self) -> int:
+        """Number of values in the zero bucket (at or below ``mapping.min_possible``)."""
+        return self._zero
+
+    @property
+    def mapping(self) -> LogarithmicMapping:
+        """The key mapping (``key``, ``value``, ``gamma``, ``min_possible``); do not modify."""
+        return self._mapping
+
+    def buckets(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(keys, counts)`` of the non-empty buckets, keys increasing, as read-only arrays
+        (the zero bucket is not included: see :attr:`zero_count`).
+
+        >>> s = Sketch(0.01)
+        >>> s.add_many([0.0, 1.0, 1.0, 100.0])
+        >>> keys, counts = s.buckets()
+        >>> keys.tolist(), counts.tolist(), s.zero_count
+        ([0, 231], [2, 1], 1)
+        """
+        keys, counts = self._keys.view(), self._counts.view()
+        keys.flags.writeable = counts.flags.writeable = False
+        return keys, counts
+
+    def counts_at(self, keys: np.ndarray | Sequence[int]) -> np.ndarray:
+        """Count of each bucket key in ``keys`` (0 where the bucket is empty), as int64.
+
+        Lines two sketches up on common buckets, e.g. on the ``np.union1d`` of their keys.
+
+        >>> s = Sketch(0.01)
+        >>> s.add_many([1.0, 1.0, 100.0])
+        >>> s.counts_at([-5, 0, 7, 231]).tolist()
+        [0, 2, 0, 1]
+        """
+        wanted = np.asarray(keys, dtype=np.int64)
+        out = np.zeros(wanted.shape, dtype=np.int64)
+        if self._keys.size and wanted.size:
+            index = np.minimum(np.searchsorted(self._keys, wanted), self._keys.size - 1)
+            found = self._keys[index] == wanted
+            out[found] = self._counts[index[found]]
+        return out
+
     def __len__(self) -> int:
         return self._count
 

@@ -1,11 +1,12 @@
 """Mergeable histograms that drift statistics are computed from; no raw values are kept.
 
-:class:`NumericHistogram` holds any finite value, negative, zero or positive: two stores of
-log buckets (one for ``x > 0``, one for ``|x|`` of ``x < 0``) keyed exactly like
-:class:`pipeline.aggregate.sketch.Sketch` (``ddsketch.mapping.LogarithmicMapping``), plus a
-zero count. Every value is represented by its bucket's representative value, which is within
-``relative_accuracy`` (alpha) of it, so statistics computed on the buckets inherit that bound
-(see each statistic). :class:`CategoricalHistogram` counts categories up to a cap.
+:class:`NumericHistogram` holds any finite value, negative, zero or positive, in two
+:class:`pipeline.aggregate.sketch.Sketch` es (log buckets of
+``ddsketch.mapping.LogarithmicMapping``): one of the values ``x >= 0``, one of ``-x`` for
+``x < 0``; their zero buckets make the zero count. Every value is represented by its bucket's
+representative value, which is within ``relative_accuracy`` (alpha) of it, so statistics
+computed on the buckets inherit that bound (see each statistic). :class:`CategoricalHistogram`
+counts categories up to a cap.
 
 Both merge exactly: the histogram of the union of two batches equals the merge of their
 histograms (as long as no bucket/category cap is hit), so stage 1 can add batches per
@@ -40,6 +41,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from ddsketch.mapping import LogarithmicMapping
 
+from pipeline.aggregate.sketch import DEFAULT_MAX_BUCKETS, DEFAULT_RELATIVE_ACCURACY, Sketch
+
 __all__ = [
     "DEFAULT_MAX_BUCKETS",
     "DEFAULT_MAX_CATEGORIES",
@@ -53,15 +56,10 @@ __all__ = [
     "coarsen",
 ]
 
-DEFAULT_RELATIVE_ACCURACY = 0.01
-DEFAULT_MAX_BUCKETS = 2048  # per sign; 2048 buckets at alpha=0.01 span a ratio of ~1e18
+# DEFAULT_RELATIVE_ACCURACY (0.01) and DEFAULT_MAX_BUCKETS (2048 per sign, a value ratio of
+# ~1e18 at alpha=0.01) are Sketch's.
 DEFAULT_MAX_CATEGORIES = 100
 OTHER = "__other__"
-
-_EMPTY = np.empty(0, dtype=np.int64)
-# Near-integer log keys are recomputed with the mapping's scalar code, so a 1-ulp difference
-# between numpy's log and libm's cannot move a value into another bucket (as in Sketch).
-_BOUNDARY_EPS = 1e-7
 
 
 class Aligned(NamedTuple):
@@ -89,64 +87,18 @@ class Binned(NamedTuple):
     edges: np.ndarray
 
 
-class _Store:
-    """Sorted unique log-bucket keys with positive counts, bounded by ``max_buckets``."""
-
-    __slots__ = ("counts", "keys", "max_buckets")
-
-    def __init__(self, max_buckets: int) -> None:
-        self.keys: np.ndarray = _EMPTY
-        self.counts: np.ndarray = _EMPTY
-        self.max_buckets = max_buckets
-
-    @property
-    def total(self) -> int:
-        return int(self.counts.sum())
-
-    def add(self, keys: np.ndarray, counts: np.ndarray) -> None:
-        if keys.size == 0:
-            return
-        if self.keys.size == 0:
-            self.keys, self.counts = keys.copy(), counts.copy()
-        else:
-            merged, inverse = np.unique(np.concatenate((self.keys, keys)), return_inverse=True)
-            summed = np.zeros(merged.size, dtype=np.int64)
-            np.add.at(summed, inverse, np.concatenate((self.counts, counts)))
-            self.keys, self.counts = merged, summed
-        excess = self.keys.size - self.max_buckets
-        if excess > 0:  # fold the buckets nearest zero into the lowest kept one
-            folded = int(self.counts[: excess + 1].sum())
-            self.keys, self.counts = self.keys[excess:].copy(), self.counts[excess:].copy()
-            self.counts[0] = folded
-
-    def copy(self) -> _Store:
-        out = _Store(self.max_buckets)
-        out.keys, out.counts = self.keys.copy(), self.counts.copy()
-        return out
-
-    def to_builtins(self) -> tuple[list[int], list[int]]:
-        return np.diff(self.keys, prepend=0).tolist(), self.counts.tolist()
-
-    def load(self, deltas: Iterable[int], counts: Iterable[int]) -> None:
-        keys = np.cumsum(np.asarray(list(deltas), dtype=np.int64))
-        values = np.asarray(list(counts), dtype=np.int64)
-        if keys.shape != values.shape or (values <= 0).any() or (
-            keys.size > 1 and (np.diff(keys) <= 0).any()
-        ):
-            raise ValueError("malformed histogram: keys must increase and counts be positive")
-        self.keys, self.counts = _EMPTY, _EMPTY
-        self.add(keys, values)
-
-
 class NumericHistogram:
     """Log-bucket histogram of finite real values (any sign), mergeable and serialisable.
 
-    ``count``, ``sum``, ``min`` and ``max`` are exact; quantiles, the CDF and everything
-    derived from buckets are exact for the bucketed values, each of which is within
-    ``relative_accuracy`` of the value it stands for. Magnitudes below the mapping's smallest
-    indexable value (``~2.2e-308``) count as zero. NaN and ``None`` are skipped, infinities
-    raise ``ValueError``. Each sign keeps at most ``max_buckets`` buckets; beyond that the
-    buckets nearest zero are folded together (never reached by real data at alpha=0.01).
+    Two :class:`~pipeline.aggregate.sketch.Sketch` es hold the buckets: one of the values
+    ``x >= 0``, one of the magnitudes ``-x`` of the values ``x < 0``; their zero buckets
+    together are the zero count. ``count``, ``sum``, ``min`` and ``max`` are exact; quantiles,
+    the CDF and everything derived from buckets are exact for the bucketed values, each of
+    which is within ``relative_accuracy`` of the value it stands for. Magnitudes below the
+    mapping's smallest indexable value (``~2.2e-308``) count as zero. NaN and ``None`` are
+    skipped, infinities raise ``ValueError``. Each sign keeps at most ``max_buckets`` buckets;
+    beyond that the buckets nearest zero are folded together (never reached by real data at
+    alpha=0.01).
 
     >>> h = NumericHistogram(0.01)
     >>> h.add_many([-5.0, 0.0, 2.0, None, 40.0])
@@ -158,25 +110,28 @@ class NumericHistogram:
     True
     """
 
-    __slots__ = ("_count", "_max", "_min", "_neg", "_pos", "_sum", "_zero", "mapping")
+    __slots__ = ("_neg", "_pos")
 
     def __init__(
         self,
         relative_accuracy: float = DEFAULT_RELATIVE_ACCURACY,
         max_buckets: int = DEFAULT_MAX_BUCKETS,
     ) -> None:
-        if max_buckets < 1:
-            raise ValueError(f"max_buckets must be >= 1, got {max_buckets}")
-        self.mapping = LogarithmicMapping(relative_accuracy)
-        self._pos = _Store(int(max_buckets))
-        self._neg = _Store(int(max_buckets))  # keys of |x| for x < 0
-        self._zero = 0
-        self._count = 0
-        self._sum = 0.0
-        self._min = math.inf
-        self._max = -math.inf
+        self._pos = Sketch(relative_accuracy, max_buckets)  # x >= 0
+        self._neg = Sketch(relative_accuracy, max_buckets)  # -x for x < 0
+
+    @classmethod
+    def _of(cls, pos: Sketch, neg: Sketch) -> NumericHistogram:
+        out = cls.__new__(cls)
+        out._pos, out._neg = pos, neg
+        return out
 
     # ------------------------------------------------------------------ properties
+    @property
+    def mapping(self) -> LogarithmicMapping:
+        """The key mapping of the buckets (``ddsketch.mapping.LogarithmicMapping``)."""
+        return self._pos.mapping
+
     @property
     def relative_accuracy(self) -> float:
         """The relative-error bound ``alpha`` of bucket representatives."""
@@ -190,34 +145,40 @@ class NumericHistogram:
     @property
     def count(self) -> int:
         """Number of values added (NaN/None not counted)."""
-        return self._count
+        return self._pos.count + self._neg.count
 
     @property
     def sum(self) -> float:
-        """Exact (floating-point) sum of the values added."""
-        return self._sum
+        """Exact (floating-point) sum of the values added: that of the values ``>= 0`` less
+        that of the magnitudes of the negative ones."""
+        return self._pos.sum - self._neg.sum
 
     @property
     def min(self) -> float | None:
         """Smallest value added, ``None`` when empty."""
-        return self._min if self._count else None
+        largest_magnitude = self._neg.max
+        return self._pos.min if largest_magnitude is None else -largest_magnitude
 
     @property
     def max(self) -> float | None:
         """Largest value added, ``None`` when empty."""
-        return self._max if self._count else None
+        largest, smallest_magnitude = self._pos.max, self._neg.min
+        if largest is not None or smallest_magnitude is None:
+            return largest
+        return -smallest_magnitude
 
     @property
     def mean(self) -> float | None:
         """Exact mean, ``None`` when empty."""
-        return self._sum / self._count if self._count else None
+        count = self.count
+        return self.sum / count if count else None
 
     def __len__(self) -> int:
-        return self._count
+        return self.count
 
     def __repr__(self) -> str:
         return (f"NumericHistogram(relative_accuracy={self.relative_accuracy}, "
-                f"count={self._count}, min={self.min}, max={self.max})")
+                f"count={self.count}, min={self.min}, max={self.max})")
 
     # ------------------------------------------------------------------ adding
     def add(self, value: float | None) -> None:
@@ -225,7 +186,7 @@ class NumericHistogram:
         self.add_many((value,))
 
     def add_many(self, values: Iterable[float | None] | np.ndarray) -> None:
-        """Add a batch at once: keys of all values computed with numpy, counted with unique."""
+        """Add a batch at once (each sign with :meth:`Sketch.add_many`, vectorised)."""
         if not isinstance(values, np.ndarray):
             values = list(values)
         arr = np.asarray(values, dtype=np.float64).ravel()
@@ -233,42 +194,18 @@ class NumericHistogram:
         if arr.size == 0:
             return
         lo, hi = float(arr.min()), float(arr.max())
-        if math.isinf(lo) or math.isinf(hi):
+        if math.isinf(lo) or math.isinf(hi):  # checked before either sketch is changed
             raise ValueError(f"NumericHistogram holds finite values, got min={lo} max={hi}")
-        tiny = self.mapping.min_possible
-        for store, magnitudes in ((self._pos, arr[arr > tiny]), (self._neg, -arr[arr < -tiny])):
-            if magnitudes.size:
-                keys, counts = np.unique(self._keys_of(magnitudes), return_counts=True)
-                store.add(keys, counts.astype(np.int64))
-        self._zero += int(np.count_nonzero(np.abs(arr) <= tiny))
-        self._count += int(arr.size)
-        self._sum += float(arr.sum())
-        self._min = min(self._min, lo)
-        self._max = max(self._max, hi)
-
-    def _keys_of(self, magnitudes: np.ndarray) -> np.ndarray:
-        """``mapping.key`` of each value (all > min_possible), vectorised."""
-        mapping = self.mapping
-        scaled = np.log2(magnitudes) * (math.log(2.0) / math.log(mapping.gamma))
-        keys = np.ceil(scaled)
-        near = np.abs(scaled - np.rint(scaled)) < _BOUNDARY_EPS
-        if near.any():
-            keys[near] = [mapping.key(float(v)) for v in magnitudes[near]]
-        return keys.astype(np.int64)
+        negative = arr < 0.0
+        self._pos.add_many(arr[~negative])
+        self._neg.add_many(-arr[negative])
 
     # ------------------------------------------------------------------ merging
     def merge(self, other: NumericHistogram) -> None:
         """Fold ``other`` into this histogram (same relative accuracy required)."""
         self._check_compatible(other)
-        if other._count == 0:
-            return
-        self._pos.add(other._pos.keys, other._pos.counts)
-        self._neg.add(other._neg.keys, other._neg.counts)
-        self._zero += other._zero
-        self._count += other._count
-        self._sum += other._sum
-        self._min = min(self._min, other._min)
-        self._max = max(self._max, other._max)
+        self._pos.merge(other._pos)
+        self._neg.merge(other._neg)
 
     def _check_compatible(self, other: object) -> None:
         if not isinstance(other, NumericHistogram):
@@ -281,13 +218,14 @@ class NumericHistogram:
 
     def copy(self) -> NumericHistogram:
         """An independent copy."""
-        out = NumericHistogram(self.relative_accuracy, self.max_buckets)
-        out._pos, out._neg = self._pos.copy(), self._neg.copy()
-        out._zero, out._count, out._sum = self._zero, self._count, self._sum
-        out._min, out._max = self._min, self._max
-        return out
+        return self._of(self._pos.copy(), self._neg.copy())
 
     # ------------------------------------------------------------------ buckets
+    @property
+    def _zero(self) -> int:
+        """Values counted as zero: both sketches' zero buckets."""
+        return self._pos.zero_count + self._neg.zero_count
+
     def _values(self, neg_keys: np.ndarray, pos_keys: np.ndarray) -> np.ndarray:
         """Representative values: negatives (most negative first), zero, positives."""
         value = self.mapping.value
@@ -295,11 +233,16 @@ class NumericHistogram:
         pos = [value(int(k)) for k in pos_keys]
         return np.array([*neg, 0.0, *pos], dtype=np.float64)
 
+    @staticmethod
+    def _counts(neg: np.ndarray, zero: int, pos: np.ndarray) -> np.ndarray:
+        """Counts in the order of :meth:`_values`."""
+        return np.concatenate((neg[::-1], [zero], pos)).astype(np.int64)
+
     def buckets(self) -> tuple[np.ndarray, np.ndarray]:
         """``(values, counts)`` of all buckets in increasing order (the zero bucket included)."""
-        values = self._values(self._neg.keys, self._pos.keys)
-        counts = np.concatenate((self._neg.counts[::-1], [self._zero], self._pos.counts))
-        return values, counts.astype(np.int64)
+        (neg_keys, neg_counts), (pos_keys, pos_counts) = self._neg.buckets(), self._pos.buckets()
+        return (self._values(neg_keys, pos_keys),
+                self._counts(neg_counts, self._zero, pos_counts))
 
     def aligned(self, other: NumericHistogram) -> Aligned:
         """Counts of this histogram and ``other`` over the union of their buckets.
@@ -311,15 +254,13 @@ class NumericHistogram:
         ([1, 0, 2, 0], [0, 0, 1, 1], [-3, 0, 1, 50])
         """
         self._check_compatible(other)
-        parts = []
-        for mine, theirs in ((self._neg, other._neg), (self._pos, other._pos)):
-            keys = np.union1d(mine.keys, theirs.keys)
-            parts.append((keys, _spread(mine, keys), _spread(theirs, keys)))
-        (nk, na, nb), (pk, pa, pb) = parts
-        values = self._values(nk, pk)
-        first = np.concatenate((na[::-1], [self._zero], pa))
-        second = np.concatenate((nb[::-1], [other._zero], pb))
-        return Aligned(values, first.astype(np.int64), second.astype(np.int64))
+        neg_keys = np.union1d(self._neg.buckets()[0], other._neg.buckets()[0])
+        pos_keys = np.union1d(self._pos.buckets()[0], other._pos.buckets()[0])
+        first, second = (
+            self._counts(h._neg.counts_at(neg_keys), h._zero, h._pos.counts_at(pos_keys))
+            for h in (self, other)
+        )
+        return Aligned(self._values(neg_keys, pos_keys), first, second)
 
     def _upper_edges(self, values: np.ndarray) -> np.ndarray:
         """Upper edge of the bucket of each representative value (for reporting)."""
@@ -334,91 +275,68 @@ class NumericHistogram:
         exact ``[min, max]``); ``None`` when empty. Same rank convention as ``Sketch``."""
         if not 0.0 <= q <= 1.0:
             raise ValueError(f"quantile must be in [0, 1], got {q!r}")
-        if self._count == 0:
+        count, lo, hi = self.count, self.min, self.max
+        if lo is None or hi is None:
             return None
         values, counts = self.buckets()
-        index = int(np.searchsorted(np.cumsum(counts), q * (self._count - 1), side="right"))
+        index = int(np.searchsorted(np.cumsum(counts), q * (count - 1), side="right"))
         value = float(values[min(index, values.size - 1)])
-        return min(max(value, self._min), self._max)
+        return min(max(value, lo), hi)
 
     def cdf(self, x: float) -> float | None:
         """Fraction of values ``<= x``, each value at its bucket's representative (so exact
         but for values in ``x``'s own bucket); exactly 0 below ``min`` and 1 from ``max``."""
-        if self._count == 0:
+        count, lo, hi = self.count, self.min, self.max
+        if lo is None or hi is None:
             return None
-        if x < self._min:
+        if x < lo:
             return 0.0
-        if x >= self._max:
+        if x >= hi:
             return 1.0
         values, counts = self.buckets()
         upto = int(np.searchsorted(values, x, side="right"))
-        return float(counts[:upto].sum()) / self._count
+        return float(counts[:upto].sum()) / count
 
     def std(self) -> float | None:
         """Standard deviation of the bucketed values; ``None`` when empty."""
-        if self._count == 0:
+        count = self.count
+        if count == 0:
             return None
         values, counts = self.buckets()
-        mean = float(np.dot(values, counts)) / self._count
-        return math.sqrt(float(np.dot((values - mean) ** 2, counts)) / self._count)
+        mean = float(np.dot(values, counts)) / count
+        return math.sqrt(float(np.dot((values - mean) ** 2, counts)) / count)
 
     # ------------------------------------------------------------------ serialization
     def to_builtins(self) -> dict[str, Any]:
-        """Compact msgpack/JSON-safe form: ``a`` alpha; ``p``/``pc`` and ``n``/``nc`` key deltas
-        and counts of the positive and negative stores; ``z`` zeros; ``s``/``lo``/``hi`` sum,
-        min, max; ``b`` max_buckets when not the default."""
+        """Compact msgpack/JSON-safe form: ``a`` alpha; ``b`` max_buckets when not the default;
+        ``p``/``n`` the positive and negative sketches' :meth:`Sketch.to_builtins` without
+        their ``a``/``b`` (each omitted when empty)."""
         out: dict[str, Any] = {"a": self.relative_accuracy}
         if self.max_buckets != DEFAULT_MAX_BUCKETS:
             out["b"] = self.max_buckets
-        if self._count == 0:
-            return out
-        for key, store in (("p", self._pos), ("n", self._neg)):
-            if store.keys.size:
-                out[key], out[key + "c"] = store.to_builtins()
-        if self._zero:
-            out["z"] = self._zero
-        out["s"], out["lo"], out["hi"] = self._sum, self._min, self._max
+        for key, part in (("p", self._pos), ("n", self._neg)):
+            if part.count:
+                out[key] = {k: v for k, v in part.to_builtins().items() if k not in ("a", "b")}
         return out
 
     @classmethod
     def from_builtins(cls, data: Mapping[str, Any]) -> NumericHistogram:
         """Inverse of :meth:`to_builtins`; validates shapes and counts."""
-        out = cls(float(data["a"]), int(data.get("b", DEFAULT_MAX_BUCKETS)))
-        out._pos.load(data.get("p", ()), data.get("pc", ()))
-        out._neg.load(data.get("n", ()), data.get("nc", ()))
-        out._zero = int(data.get("z", 0))
-        if out._zero < 0:
-            raise ValueError("malformed histogram: negative zero count")
-        out._count = out._zero + out._pos.total + out._neg.total
-        if out._count:
-            out._sum, out._min, out._max = float(data["s"]), float(data["lo"]), float(data["hi"])
-        return out
+        shared = {"a": float(data["a"]), "b": int(data.get("b", DEFAULT_MAX_BUCKETS))}
+        parts = [data.get(key, {}) for key in ("p", "n")]
+        if not all(isinstance(part, Mapping) for part in parts):
+            raise ValueError("malformed histogram: 'p' and 'n' must be sketch mappings")
+        pos, neg = (Sketch.from_builtins({**part, **shared}) for part in parts)
+        return cls._of(pos, neg)
 
     def __eq__(self, other: object) -> bool:
-        """Same alpha, buckets, min and max; sums equal up to float rounding (merge order)."""
+        """Same alpha, buckets, min and max (of each sign); sums equal up to float rounding
+        (merge order): the two sketches are equal."""
         if not isinstance(other, NumericHistogram):
             return NotImplemented
-        return (
-            self.mapping.gamma == other.mapping.gamma
-            and self._count == other._count
-            and self._zero == other._zero
-            and all(
-                np.array_equal(getattr(a, f), getattr(b, f))
-                for a, b in ((self._pos, other._pos), (self._neg, other._neg))
-                for f in ("keys", "counts")
-            )
-            and (self._count == 0 or (self._min == other._min and self._max == other._max))
-            and math.isclose(self._sum, other._sum, rel_tol=1e-9, abs_tol=1e-12)
-        )
+        return self._pos == other._pos and self._neg == other._neg
 
     __hash__ = None  # type: ignore[assignment]
-
-
-def _spread(store: _Store, keys: np.ndarray) -> np.ndarray:
-    """``store``'s counts placed on the sorted superset ``keys``."""
-    out = np.zeros(keys.size, dtype=np.int64)
-    out[np.searchsorted(keys, store.keys)] = store.counts
-    return out
 
 
 class CategoricalHistogram:

@@ -36,6 +36,7 @@ __all__ = [
     "FEATURE_PREFIX",
     "OPERATIONAL",
     "DriftProfile",
+    "HistogramsByName",
     "MonitorSpec",
     "histogram_from_builtins",
     "histogram_to_builtins",
@@ -101,7 +102,27 @@ def _raw_values(events: Sequence[InferenceEvent], name: str) -> list[Any]:
     return [getattr(e, name) for e in events]
 
 
-class DriftProfile:
+class HistogramsByName:
+    """Look-up by monitored name in ``histograms``: shared by :class:`DriftProfile` and
+    :class:`pipeline.drift.reference.Reference`, which define the ``histograms`` slot."""
+
+    __slots__ = ()
+    histograms: dict[str, Histogram]
+
+    @property
+    def names(self) -> list[str]:
+        """Monitored names present, sorted."""
+        return sorted(self.histograms)
+
+    def __getitem__(self, name: str) -> Histogram:
+        return self.histograms[name]
+
+    def get(self, name: str) -> Histogram | None:
+        """The histogram of ``name``, ``None`` when absent."""
+        return self.histograms.get(name)
+
+
+class DriftProfile(HistogramsByName):
     """Mergeable histograms of the monitored distributions of one (series, window).
 
     >>> from schemas.event import InferenceEvent
@@ -122,18 +143,6 @@ class DriftProfile:
     def __init__(self, histograms: Mapping[str, Histogram] | None = None) -> None:
         self.histograms: dict[str, Histogram] = dict(histograms or {})
         self.type_mismatches = 0
-
-    @property
-    def names(self) -> list[str]:
-        """Monitored names present, sorted."""
-        return sorted(self.histograms)
-
-    def __getitem__(self, name: str) -> Histogram:
-        return self.histograms[name]
-
-    def get(self, name: str) -> Histogram | None:
-        """The histogram of ``name``, ``None`` when absent."""
-        return self.histograms.get(name)
 
     def __repr__(self) -> str:
         counts = {n: h.count for n, h in sorted(self.histograms.items())}

@@ -20,7 +20,12 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from pipeline.drift.histogram import Histogram
-from pipeline.drift.profile import DriftProfile, histogram_from_builtins, histogram_to_builtins
+from pipeline.drift.profile import (
+    DriftProfile,
+    HistogramsByName,
+    histogram_from_builtins,
+    histogram_to_builtins,
+)
 
 __all__ = ["Reference", "Source", "TrailingReference"]
 
@@ -28,7 +33,7 @@ Source = Literal["pinned", "trailing"]
 REFERENCE_FORMAT = 1
 
 
-class Reference:
+class Reference(HistogramsByName):
     """A versioned reference profile: one histogram per monitored name, plus provenance.
 
     >>> from pipeline.drift.histogram import NumericHistogram
@@ -73,18 +78,6 @@ class Reference:
         """A pinned reference from a profile of stored events (the profile is copied)."""
         return cls(profile.copy().histograms, version=version, source="pinned",
                    built_from=built_from, built_to=built_to)
-
-    @property
-    def names(self) -> list[str]:
-        """Monitored names in the reference, sorted."""
-        return sorted(self.histograms)
-
-    def __getitem__(self, name: str) -> Histogram:
-        return self.histograms[name]
-
-    def get(self, name: str) -> Histogram | None:
-        """The histogram of ``name``, ``None`` when absent."""
-        return self.histograms.get(name)
 
     def __repr__(self) -> str:
         return (f"Reference(source={self.source!r}, version={self.version}, "

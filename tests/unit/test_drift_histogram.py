@@ -4,6 +4,7 @@ quantiles and CDF, builtins round-trip, coarse bins."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import msgspec
 import numpy as np
@@ -106,15 +107,24 @@ def test_cdf_is_exact_but_for_the_bucket_of_x():
     assert NumericHistogram().cdf(1.0) is None
 
 
-def test_keys_are_the_mapping_keys_even_on_bucket_boundaries():
+def test_buckets_are_the_mapping_keys_even_on_bucket_boundaries():
+    # The keys are computed by Sketch (see test_sketch.py); here, both signs of a histogram
+    # must land in the mapping's buckets (representatives are one-to-one with keys).
     mapping = LogarithmicMapping(ALPHA)
     magnitudes = np.array(
         [mapping.gamma**k for k in range(-300, 600)]
         + [mapping.value(k) for k in range(-300, 600)]
         + list(np.random.default_rng(8).lognormal(0, 8, 5000))
     )
-    keys = NumericHistogram(ALPHA)._keys_of(magnitudes)
-    assert np.array_equal(keys, [mapping.key(float(v)) for v in magnitudes])
+    h = NumericHistogram(ALPHA, max_buckets=100_000)
+    h.add_many(np.concatenate([magnitudes, -magnitudes]))
+    per_key = Counter(mapping.key(float(v)) for v in magnitudes)
+    keys = sorted(per_key)
+    values, counts = h.buckets()
+    assert np.array_equal(values, [-mapping.value(k) for k in reversed(keys)]
+                          + [0.0] + [mapping.value(k) for k in keys])
+    assert np.array_equal(counts, [per_key[k] for k in reversed(keys)]
+                          + [0] + [per_key[k] for k in keys])
 
 
 def test_every_value_is_within_relative_accuracy_of_its_representative():
@@ -179,14 +189,15 @@ def test_non_default_max_buckets_survives_round_trip():
 
 
 def test_malformed_numeric_builtins_are_rejected():
+    bounds = {"s": 1.0, "lo": 0.0, "hi": 1.0}
     with pytest.raises(ValueError, match="malformed"):
-        NumericHistogram.from_builtins({"a": 0.01, "p": [5, 0], "pc": [1, 1], "s": 0.0,
-                                        "lo": 0.0, "hi": 1.0})
+        NumericHistogram.from_builtins({"a": 0.01, "p": {"k": [5, 0], "c": [1, 1], **bounds}})
     with pytest.raises(ValueError, match="malformed"):
-        NumericHistogram.from_builtins({"a": 0.01, "p": [5], "pc": [0], "s": 0.0,
-                                        "lo": 0.0, "hi": 1.0})
+        NumericHistogram.from_builtins({"a": 0.01, "n": {"k": [5], "c": [0], **bounds}})
     with pytest.raises(ValueError, match="malformed"):
-        NumericHistogram.from_builtins({"a": 0.01, "z": -1})
+        NumericHistogram.from_builtins({"a": 0.01, "p": {"z": -1}})
+    with pytest.raises(ValueError, match="malformed"):  # the flat layout of before
+        NumericHistogram.from_builtins({"a": 0.01, "p": [5], "pc": [1], **bounds})
 
 
 def test_copy_is_independent():
