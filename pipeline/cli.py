@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -256,6 +257,146 @@ def rules_test(path: Path) -> None:
     click.echo(result.report())
     if not result.passed:
         raise click.ClickException("rule tests failed")
+
+
+# --------------------------------------------------------------------------- alerts
+@cli.group()
+def alerts() -> None:
+    """Alert events on the alerts topic."""
+
+
+@alerts.command("tail")
+@click.option("--json", "as_json", is_flag=True, help="One JSON AlertEvent per line.")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest event kept.")
+@click.option("--max", "limit", type=int, default=None, help="Stop after this many events.")
+@click.pass_context
+def alerts_tail(ctx: click.Context, as_json: bool, from_beginning: bool,
+                limit: int | None) -> None:
+    """Print alert transitions (firing / resolved) as they arrive; Ctrl-C to stop."""
+    import asyncio
+
+    import msgspec
+    from aiokafka import AIOKafkaConsumer
+
+    from pipeline.kafka import client_options
+    from schemas.alert import AlertEvent
+
+    settings = _settings(ctx)
+    decode = msgspec.json.Decoder(AlertEvent).decode
+
+    async def tail() -> None:
+        consumer = AIOKafkaConsumer(
+            settings.topics.alerts, **client_options(settings.kafka), group_id=None,
+            auto_offset_reset="earliest" if from_beginning else "latest")
+        await consumer.start()
+        seen = 0
+        try:
+            async for message in consumer:
+                if as_json:
+                    click.echo(message.value.decode())
+                else:
+                    click.echo(_alert_line(decode(message.value)))
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
+        finally:
+            await consumer.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(tail())
+
+
+def _alert_line(event) -> str:  # (AlertEvent) -> str
+    import datetime as dt
+
+    when = dt.datetime.fromtimestamp(event.window_end, dt.UTC).strftime("%H:%M:%S")
+    state = "REPEAT" if event.repeat else event.state.upper()
+    muted = " [silenced]" if event.silenced else " [inhibited]" if event.inhibited else ""
+    value = f" value={event.value:g}" if event.value is not None else ""
+    summary = event.annotations.get("summary", "")
+    return (f"{when} {state:<8} {event.severity:<8} {event.rule} {event.series_key}{value}"
+            f"{muted} {summary}").rstrip()
+
+
+@cli.group()
+def silence() -> None:
+    """Silences: alerts still recorded (marked silenced), notifications suppressed."""
+
+
+@silence.command("add")
+@click.option("--match", "matchers", multiple=True, required=True, metavar="LABEL=VALUE",
+              help="Label matcher (=, !=, =~, !~). Repeatable; all must match.")
+@click.option("--for", "duration", default="2h", show_default=True, help="e.g. 30m, 2h, 1d.")
+@click.option("--comment", default="", help="Why; shown with the silence.")
+@click.option("--by", "created_by", default=lambda: os.environ.get("USER", ""),
+              help="Who (default: $USER).")
+@click.pass_context
+def silence_add(ctx: click.Context, matchers: tuple[str, ...], duration: str, comment: str,
+                created_by: str) -> None:
+    """Create a silence; prints its id."""
+    import asyncio
+    import time
+
+    from pipeline.alerting.silences import new_silence
+    from pipeline.processors.alerting import publish_silence
+
+    try:
+        item = new_silence(list(matchers), duration=duration, now=time.time(),
+                           created_by=created_by, comment=comment)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    asyncio.run(publish_silence(_settings(ctx), item))
+    click.echo(item.id)
+
+
+def _silences(settings: Settings):  # -> Silences
+    import asyncio
+
+    from pipeline.alerting.silences import Silences
+    from pipeline.processors.alerting import read_silences
+
+    store = Silences()
+    asyncio.run(read_silences(settings, store, follow=False))
+    return store
+
+
+@silence.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include expired silences.")
+@click.pass_context
+def silence_list(ctx: click.Context, show_all: bool) -> None:
+    """List active silences (id, until, matchers, by, comment)."""
+    import datetime as dt
+    import time
+
+    store = _silences(_settings(ctx))
+    now = time.time()
+    items = store.all() if show_all else store.active(now)
+    for s in items:
+        until = dt.datetime.fromtimestamp(s.ends_at, dt.UTC).isoformat(timespec="minutes")
+        matchers = ",".join(f"{m.name}{m.op}{m.value}" for m in s.matchers)
+        click.echo(f"{s.id}  until {until}  {matchers}  by {s.created_by or '-'}  {s.comment}")
+    if not items:
+        click.echo("no silences", err=True)
+
+
+@silence.command("expire")
+@click.argument("silence_id")
+@click.pass_context
+def silence_expire(ctx: click.Context, silence_id: str) -> None:
+    """End a silence now."""
+    import asyncio
+    import time
+
+    from pipeline.processors.alerting import publish_silence
+
+    settings = _settings(ctx)
+    store = _silences(settings)
+    try:
+        expired = store.expire(silence_id, time.time())
+    except (KeyError, ValueError) as exc:
+        raise click.ClickException(f"no silence {silence_id!r}") from exc
+    asyncio.run(publish_silence(settings, expired))
+    click.echo(f"expired {silence_id}")
 
 
 @cli.group("config")

@@ -53,6 +53,7 @@ class TopicSettings(_Section):
     metrics: str = "inferwatch.metrics"
     scores: str = "inferwatch.scores"
     alerts: str = "inferwatch.alerts"
+    silences: str = "inferwatch.silences"  # compacted: the durable silences, by id
     partitions: PositiveInt = 6
     replication_factor: PositiveInt = 1
 
@@ -60,7 +61,7 @@ class TopicSettings(_Section):
         """Every topic of design.md, in data-flow order."""
         return [
             self.events, self.dlq, self.resources, self.partials,
-            self.metrics, self.scores, self.alerts,
+            self.metrics, self.scores, self.alerts, self.silences,
         ]
 
 
@@ -113,6 +114,14 @@ class MetricsSettings(_Section):
     correction_horizon_windows: PositiveInt = 30
 
 
+class AlertSettings(_Section):
+    """Alert rules and where notifications go (alert events always go to the alerts topic)."""
+
+    rules: str = ""  # a rules file or directory; empty: no alerting
+    webhook_urls: list[str] = msgspec.field(default_factory=list)  # Alertmanager format
+    slack_webhook_url: str = ""
+
+
 class DevKafkaSettings(_Section):
     kafka_version: str = "4.0.2"
     port: PositiveInt = 9092
@@ -128,6 +137,7 @@ class Settings(_Section):
     limits: IngestLimits = msgspec.field(default_factory=IngestLimits)
     worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
+    alerts: AlertSettings = msgspec.field(default_factory=AlertSettings)
     dev: DevKafkaSettings = msgspec.field(default_factory=DevKafkaSettings)
 
     @property
@@ -158,6 +168,7 @@ def _mask(value: Any) -> Any:
     return value
 
 
+_LISTS = {"roles", "series_labels", "feature_usage_attributes", "webhook_urls"}
 _SHORT_ENV = {"INFERWATCH_KAFKA": ("kafka", "bootstrap_servers"),
               "INFERWATCH_CLICKHOUSE": ("clickhouse", "dsn"),
               "INFERWATCH_HOME": ("home",)}
@@ -176,7 +187,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         for part in path[:-1]:
             node = node.setdefault(part, {})
         leaf = path[-1]
-        node[leaf] = value.split(",") if leaf == "roles" else value
+        node[leaf] = [v.strip() for v in value.split(",") if v.strip()] if leaf in _LISTS else value
     return out
 
 

@@ -104,8 +104,12 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) 
         existing = set(await admin.list_topics())
         missing = [t for t in wanted if t not in existing]
         if missing:
+            compacted = {"cleanup.policy": "compact"}
             new = [
-                NewTopic(t, topics.partitions, topics.replication_factor) for t in missing
+                NewTopic(t, 1 if t == topics.silences else topics.partitions,
+                         topics.replication_factor,
+                         topic_configs=compacted if t == topics.silences else None)
+                for t in missing
             ]
             with contextlib.suppress(TopicAlreadyExistsError):  # raced another creator: fine
                 await admin.create_topics(new)

@@ -28,11 +28,14 @@ import faust
 import msgspec
 
 from pipeline.aggregate.kinds import EVENTS, RESOURCES
+from pipeline.alerting.rules import load_rules
 from pipeline.codec import decode_events
 from pipeline.config import Settings
 from pipeline.dlq import dead_letter
 from pipeline.kafka import faust_broker_options
 from pipeline.processors.aggregate import Aggregator, PartitionKeyedTable
+from pipeline.processors.alerting import AlertStage, read_silences
+from schemas.alert import AlertEvent
 from schemas.event import InferenceEvent, ResourceSample
 from schemas.metrics import CONTRACT_HEADER, ResourceMetrics, WindowMetrics
 
@@ -40,6 +43,7 @@ __all__ = ["IngestStats", "build_app"]
 
 log = logging.getLogger(__name__)
 _JSON = msgspec.json.Encoder()
+_WINDOW = msgspec.json.Decoder(WindowMetrics)
 
 
 class IngestStats:
@@ -102,14 +106,22 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
     aggregator = Aggregator(settings, tables["stage1"], tables["stage2"],
                             sources=partitions, sinks=partitions)
 
+    alerting = _alerting(app, settings, metrics_topic) if settings.alerts.rules else None
+
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
         aggregator.revoke((tp.topic, tp.partition) for tp in revoked)
+        if alerting is not None:
+            alerting.revoke(tp.partition for tp in revoked if tp.topic == settings.topics.metrics)
 
     @app.on_rebalance_complete.connect
     async def on_rebalance_complete(app: faust.App, **kwargs: Any) -> None:
         # tables are recovered by now: load every assigned source partition's windows
-        await aggregator.adopt((tp.topic, tp.partition) for tp in app.consumer.assignment())
+        assignment = app.consumer.assignment()
+        await aggregator.adopt((tp.topic, tp.partition) for tp in assignment)
+        if alerting is not None:
+            alerting.adopt(tp.partition for tp in assignment
+                           if tp.topic == settings.topics.metrics)
 
     async def send_partial(key: str, value: bytes) -> Any:
         return await partials_topic.send(key=key.encode(), value=value)
@@ -194,6 +206,52 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
 
     @app.timer(interval=10.0)
     async def report() -> None:
-        log.info("processing: %s; %s", stats.summary(), aggregator.summary())
+        alerts = f"; {alerting.summary()}" if alerting is not None else ""
+        log.info("processing: %s; %s%s", stats.summary(), aggregator.summary(), alerts)
 
     return app
+
+
+def _alerting(app: faust.App, settings: Settings, metrics_topic: Any) -> AlertStage:
+    """The alert agent on the metrics topic, its state table and the silences reader."""
+    rules = load_rules(settings.alerts.rules)  # RuleError names file:line:col
+    table = app.tables.add(PartitionKeyedTable(
+        app, name="alerts", default=None, beacon=app.tables.beacon,
+        partitions=settings.topics.partitions, key_type=str, value_type=bytes,
+        help="alert state per series, keyed '<partition>|<series key>'",
+    ))
+    stage = AlertStage(settings, rules, table)
+    alerts_topic = app.topic(settings.topics.alerts, key_serializer="raw", value_serializer="raw")
+    encode = msgspec.json.Encoder().encode
+    worker = settings.worker
+
+    async def send(event: AlertEvent) -> Any:
+        return await alerts_topic.send(key=event.fingerprint.encode(), value=encode(event),
+                                       headers=[("content-type", b"application/json")])
+
+    @app.agent(metrics_topic, name="alert")
+    async def alert(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(
+            worker.process_batch_size, within=worker.process_batch_seconds
+        ):
+            windows: dict[int, list[WindowMetrics]] = defaultdict(list)
+            for event in batch:
+                headers = dict(event.headers or {})
+                if headers.get(CONTRACT_HEADER, b"WindowMetrics") != b"WindowMetrics":
+                    continue  # ResourceMetrics: no rules over hosts yet
+                windows[event.message.partition].append(_WINDOW.decode(event.message.value))
+            await stage.evaluate(windows, send)
+
+    @app.task
+    async def follow_silences() -> None:
+        delay = 1.0
+        while True:  # silences must keep flowing; a broker hiccup must not stop them
+            try:
+                await read_silences(settings, stage.silences)
+            except Exception as exc:
+                log.error("reading silences failed (retry in %.0fs): %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    log.info("alerting with %d rules from %s", len(rules), settings.alerts.rules)
+    return stage

@@ -33,6 +33,7 @@ from pipeline.kafka import client_options
 from pipeline.storage.clickhouse import apply_migrations, connect
 from pipeline.storage.rollups import refresh_rollups
 from pipeline.storage.rows import (
+    ALERT_COLUMNS,
     EVENT_COLUMNS,
     METRICS_COLUMNS,
     RESOURCE_COLUMNS,
@@ -41,6 +42,7 @@ from pipeline.storage.rows import (
     resource_columns,
     struct_columns,
 )
+from schemas.alert import AlertEvent
 from schemas.event import InferenceEvent, ResourceSample
 from schemas.metrics import CONTRACT_HEADER, ResourceMetrics, WindowMetrics
 
@@ -49,6 +51,7 @@ __all__ = ["ClickHouseSink", "SinkStats"]
 log = logging.getLogger(__name__)
 _WINDOW = msgspec.json.Decoder(WindowMetrics)
 _HOST_WINDOW = msgspec.json.Decoder(ResourceMetrics)
+_ALERT = msgspec.json.Decoder(AlertEvent)
 
 
 @dataclass
@@ -56,6 +59,7 @@ class SinkStats:
     events: int = 0
     resources: int = 0
     windows: int = 0
+    alerts: int = 0
     rejected: int = 0
     batches: int = 0
     insert_failures: int = 0
@@ -70,6 +74,7 @@ class _Batch:
     resources: list[ResourceSample] = field(default_factory=list)
     windows: list[WindowMetrics] = field(default_factory=list)
     host_windows: list[ResourceMetrics] = field(default_factory=list)
+    alerts: list[AlertEvent] = field(default_factory=list)
     rejected: int = 0
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     messages: int = 0
@@ -99,6 +104,7 @@ class ClickHouseSink:
             topics.events,
             topics.resources,
             topics.metrics,
+            topics.alerts,
             **client_options(self.settings.kafka),
             group_id=f"{self.settings.worker.app_id}-sink",
             enable_auto_commit=False,
@@ -114,10 +120,12 @@ class ClickHouseSink:
         limits = self.settings.limits
         now = time.time()
         for tp, messages in records.items():
-            if tp.topic == topics.metrics:
+            if tp.topic in (topics.metrics, topics.alerts):
                 for msg in messages:
                     try:
-                        if (dict(msg.headers).get(CONTRACT_HEADER) == b"ResourceMetrics"):
+                        if tp.topic == topics.alerts:
+                            batch.alerts.append(_ALERT.decode(msg.value))
+                        elif dict(msg.headers).get(CONTRACT_HEADER) == b"ResourceMetrics":
                             batch.host_windows.append(_HOST_WINDOW.decode(msg.value))
                         else:
                             batch.windows.append(_WINDOW.decode(msg.value))
@@ -153,6 +161,8 @@ class ClickHouseSink:
             ("resource_metrics", batch.host_windows,
              lambda: struct_columns(batch.host_windows, RESOURCE_METRICS_COLUMNS),
              RESOURCE_METRICS_COLUMNS),
+            ("alerts", batch.alerts,
+             lambda: struct_columns(batch.alerts, ALERT_COLUMNS), ALERT_COLUMNS),
         )
         for table, rows, columns, names in tables:
             if rows:
@@ -233,6 +243,7 @@ class ClickHouseSink:
         stats.events += len(batch.events)
         stats.resources += len(batch.resources)
         stats.windows += len(batch.windows) + len(batch.host_windows)
+        stats.alerts += len(batch.alerts)
         stats.rejected += batch.rejected
         stats.batches += 1
         log.info("sink batch: %d events, %d resource samples, %d windows, %d rejected "

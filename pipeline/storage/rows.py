@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from schemas.alert import AlertEvent
 from schemas.event import InferenceEvent, ResourceSample
 from schemas.metrics import ResourceMetrics, WindowMetrics
 
 __all__ = [
-    "EVENT_COLUMNS", "METRICS_COLUMNS", "RESOURCE_COLUMNS", "RESOURCE_METRICS_COLUMNS",
+    "ALERT_COLUMNS", "EVENT_COLUMNS", "METRICS_COLUMNS", "RESOURCE_COLUMNS",
+    "RESOURCE_METRICS_COLUMNS",
     "event_columns", "resource_columns", "struct_columns",
 ]
 
@@ -97,14 +99,15 @@ METRICS_COLUMNS = [n for n in WindowMetrics.__struct_fields__ if n != "schema_ve
 RESOURCE_METRICS_COLUMNS = [
     n for n in ResourceMetrics.__struct_fields__ if n != "schema_version"
 ]
-_TICKS = {"window_start", "window_end"}
+ALERT_COLUMNS = [n for n in AlertEvent.__struct_fields__ if n != "schema_version"]
+_TICKS = {"window_start", "window_end", "starts_at", "ends_at"}
 
 
-def struct_columns(rows: Sequence[WindowMetrics | ResourceMetrics], names: list[str]
-                   ) -> list[list]:
-    """Column-oriented data of metrics Structs (window bounds become DateTime64(3) ticks)."""
+def struct_columns(rows: Sequence[WindowMetrics | ResourceMetrics | AlertEvent],
+                   names: list[str]) -> list[list]:
+    """Column-oriented data of Structs (times become DateTime64(3) ticks, None stays None)."""
     return [
-        [round(getattr(m, n) * 1000) for m in rows] if n in _TICKS
-        else [getattr(m, n) for m in rows]
+        [None if (v := getattr(m, n)) is None else round(v * 1000) for m in rows]
+        if n in _TICKS else [getattr(m, n) for m in rows]
         for n in names
     ]

@@ -39,7 +39,8 @@ class Pipeline:
             "INFERWATCH_HOME": str(tmp / "home"),
             "INFERWATCH_WORKER__APP_ID": f"iwtest-{uid}",
             **{f"INFERWATCH_TOPICS__{t.upper()}": f"iwtest.{uid}.{t}" for t in
-               ("events", "dlq", "resources", "partials", "metrics", "scores", "alerts")},
+               ("events", "dlq", "resources", "partials", "metrics", "scores", "alerts",
+                "silences")},
             "INFERWATCH_WORKER__SINK_FLUSH_SECONDS": "0.3",
             **env,
         }

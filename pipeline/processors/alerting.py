@@ -1,0 +1,178 @@
+"""Glue between faust and the alert evaluator: per-series state, silences, notifications.
+
+The ``alert`` agent reads ``inferwatch.metrics`` (keyed by series, so a series' windows
+arrive in order at one worker), runs :class:`~pipeline.alerting.evaluator.Evaluator`
+on each ``WindowMetrics`` and publishes every transition as an ``AlertEvent`` on
+``inferwatch.alerts``, keyed by fingerprint. Each series' alert state is written to a
+changelog-backed table keyed ``"<partition>|<series key>"`` after its window is
+evaluated, so a crash neither re-fires nor forgets a firing alert, and the state
+moves with the series on rebalance.
+
+Silences live on a compacted topic (``inferwatch.silences``, key = silence id) that
+every worker reads from the start: durable, shared, and written by ``inferwatch
+silence``. Notifications go to webhooks in the background; a slow or failing receiver
+is retried, counted, and never blocks the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import faust
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from pipeline.alerting.evaluator import Evaluator
+from pipeline.alerting.grouping import group
+from pipeline.alerting.notify.alertmanager import AlertmanagerWebhook
+from pipeline.alerting.notify.base import Notifier
+from pipeline.alerting.notify.sender import WebhookSender
+from pipeline.alerting.notify.slack import SlackWebhook
+from pipeline.alerting.rules import RuleSet
+from pipeline.alerting.silences import Silences
+from pipeline.config import Settings
+from pipeline.kafka import client_options
+from schemas.alert import AlertEvent, Silence
+from schemas.metrics import WindowMetrics
+
+__all__ = ["AlertStage", "publish_silence", "read_silences"]
+
+log = logging.getLogger(__name__)
+_JSON = msgspec.json.Encoder()
+_SILENCE = msgspec.json.Decoder(Silence)
+_STATE = msgspec.msgpack.Encoder()
+_STATE_DEC = msgspec.msgpack.Decoder()
+
+Send = Callable[[AlertEvent], Awaitable[Any]]
+
+
+class AlertStage:
+    """Alert evaluation for the series of the metrics partitions this worker owns."""
+
+    def __init__(self, settings: Settings, rules: RuleSet, table: faust.Table) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.table = table
+        self.silences = Silences()
+        self.evaluator = Evaluator(rules, self.silences)
+        self.series: dict[int, set[str]] = {}  # partition → series keys loaded
+        self.sender = WebhookSender()
+        alerts = settings.alerts
+        self.notifiers: list[Notifier] = [AlertmanagerWebhook(url) for url in alerts.webhook_urls]
+        if alerts.slack_webhook_url:
+            self.notifiers.append(SlackWebhook(alerts.slack_webhook_url))
+        self.published = 0
+
+    def _load(self, partition: int) -> set[str]:
+        keys = self.series.get(partition)
+        if keys is None:
+            prefix = f"{partition}|"
+            keys = set()
+            for key, raw in list(self.table.items()):
+                if str(key).startswith(prefix):
+                    series_key = str(key)[len(prefix):]
+                    self.evaluator.restore(series_key, _STATE_DEC.decode(raw))
+                    keys.add(series_key)
+            self.series[partition] = keys
+        return keys
+
+    def adopt(self, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            self._load(partition)
+
+    def revoke(self, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            for series_key in self.series.pop(partition, set()):
+                self.evaluator.forget(series_key)
+
+    async def evaluate(self, batches: dict[int, list[WindowMetrics]], send: Send) -> int:
+        """Evaluate the rules on each window, publish transitions, then checkpoint the series.
+
+        Publishing before the checkpoint means a crash in between republishes the same
+        event (same fingerprint and starts_at) rather than losing it.
+        """
+        now = time.time()
+        events: list[AlertEvent] = []
+        touched: dict[str, int] = {}
+        for partition, windows in batches.items():
+            self._load(partition)
+            for metrics in sorted(windows, key=lambda m: (m.window_end, m.version)):
+                events.extend(self.evaluator.evaluate(metrics, now=now))
+                touched[metrics.series_key] = partition
+        if events:
+            await asyncio.gather(*[await send(e) for e in events])
+            self.published += len(events)
+            self.notify(events)
+        for series_key, partition in touched.items():
+            state = self.evaluator.state(series_key)
+            if state is not None:
+                self.table[f"{partition}|{series_key}"] = _STATE.encode(state)
+                self.series[partition].add(series_key)
+        return len(events)
+
+    def notify(self, events: list[AlertEvent]) -> None:
+        """Hand groups of unmuted transitions to the webhooks, in the background."""
+        if not self.notifiers:
+            return
+        for alert_group in group(events, self.rules.group_by):
+            for notifier in self.notifiers:
+                self.sender.submit(notifier, alert_group)
+
+    def summary(self) -> str:
+        stats = self.sender.stats
+        return (f"alerts: {len(self.evaluator.firing())} firing, {self.published} published, "
+                f"{len(self.silences.active(time.time()))} active silences, webhooks sent "
+                f"{stats.sent} failed {stats.failed} dropped {stats.dropped}")
+
+
+async def read_silences(settings: Settings, silences: Silences,
+                        stop: asyncio.Event | None = None, follow: bool = True) -> None:
+    """Load the silences topic from the start into ``silences``; keep following if asked."""
+    topic = settings.topics.silences
+    consumer = AIOKafkaConsumer(topic, **client_options(settings.kafka), group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        for _ in range(60):  # without a group, every partition is assigned once metadata lands
+            await consumer.getmany(timeout_ms=0)
+            if consumer.assignment():
+                break
+            await asyncio.sleep(0.5)
+        if not consumer.assignment():
+            raise RuntimeError(f"silences topic {topic!r} has no partitions (does it exist?)")
+        parts = list(consumer.assignment())
+        await consumer.seek_to_beginning(*parts)
+        end = await consumer.end_offsets(parts)
+        while True:
+            batch = await consumer.getmany(timeout_ms=1000)
+            for messages in batch.values():
+                for message in messages:
+                    if message.value is None:
+                        continue
+                    try:
+                        silences.add(_SILENCE.decode(message.value))
+                    except (msgspec.DecodeError, ValueError) as exc:
+                        log.error("ignoring a bad silence at offset %d: %s", message.offset, exc)
+            if not follow:
+                positions = [await consumer.position(tp) for tp in end]
+                if all(p >= end[tp] for p, tp in zip(positions, end, strict=True)):
+                    return
+            if stop is not None and stop.is_set():
+                return
+    finally:
+        await consumer.stop()
+
+
+async def publish_silence(settings: Settings, silence: Silence) -> None:
+    """Write (or overwrite: expire) a silence on the compacted silences topic."""
+    producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topics.silences, _JSON.encode(silence),
+                                     key=silence.id.encode())
+    finally:
+        await producer.stop()
