@@ -120,6 +120,8 @@ class AlertSettings(_Section):
     rules: str = ""  # a rules file or directory; empty: no alerting
     webhook_urls: list[str] = msgspec.field(default_factory=list)  # Alertmanager format
     slack_webhook_url: str = ""
+    # A series without a window for this many windows counts as not holding: it resolves.
+    stale_after_windows: PositiveInt = 6
 
 
 class DevKafkaSettings(_Section):

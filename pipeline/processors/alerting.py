@@ -66,6 +66,7 @@ class AlertStage:
         if alerts.slack_webhook_url:
             self.notifiers.append(SlackWebhook(alerts.slack_webhook_url))
         self.published = 0
+        self.lock = asyncio.Lock()  # the agent and the sweep timer share the evaluator
 
     def _load(self, partition: int) -> set[str]:
         keys = self.series.get(partition)
@@ -95,6 +96,10 @@ class AlertStage:
         Publishing before the checkpoint means a crash in between republishes the same
         event (same fingerprint and starts_at) rather than losing it.
         """
+        async with self.lock:
+            return await self._evaluate(batches, send)
+
+    async def _evaluate(self, batches: dict[int, list[WindowMetrics]], send: Send) -> int:
         now = time.time()
         events: list[AlertEvent] = []
         touched: dict[str, int] = {}
@@ -112,6 +117,37 @@ class AlertStage:
             if state is not None:
                 self.table[f"{partition}|{series_key}"] = _STATE.encode(state)
                 self.series[partition].add(series_key)
+        return len(events)
+
+    async def sweep(self, send: Send) -> int:
+        """Resolve the alerts of series that stopped sending windows; forget quiet ones.
+
+        A series whose traffic stops produces no window, so without this its alert
+        would fire forever. Runs on a timer, in wall-clock time.
+        """
+        async with self.lock:
+            return await self._sweep(send)
+
+    async def _sweep(self, send: Send) -> int:
+        metrics = self.settings.metrics
+        stale_after = (self.settings.alerts.stale_after_windows * metrics.window_seconds
+                       + metrics.lateness_seconds)
+        before = set(self.evaluator.series_keys())
+        events = self.evaluator.sweep(time.time(), stale_after)
+        if events:
+            await asyncio.gather(*[await send(e) for e in events])
+            self.published += len(events)
+            self.notify(events)
+        gone = before - set(self.evaluator.series_keys())
+        for partition, keys in self.series.items():
+            for series_key in keys & ({e.series_key for e in events} | gone):
+                name = f"{partition}|{series_key}"
+                state = self.evaluator.state(series_key)
+                if state is not None:
+                    self.table[name] = _STATE.encode(state)
+                elif name in self.table:
+                    del self.table[name]
+            keys -= gone
         return len(events)
 
     def notify(self, events: list[AlertEvent]) -> None:

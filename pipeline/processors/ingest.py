@@ -242,6 +242,11 @@ def _alerting(app: faust.App, settings: Settings, metrics_topic: Any) -> AlertSt
                 windows[event.message.partition].append(_WINDOW.decode(event.message.value))
             await stage.evaluate(windows, send)
 
+    @app.timer(interval=settings.metrics.window_seconds)
+    async def resolve_stale_series() -> None:
+        if not app.rebalancing:
+            await stage.sweep(send)
+
     @app.task
     async def follow_silences() -> None:
         delay = 1.0

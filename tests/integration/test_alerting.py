@@ -227,3 +227,38 @@ def test_sigkill_while_firing_neither_duplicates_nor_loses_the_resolve(
         # A replay may republish the identical event; it must not be a second alert.
         assert len({(e.fingerprint, e.starts_at) for _, e in items}) == 1, series
         assert len({(e.fingerprint, e.starts_at) for _, e in resolved.get(series, [])}) == 1
+
+
+def test_alert_of_a_series_that_stops_sending_resolves(kafka_bootstrap: str,
+                                                       tmp_path: Path) -> None:
+    """No window ever says the spike ended (traffic stops during it): the sweep resolves."""
+    rules = tmp_path / "rules.yml"
+    rules.write_text(RULES)
+    pipe = Pipeline(kafka_bootstrap, tmp_path, **{
+        "INFERWATCH_ALERTS__RULES": str(rules),
+        "INFERWATCH_ALERTS__STALE_AFTER_WINDOWS": "2",
+        "INFERWATCH_METRICS__WINDOW_SECONDS": str(WINDOW),
+        "INFERWATCH_METRICS__LATENESS_SECONDS": str(LATENESS),
+        "INFERWATCH_METRICS__IDLE_TIMEOUT_SECONDS": "3",
+    })
+    try:
+        worker = pipe.start_worker(roles="process")
+        pipe.wait_processor_ready(worker)
+        collector = Collector(pipe)
+        try:
+            _realtime_traffic(pipe, 35, "latency_spike@5+40:model=gpt-chat:factor=6")
+            stopped = time.time()
+            deadline = stopped + 60
+            while time.time() < deadline and len(_by_series(collector.events, "resolved")) < 2:
+                time.sleep(0.5)
+        finally:
+            collector.close()
+        firing = _by_series(collector.events, "firing")
+        resolved = _by_series(collector.events, "resolved")
+        assert len(firing) == 2, firing.keys()
+        assert set(resolved) == set(firing), "a firing alert of a silent series never resolved"
+        for items in resolved.values():
+            (arrived, _), = items
+            assert arrived >= stopped  # resolved by the sweep, not by a window
+    finally:
+        pipe.close()
