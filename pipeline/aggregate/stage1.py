@@ -124,12 +124,18 @@ class Stage1Partition:
             self._dirty.add(slot_key)
 
     # ------------------------------------------------------------------ closing
-    def watermark(self, wall: float) -> float:
-        return max(self.clock.watermark(wall), self.closed_watermark)
+    def watermark(self, wall: float, caught_up: bool = True) -> float:
+        """The partition's watermark; the idle advance applies only when ``caught_up``.
 
-    def close(self, wall: float) -> list[Partial]:
+        A partition with unread messages is slow, not idle: advancing its watermark by
+        the wall clock would close windows whose events are still in the backlog.
+        """
+        clock = self.clock.watermark(wall) if caught_up else self.clock.event_watermark()
+        return max(clock, self.closed_watermark)
+
+    def close(self, wall: float, caught_up: bool = True) -> list[Partial]:
         """Emit and forget every slot whose window (or correction band) the watermark passed."""
-        wm = self.watermark(wall)
+        wm = self.watermark(wall, caught_up)
         if wm > self.closed_watermark:
             self.closed_watermark = wm
         size = self.spec.size

@@ -144,22 +144,30 @@ class Aggregator:
             await self._flush_stage1([(kind, p) for p in batches], wall, send_partial,
                                      send_watermark)
 
-    async def tick(self, send_partial: Send, send_watermark: Send) -> None:
-        """Advance idle partitions by the wall clock (called by a timer)."""
+    async def tick(self, send_partial: Send, send_watermark: Send,
+                   caught_up: Callable[[str, int], bool]) -> None:
+        """Advance idle partitions by the wall clock (called by a timer).
+
+        ``caught_up(kind, partition)`` says whether the partition has no unread messages;
+        only then may its watermark advance with the wall clock.
+        """
         async with self.lock:
             wall = time.time()
             self.guard.expire(older_than=wall - 10 * self.metrics.window_seconds
                               - self.metrics.idle_timeout_seconds)
-            await self._flush_stage1(list(self.stage1), wall, send_partial, send_watermark)
+            await self._flush_stage1(list(self.stage1), wall, send_partial, send_watermark,
+                                     caught_up)
 
     async def _flush_stage1(self, keys: Iterable[StateKey], wall: float,
-                            send_partial: Send, send_watermark: Send) -> None:
+                            send_partial: Send, send_watermark: Send,
+                            caught_up: Callable[[str, int], bool] | None = None) -> None:
         futures = []
         for key in keys:
             state = self._stage1(key)
-            for partial in state.close(wall):
+            idle_ok = caught_up is not None and caught_up(*key)  # never while events flow
+            for partial in state.close(wall, idle_ok):
                 futures.append(await send_partial(partial.series_key, encode_partial(partial)))
-            mark = state.watermark(wall)
+            mark = state.watermark(wall, idle_ok)
             if mark > self._sent_watermarks.get(key, float("-inf")):
                 payload = encode_partial(
                     Watermark(kind=key[0], src_partition=key[1], watermark=mark))

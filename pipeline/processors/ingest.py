@@ -26,6 +26,7 @@ from typing import Any
 
 import faust
 import msgspec
+from faust.types import TP
 
 from pipeline.aggregate.kinds import EVENTS, RESOURCES
 from pipeline.alerting.rules import load_rules
@@ -154,6 +155,8 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
+    read: dict[tuple[str, int], int] = {}  # last offset read per source partition
+
     async def process(stream: faust.StreamT, kind: str, contract: type) -> None:
         """Decode and validate each batch, DLQ the rejects, feed stage 1 of ``kind``."""
         limits = settings.limits
@@ -165,6 +168,7 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
             valid: dict[int, list] = defaultdict(list)
             for event in batch:
                 message = event.message
+                read[kind, message.partition] = message.offset
                 decoded = decode_events(message.value, event.headers or {}, limits, now,
                                         contract)
                 stats.messages += 1
@@ -199,10 +203,19 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
                 by_partition[event.message.partition].append(event.message.value)
             await aggregator.add_partials(by_partition, send_metrics)
 
+    source_topics = {EVENTS: settings.topics.events, RESOURCES: settings.topics.resources}
+
+    def caught_up(kind: str, partition: int) -> bool:
+        """No unread messages on this source partition (so a quiet one is really idle)."""
+        highwater = app.consumer.highwater(TP(source_topics[kind], partition))
+        state = aggregator.stage1.get((kind, partition))
+        last = read.get((kind, partition), state.max_offset if state else -1)
+        return highwater is None or last + 1 >= highwater
+
     @app.timer(interval=1.0)
     async def advance_idle_partitions() -> None:
         if not app.rebalancing:  # never write state while tables are being recovered
-            await aggregator.tick(send_partial, send_watermark)
+            await aggregator.tick(send_partial, send_watermark, caught_up)
 
     @app.timer(interval=10.0)
     async def report() -> None:
