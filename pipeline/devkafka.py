@@ -143,7 +143,9 @@ class LocalKafka:
             return
         self.data.mkdir(parents=True, exist_ok=True)
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        cmd = self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config))
+        # "=" form: a base64 id may start with "-", which argparse would take for an option
+        cmd = self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
+                         "-c", str(config))
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")

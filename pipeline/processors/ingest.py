@@ -207,15 +207,22 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
 
     def caught_up(kind: str, partition: int) -> bool:
         """No unread messages on this source partition (so a quiet one is really idle)."""
-        highwater = app.consumer.highwater(TP(source_topics[kind], partition))
+        try:
+            highwater = app.consumer.highwater(TP(source_topics[kind], partition))
+        except (AssertionError, KeyError):  # not (or no longer) assigned here
+            return False
         state = aggregator.stage1.get((kind, partition))
         last = read.get((kind, partition), state.max_offset if state else -1)
         return highwater is None or last + 1 >= highwater
 
     @app.timer(interval=1.0)
     async def advance_idle_partitions() -> None:
-        if not app.rebalancing:  # never write state while tables are being recovered
+        if app.rebalancing:  # never write state while tables are being recovered
+            return
+        try:
             await aggregator.tick(send_partial, send_watermark, caught_up)
+        except Exception:  # a timer that raises crashes the worker: log, retry next tick
+            log.exception("advancing idle partitions failed; retrying in 1 s")
 
     @app.timer(interval=10.0)
     async def report() -> None:
@@ -257,8 +264,12 @@ def _alerting(app: faust.App, settings: Settings, metrics_topic: Any) -> AlertSt
 
     @app.timer(interval=settings.metrics.window_seconds)
     async def resolve_stale_series() -> None:
-        if not app.rebalancing:
+        if app.rebalancing:
+            return
+        try:
             await stage.sweep(send)
+        except Exception:  # a timer that raises crashes the worker: log, retry next time
+            log.exception("resolving stale alert series failed; retrying")
 
     @app.task
     async def follow_silences() -> None:
