@@ -12,7 +12,9 @@
 Both take events in batches (``take_events``), so faust's per-message overhead is
 paid once per batch; a batch is acked (its offsets become committable) only after
 its DLQ records, partials, metrics and state checkpoints are sent.
-The raw copy of events in ClickHouse is the sink role's job.
+With ``alerts.rules`` set, an ``alert`` agent on ``inferwatch.metrics`` evaluates the
+rules per series (see ``pipeline/processors/alerting.py``). The raw copy of events in
+ClickHouse is the sink role's job.
 """
 
 from __future__ import annotations
@@ -61,7 +63,10 @@ class IngestStats:
 
 
 def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App:
-    """The faust app with the validation agent, configured from ``settings`` only."""
+    """The faust app: validation, both aggregation stages, and alerting when rules are set.
+
+    Configured from ``settings`` only; topics, tables and agents are all named here.
+    """
     stats = stats or IngestStats()
     worker = settings.worker
     app = faust.App(
