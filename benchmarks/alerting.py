@@ -66,7 +66,7 @@ from schemas.alert import AlertEvent  # noqa: E402
 from schemas.metrics import WindowMetrics  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out"
-PORT, CONTROLLER_PORT = 19592, 19593
+PORT = 19592  # the controller listens on PORT + 1
 
 # end-to-end parameters
 WINDOW, LATENESS, IDLE = 5.0, 1.0, 3.0
@@ -346,27 +346,8 @@ class Collector:
 def broker() -> Any:
     from pipeline.devkafka import LocalKafka
 
-    settings = load_settings(environ={
-        "INFERWATCH_HOME": str(OUT / "alerting-home"),
-        "INFERWATCH_DEV__PORT": str(PORT), "INFERWATCH_DEV__CONTROLLER_PORT": str(CONTROLLER_PORT),
-        "INFERWATCH_KAFKA": f"127.0.0.1:{PORT}",
-    })
-    local = LocalKafka(settings, say=say)
-    cached = ROOT / ".inferwatch" / "kafka" / "libs" / settings.dev.kafka_version
-    if cached.is_dir():
-        local.libs = cached
-    for attempt in range(3):
-        try:
-            local.up()
-            return local
-        except RuntimeError as exc:
-            # up() may read /proc/<pid>/cmdline before the child has exec'd java and take
-            # the broker for dead; it is idempotent, so look again.
-            if attempt == 2 or not local.status().running:
-                local.down()
-                raise
-            say(f"broker start-up check failed ({str(exc).splitlines()[0]}); retrying")
-            time.sleep(2.0)
+    local = LocalKafka.private(OUT / "alerting-home", PORT, say=say)
+    local.up()
     return local
 
 

@@ -138,12 +138,7 @@ def main() -> None:
     local = None
     bootstrap = args.bootstrap
     if not bootstrap:
-        local_settings = load_settings(environ={
-            "INFERWATCH_HOME": str(out / "kafka-home"), "INFERWATCH_DEV__PORT": "19392",
-            "INFERWATCH_DEV__CONTROLLER_PORT": "19393", "INFERWATCH_KAFKA": "127.0.0.1:19392",
-        })
-        local = LocalKafka(local_settings, say=say)
-        local.libs = ROOT / ".inferwatch" / "kafka" / "libs" / local_settings.dev.kafka_version
+        local = LocalKafka.private(out / "kafka-home", 19392, say=say)
         local.up()
         bootstrap = local.bootstrap
     rows = []

@@ -72,7 +72,7 @@ PARTITIONS = 6
 OUT = ROOT / "benchmarks" / "out"
 RUNS = OUT / "throughput"
 STALL_SECONDS = 60.0  # a worker group that commits nothing for this long is stuck
-PORT, CONTROLLER_PORT = 19492, 19493
+PORT = 19492  # the controller listens on PORT + 1
 PROGRESS = "PROGRESS"
 
 
@@ -810,27 +810,8 @@ def hot_models(share: float = 0.9) -> list[Any]:
 def broker(args: argparse.Namespace) -> Any:
     from pipeline.devkafka import LocalKafka
 
-    settings = load_settings(environ={
-        "INFERWATCH_HOME": str(OUT / "throughput-home"),
-        "INFERWATCH_DEV__PORT": str(PORT), "INFERWATCH_DEV__CONTROLLER_PORT": str(CONTROLLER_PORT),
-        "INFERWATCH_KAFKA": f"127.0.0.1:{PORT}",
-        "INFERWATCH_TOPICS__PARTITIONS": str(PARTITIONS),
-    })
-    local = LocalKafka(settings, say=say)
-    cached = ROOT / ".inferwatch" / "kafka" / "libs" / settings.dev.kafka_version
-    if cached.is_dir():
-        local.libs = cached
-    for attempt in range(3):
-        try:
-            local.up()
-            return local
-        except RuntimeError as exc:
-            # LocalKafka.up() may read /proc/<pid>/cmdline before the child has exec'd
-            # java and take the broker for dead; it is idempotent, so look again.
-            if attempt == 2 or not local.status().running:
-                raise
-            say(f"broker start-up check failed ({str(exc).splitlines()[0]}); retrying")
-            time.sleep(2.0)
+    local = LocalKafka.private(OUT / "throughput-home", PORT, partitions=PARTITIONS, say=say)
+    local.up()
     return local
 
 

@@ -49,7 +49,7 @@ class Status:
 class LocalKafka:
     """The project's own broker under ``<home>/kafka``."""
 
-    def __init__(self, settings: Settings, say=print) -> None:
+    def __init__(self, settings: Settings, say: Callable[[str], object] = print) -> None:
         self.settings = settings
         self.dev = settings.dev
         self.root = settings.home_path / "kafka"
@@ -58,6 +58,22 @@ class LocalKafka:
         self.logs = self.root / "logs"
         self.pid_file = self.root / "kafka.pid"
         self.say = say
+
+    @classmethod
+    def private(cls, home: Path, port: int, *, partitions: int | None = None,
+                say: Callable[[str], object] = print) -> LocalKafka:
+        """A broker of its own (tests, benchmarks): its own home and ports on 127.0.0.1,
+        sharing the jar cache of the project's default home so Maven runs once."""
+        from pipeline.config import load_settings
+
+        env = {"INFERWATCH_HOME": str(home), "INFERWATCH_DEV__PORT": str(port),
+               "INFERWATCH_DEV__CONTROLLER_PORT": str(port + 1),
+               "INFERWATCH_KAFKA": f"127.0.0.1:{port}"}
+        if partitions is not None:
+            env["INFERWATCH_TOPICS__PARTITIONS"] = str(partitions)
+        kafka = cls(load_settings(environ=env), say=say)
+        kafka.libs = POM.parents[2] / ".inferwatch" / "kafka" / "libs" / kafka.dev.kafka_version
+        return kafka
 
     @property
     def bootstrap(self) -> str:

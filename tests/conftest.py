@@ -50,16 +50,6 @@ def kafka_bootstrap() -> Iterator[str]:
 
 def local_kafka(home: Path, port: int):  # -> LocalKafka
     """A LocalKafka for tests, sharing the jar cache of the main home."""
-    from pipeline.config import load_settings
     from pipeline.devkafka import LocalKafka
 
-    settings = load_settings(environ={
-        "INFERWATCH_HOME": str(home),
-        "INFERWATCH_DEV__PORT": str(port),
-        "INFERWATCH_DEV__CONTROLLER_PORT": str(port + 1),
-        "INFERWATCH_KAFKA": f"127.0.0.1:{port}",
-    })
-    kafka = LocalKafka(settings, say=lambda m: None)
-    shared = ROOT / ".inferwatch" / "kafka" / "libs"
-    kafka.libs = shared / settings.dev.kafka_version
-    return kafka
+    return LocalKafka.private(home, port, say=lambda m: None)
