@@ -84,6 +84,9 @@ class Aggregator:
         self.stage1: dict[StateKey, Stage1Partition] = {}
         self.stage2: dict[StateKey, Stage2Partition] = {}
         self._sent_watermarks: dict[StateKey, float] = {}
+        # (topic, partition) this worker owns now; a batch fetched before a rebalance may
+        # still hold messages of a partition that moved, and must not touch its state
+        self.owned: set[tuple[str, int]] = set()
         self.lock = asyncio.Lock()
         self.windows_emitted = 0
 
@@ -91,6 +94,7 @@ class Aggregator:
         """Forget in-memory state of revoked partitions (the table keeps it durable)."""
         topics = self.settings.topics
         for topic, partition in partitions:
+            self.owned.discard((topic, partition))
             if topic in (topics.events, topics.resources):
                 kind = EVENTS if topic == topics.events else RESOURCES
                 self.stage1.pop((kind, partition), None)
@@ -109,6 +113,7 @@ class Aggregator:
         topics = self.settings.topics
         async with self.lock:
             for topic, partition in partitions:
+                self.owned.add((topic, partition))
                 if topic == topics.events:
                     self._stage1((EVENTS, partition))
                 elif topic == topics.resources:
@@ -137,11 +142,13 @@ class Aggregator:
         send_partial: Send, send_watermark: Send,
     ) -> None:
         """Stage 1 for one batch: absorb, close, send partials and watermarks, checkpoint."""
+        topic = self.settings.topics.events if kind == EVENTS else self.settings.topics.resources
         async with self.lock:
             wall = time.time()
-            for partition, messages in batches.items():
-                self._stage1((kind, partition)).add(messages, wall)
-            await self._flush_stage1([(kind, p) for p in batches], wall, send_partial,
+            mine = [p for p in batches if (topic, p) in self.owned]
+            for partition in mine:
+                self._stage1((kind, partition)).add(batches[partition], wall)
+            await self._flush_stage1([(kind, p) for p in mine], wall, send_partial,
                                      send_watermark)
 
     async def tick(self, send_partial: Send, send_watermark: Send,
@@ -185,7 +192,10 @@ class Aggregator:
         async with self.lock:
             futures = []
             touched: set[StateKey] = set()
+            partials = self.settings.topics.partials
             for partition, values in batches.items():
+                if (partials, partition) not in self.owned:
+                    continue  # moved to another worker mid-batch: it re-reads these
                 for raw in values:
                     message = decode_partials(raw)
                     key = (message.kind, partition)

@@ -112,7 +112,8 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
     aggregator = Aggregator(settings, tables["stage1"], tables["stage2"],
                             sources=partitions, sinks=partitions)
 
-    alerting = _alerting(app, settings, metrics_topic) if settings.alerts.rules else None
+    alerting = (_alerting(app, settings, metrics_topic, aggregator.owned)
+                if settings.alerts.rules else None)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
@@ -237,7 +238,8 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
     return app
 
 
-def _alerting(app: faust.App, settings: Settings, metrics_topic: Any) -> AlertStage:
+def _alerting(app: faust.App, settings: Settings, metrics_topic: Any,
+              owned: set[tuple[str, int]]) -> AlertStage:
     """The alert agent on the metrics topic, its state table and the silences reader."""
     rules = load_rules(settings.alerts.rules)  # RuleError names file:line:col
     table = app.tables.add(PartitionKeyedTable(
@@ -264,6 +266,8 @@ def _alerting(app: faust.App, settings: Settings, metrics_topic: Any) -> AlertSt
                 headers = dict(event.headers or {})
                 if headers.get(CONTRACT_HEADER, b"WindowMetrics") != b"WindowMetrics":
                     continue  # ResourceMetrics: no rules over hosts yet
+                if (settings.topics.metrics, event.message.partition) not in owned:
+                    continue  # moved to another worker mid-batch: it re-reads this window
                 windows[event.message.partition].append(_WINDOW.decode(event.message.value))
             await stage.evaluate(windows, send)
 
