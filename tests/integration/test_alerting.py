@@ -115,19 +115,32 @@ def _cli(pipe: Pipeline, *args: str) -> str:
     return out.stdout.strip()
 
 
+def _alerting_env(rules: Path, **extra: str) -> dict[str, str]:
+    """Settings of an alerting pipeline: the rules, short windows, quick idle close."""
+    return {
+        "INFERWATCH_ALERTS__RULES": str(rules),
+        "INFERWATCH_METRICS__WINDOW_SECONDS": str(WINDOW),
+        "INFERWATCH_METRICS__LATENESS_SECONDS": str(LATENESS),
+        "INFERWATCH_METRICS__IDLE_TIMEOUT_SECONDS": "3",
+        **extra,
+    }
+
+
+def _wait_resolved(collector: Collector, seconds: float, series: int = 2) -> None:
+    """Until ``series`` series have a resolved event, or ``seconds`` pass."""
+    deadline = time.time() + seconds
+    while time.time() < deadline and len(_by_series(collector.events, "resolved")) < series:
+        time.sleep(0.5)
+
+
 @pytest.fixture
 def alerting_pipe(kafka_bootstrap: str, tmp_path: Path):
     rules = tmp_path / "rules.yml"
     rules.write_text(RULES)
     webhook = Webhook()
-    pipe = Pipeline(kafka_bootstrap, tmp_path, **{
-        "INFERWATCH_ALERTS__RULES": str(rules),
-        "INFERWATCH_ALERTS__WEBHOOK_URLS": webhook.url,
-        "INFERWATCH_METRICS__WINDOW_SECONDS": str(WINDOW),
-        "INFERWATCH_METRICS__LATENESS_SECONDS": str(LATENESS),
-        "INFERWATCH_METRICS__IDLE_TIMEOUT_SECONDS": "3",
-        "INFERWATCH_WORKER__SESSION_TIMEOUT_SECONDS": "8",
-    })
+    pipe = Pipeline(kafka_bootstrap, tmp_path, **_alerting_env(
+        rules, INFERWATCH_ALERTS__WEBHOOK_URLS=webhook.url,
+        INFERWATCH_WORKER__SESSION_TIMEOUT_SECONDS="8"))
     pipe.webhook = webhook  # type: ignore[attr-defined]
     yield pipe
     pipe.close()
@@ -153,9 +166,7 @@ def test_latency_spike_fires_once_resolves_once_notifies_and_respects_silence(
     collector = Collector(pipe)
     try:
         _realtime_traffic(pipe, 70, "latency_spike@15+25:model=gpt-chat:factor=6")
-        deadline = time.time() + 60
-        while time.time() < deadline and len(_by_series(collector.events, "resolved")) < 2:
-            time.sleep(0.5)
+        _wait_resolved(collector, 60)
     finally:
         collector.close()
 
@@ -215,9 +226,7 @@ def test_sigkill_while_firing_neither_duplicates_nor_loses_the_resolve(
             await sender
 
         asyncio.run(traffic_and_kill())
-        deadline = time.time() + 90
-        while time.time() < deadline and len(_by_series(collector.events, "resolved")) < 2:
-            time.sleep(0.5)
+        _wait_resolved(collector, 90)
     finally:
         collector.close()
     firing = _by_series(collector.events, "firing")
@@ -234,13 +243,8 @@ def test_alert_of_a_series_that_stops_sending_resolves(kafka_bootstrap: str,
     """No window ever says the spike ended (traffic stops during it): the sweep resolves."""
     rules = tmp_path / "rules.yml"
     rules.write_text(RULES)
-    pipe = Pipeline(kafka_bootstrap, tmp_path, **{
-        "INFERWATCH_ALERTS__RULES": str(rules),
-        "INFERWATCH_ALERTS__STALE_AFTER_WINDOWS": "2",
-        "INFERWATCH_METRICS__WINDOW_SECONDS": str(WINDOW),
-        "INFERWATCH_METRICS__LATENESS_SECONDS": str(LATENESS),
-        "INFERWATCH_METRICS__IDLE_TIMEOUT_SECONDS": "3",
-    })
+    pipe = Pipeline(kafka_bootstrap, tmp_path,
+                    **_alerting_env(rules, INFERWATCH_ALERTS__STALE_AFTER_WINDOWS="2"))
     try:
         worker = pipe.start_worker(roles="process")
         pipe.wait_processor_ready(worker)
@@ -248,9 +252,7 @@ def test_alert_of_a_series_that_stops_sending_resolves(kafka_bootstrap: str,
         try:
             _realtime_traffic(pipe, 35, "latency_spike@5+40:model=gpt-chat:factor=6")
             stopped = time.time()
-            deadline = stopped + 60
-            while time.time() < deadline and len(_by_series(collector.events, "resolved")) < 2:
-                time.sleep(0.5)
+            _wait_resolved(collector, 60)
         finally:
             collector.close()
         firing = _by_series(collector.events, "firing")
