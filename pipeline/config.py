@@ -54,6 +54,7 @@ class TopicSettings(_Section):
     scores: str = "inferwatch.scores"
     alerts: str = "inferwatch.alerts"
     silences: str = "inferwatch.silences"  # compacted: the durable silences, by id
+    baselines: str = "inferwatch.baselines"  # compacted: pinned drift baselines, by series
     partitions: PositiveInt = 6
     replication_factor: PositiveInt = 1
 
@@ -61,8 +62,12 @@ class TopicSettings(_Section):
         """Every topic of design.md, in data-flow order."""
         return [
             self.events, self.dlq, self.resources, self.partials,
-            self.metrics, self.scores, self.alerts, self.silences,
+            self.metrics, self.scores, self.alerts, self.silences, self.baselines,
         ]
+
+    def compacted(self) -> list[str]:
+        """The single-partition compacted topics: durable state keyed by id, not streams."""
+        return [self.silences, self.baselines]
 
 
 class ClickHouseSettings(_Section):
@@ -124,6 +129,29 @@ class AlertSettings(_Section):
     stale_after_windows: PositiveInt = 6
 
 
+class DriftSettings(_Section):
+    """Drift, change-point and anomaly scores per series and closed window (stage 2)."""
+
+    enabled: bool = True
+    numeric_features: list[str] = msgspec.field(default_factory=list)  # event.features keys
+    categorical_features: list[str] = msgspec.field(default_factory=list)
+    prediction: Literal["categorical", "numeric", "none"] = "categorical"
+    confidence: bool = True
+    operational: bool = True  # latency, time to first token, tokens, cost
+    # auto: the series' pinned baseline when there is one, else the trailing windows
+    reference: Literal["auto", "pinned", "trailing"] = "auto"
+    trailing_windows: PositiveInt = 12
+    # Per-statistic thresholds overriding pipeline.drift.thresholds (e.g. {psi = 0.25}).
+    thresholds: dict[str, float] = msgspec.field(default_factory=dict)
+    detector: Literal["page_hinkley", "adwin"] = "page_hinkley"
+    anomaly: Literal["mad", "half_space_trees"] = "mad"
+    # None: the scorer's recommended threshold (pipeline.drift.thresholds.ANOMALY_THRESHOLDS)
+    anomaly_threshold: Annotated[float, msgspec.Meta(gt=0, lt=1)] | None = None
+    warm_up_windows: PositiveInt = 20  # no window is called anomalous before this many
+    # Detector and scorer state go to the changelog every this many windows of a series.
+    checkpoint_every_windows: PositiveInt = 6
+
+
 class DevKafkaSettings(_Section):
     kafka_version: str = "4.0.2"
     port: PositiveInt = 9092
@@ -140,6 +168,7 @@ class Settings(_Section):
     worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
     alerts: AlertSettings = msgspec.field(default_factory=AlertSettings)
+    drift: DriftSettings = msgspec.field(default_factory=DriftSettings)
     dev: DevKafkaSettings = msgspec.field(default_factory=DevKafkaSettings)
 
     @property
@@ -170,7 +199,8 @@ def _mask(value: Any) -> Any:
     return value
 
 
-_LISTS = {"roles", "series_labels", "feature_usage_attributes", "webhook_urls"}
+_LISTS = {"roles", "series_labels", "feature_usage_attributes", "webhook_urls",
+          "numeric_features", "categorical_features"}
 _SHORT_ENV = {"INFERWATCH_KAFKA": ("kafka", "bootstrap_servers"),
               "INFERWATCH_CLICKHOUSE": ("clickhouse", "dsn"),
               "INFERWATCH_HOME": ("home",)}

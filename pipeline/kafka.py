@@ -105,10 +105,11 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) 
         missing = [t for t in wanted if t not in existing]
         if missing:
             compacted = {"cleanup.policy": "compact"}
+            state = set(topics.compacted())  # silences, baselines: one partition, compacted
             new = [
-                NewTopic(t, 1 if t == topics.silences else topics.partitions,
+                NewTopic(t, 1 if t in state else topics.partitions,
                          topics.replication_factor,
-                         topic_configs=compacted if t == topics.silences else None)
+                         topic_configs=compacted if t in state else None)
                 for t in missing
             ]
             with contextlib.suppress(TopicAlreadyExistsError):  # raced another creator: fine

@@ -40,7 +40,7 @@ class Pipeline:
             "INFERWATCH_WORKER__APP_ID": f"iwtest-{uid}",
             **{f"INFERWATCH_TOPICS__{t.upper()}": f"iwtest.{uid}.{t}" for t in
                ("events", "dlq", "resources", "partials", "metrics", "scores", "alerts",
-                "silences")},
+                "silences", "baselines")},
             "INFERWATCH_WORKER__SINK_FLUSH_SECONDS": "0.3",
             **env,
         }
