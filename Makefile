@@ -41,6 +41,11 @@ demo: install
 bench: install
 	$(BIN)/python benchmarks/ingest.py
 
+# Drift, change-point and anomaly evaluation (issue 4): seeded streams, no broker, ~90 s CPU.
+.PHONY: bench-drift
+bench-drift: install
+	$(BIN)/python benchmarks/drift_eval.py $(BENCH_ARGS)
+
 kafka-up: install
 	$(BIN)/inferwatch dev up
 

@@ -19,6 +19,10 @@ confidence, output tokens, cost — with 2 % injected anomalies; score, then lea
 the metric that is off, near their root; with five metrics most trees do not, so single-metric
 anomalies — the common case (a p99 spike, an error burst) — are ranked poorly. It wins only on
 joint shifts of correlated metrics, each unremarkable alone. Hence median/MAD is the default.
+``benchmarks/drift_eval.py`` (streams of real 10 s volumes, sustained shifts) agrees: at the
+same false-alarm rate median/MAD flags 46 % of the target shifts within 3 windows,
+Half-Space Trees 1 %. Its recommended threshold and feeding (which windows, which metrics)
+are in :mod:`pipeline.drift.thresholds`.
 
 >>> sorted(SCORERS)
 ['half_space_trees', 'median_mad']

@@ -7,6 +7,11 @@ cheap), ``grace_period = 10`` and ``min_window_length = 5``. Measured on 300 see
 of 1,000 windows (same set-up as Page-Hinkley's): no false alarm at all, median delay 16
 windows for a 2 σ shift, 12 for 3 σ, 10 for 4 σ — the conservative detector beside
 Page-Hinkley's faster one (``delta = 0.02`` is ~4 windows faster at 1–2 % false alarms).
+In ``benchmarks/drift_eval.py`` (10 s windows of real traffic) it never flags a shift within
+3 windows — median 10–11 windows after a 0.5–2 σ shift of the requests, at 0.08 false alarms
+per 1,000 windows of a series: its cut needs several points on each side. ``delta = 0.1``,
+``min_window_length = 2`` reached 51 % within 3 windows but 1.3 false alarms per 1,000 on
+seasonal traffic, so the defaults stay and Page-Hinkley is the fast detector.
 """
 
 from __future__ import annotations
