@@ -9,12 +9,14 @@ import msgspec
 from schemas.alert import AlertEvent
 from schemas.event import SCHEMA_VERSION, InferenceEvent, ResourceSample
 from schemas.metrics import ResourceMetrics, WindowMetrics
+from schemas.scores import WindowScores
 
 CONTRACTS: dict[str, type[msgspec.Struct]] = {
     "InferenceEvent": InferenceEvent,
     "ResourceSample": ResourceSample,
     "WindowMetrics": WindowMetrics,
     "ResourceMetrics": ResourceMetrics,
+    "WindowScores": WindowScores,
     "AlertEvent": AlertEvent,
 }
 

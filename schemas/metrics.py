@@ -93,6 +93,10 @@ class WindowMetrics(msgspec.Struct, kw_only=True, omit_defaults=True):
     late_events: int = 0
     sketch_relative_accuracy: float = 0.01
 
+    # the window's drift and anomaly scores as alert-rule variables (drift.js.<name>,
+    # anomaly_score, …); the full scores are the WindowScores on inferwatch.scores
+    scores: dict[str, float] = {}
+
 
 class ResourceMetrics(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Resource utilisation of one model server over one window: exact means and maxes.

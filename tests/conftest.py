@@ -40,7 +40,8 @@ def kafka_bootstrap() -> Iterator[str]:
         with KafkaContainer("apache/kafka:4.0.0").with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    local = local_kafka(ROOT / ".inferwatch" / "test-kafka", TEST_KAFKA_PORT)
+    # one home per port: two sessions on other ports must not share log dirs or pid file
+    local = local_kafka(ROOT / ".inferwatch" / f"test-kafka-{TEST_KAFKA_PORT}", TEST_KAFKA_PORT)
     local.up(timeout=120)
     try:
         yield local.bootstrap

@@ -12,6 +12,7 @@ import msgspec
 
 from pipeline.aggregate.profile import ResourceProfile, WindowProfile, series_labels
 from pipeline.config import MetricsSettings
+from pipeline.drift.profile import MonitorSpec
 from schemas.event import InferenceEvent
 
 __all__ = ["EVENTS", "RESOURCES", "Kind", "event_kind", "resource_kind"]
@@ -31,11 +32,14 @@ class Kind:
     finalize: Callable[[Any, str, dict[str, str], float, float, int], msgspec.Struct]
 
 
-def event_kind(settings: MetricsSettings) -> Kind:
-    """Inference events, keyed by the configured series labels."""
+def event_kind(settings: MetricsSettings, drift: MonitorSpec | None = None) -> Kind:
+    """Inference events, keyed by the configured series labels; with ``drift``, each window
+    also keeps the histograms of the distributions it names."""
 
     def add(profile: WindowProfile, events: Sequence[Any], late: bool) -> None:
         profile.add_events(events, settings.latency_slo_ms, settings.feature_usage_attributes)
+        if drift is not None:
+            profile.add_drift(events, drift)
         if late:
             profile.add_late(len(events))
 

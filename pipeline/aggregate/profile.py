@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.aggregate.sketch import DEFAULT_RELATIVE_ACCURACY, Sketch
+from pipeline.drift.histogram import NumericHistogram
+from pipeline.drift.profile import DriftProfile, MonitorSpec
 from schemas.event import InferenceEvent, ResourceSample
 from schemas.metrics import ResourceMetrics, WindowMetrics
 
@@ -109,7 +111,12 @@ _SKETCHES = {  # attribute -> (event field, to_builtins key)
     "tpot_ms": ("time_per_output_token_ms", "tpot"),
     "input_tokens": ("input_tokens", "in"),
     "output_tokens": ("output_tokens", "out"),
+    "cost_usd": ("cost_usd", "cost"),
 }
+# Drift's operational distributions, read from the window's own sketches (stage 2)
+_OPERATIONAL = {"latency_ms": "latency_ms", "time_to_first_token_ms": "ttft_ms",
+                "input_tokens": "input_tokens", "output_tokens": "output_tokens",
+                "cost_usd": "cost_usd"}
 _SCALARS = {  # attribute -> to_builtins key
     "requests": "n", "errors": "e", "cost_usd_sum": "cs", "cost_count": "cn",
     "cache_hits": "ch", "cache_reported": "cr", "slo_ms": "slo", "slo_met": "sm",
@@ -120,9 +127,11 @@ _SCALARS = {  # attribute -> to_builtins key
 class WindowProfile:
     """The mergeable partial state of one (series, window).
 
-    Counts and sums are exact; latency, TTFT, queue wait, time per output token and token
-    counts are :class:`Sketch` es with ``relative_accuracy``. The SLO threshold of the first
-    batch sticks to the profile (``slo_ms``) and ``slo_met`` counts requests with
+    Counts and sums are exact; latency, TTFT, queue wait, time per output token, token
+    counts and cost are :class:`Sketch` es with ``relative_accuracy``. ``drift`` holds the
+    histograms of the monitored features, prediction and confidence (when configured).
+    The SLO threshold of the first batch sticks to the profile (``slo_ms``) and
+    ``slo_met`` counts requests with
     ``latency_ms <= slo_ms`` exactly; a merge or finalize with another threshold falls back
     to the latency sketch for that part (accurate to ``relative_accuracy`` around it).
 
@@ -137,7 +146,8 @@ class WindowProfile:
     """
 
     __slots__ = (
-        "cache_hits", "cache_reported", "cost_count", "cost_usd_sum", "errors",
+        "cache_hits", "cache_reported", "cost_count", "cost_usd", "cost_usd_sum", "drift",
+        "errors",
         "errors_by_type", "feature_usage", "feedback_count", "feedback_sum", "input_tokens",
         "late_events", "latency_ms", "output_tokens", "queue_wait_ms", "relative_accuracy",
         "requests", "slo_met", "slo_ms", "tpot_ms", "ttft_ms",
@@ -154,8 +164,10 @@ class WindowProfile:
         self.tpot_ms = Sketch(relative_accuracy)
         self.input_tokens = Sketch(relative_accuracy)
         self.output_tokens = Sketch(relative_accuracy)
+        self.cost_usd = Sketch(relative_accuracy)
         self.cost_usd_sum = 0.0
         self.cost_count = 0
+        self.drift: DriftProfile | None = None
         self.cache_hits = 0
         self.cache_reported = 0
         self.slo_ms: float | None = None
@@ -226,6 +238,25 @@ class WindowProfile:
             if values:
                 _count_into(self.feature_usage.setdefault(name, {}), values, MAX_DISTINCT_VALUES)
 
+    def add_drift(self, events: Sequence[InferenceEvent], spec: MonitorSpec) -> None:
+        """Add a batch to the drift histograms of ``spec`` (operational ones excluded:
+        :meth:`drift_profile` reads those from the window's sketches)."""
+        if events:
+            if self.drift is None:
+                self.drift = DriftProfile()
+            self.drift.add_events(events, spec)
+
+    def drift_profile(self, operational: bool = True) -> DriftProfile:
+        """The window's histograms for drift: features, prediction, confidence and, with
+        ``operational``, latency, time to first token, tokens and cost."""
+        out = self.drift.copy() if self.drift is not None else DriftProfile()
+        if operational:
+            for name, attribute in _OPERATIONAL.items():
+                sketch: Sketch = getattr(self, attribute)
+                if sketch.count:
+                    out.histograms[name] = NumericHistogram.from_sketch(sketch)
+        return out
+
     def add_late(self, n: int = 1) -> None:
         """Record ``n`` events that arrived for this window after it was closed."""
         if n < 0:
@@ -256,6 +287,10 @@ class WindowProfile:
         _count_into(self.errors_by_type, other.errors_by_type, MAX_DISTINCT_VALUES)
         for attribute, counts in other.feature_usage.items():
             _count_into(self.feature_usage.setdefault(attribute, {}), counts, MAX_DISTINCT_VALUES)
+        if other.drift is not None:
+            if self.drift is None:
+                self.drift = DriftProfile()
+            self.drift.merge(other.drift)
 
     # ------------------------------------------------------------------ result
     def finalize(
@@ -340,6 +375,8 @@ class WindowProfile:
             out["et"] = dict(self.errors_by_type)
         if self.feature_usage:
             out["fu"] = {k: dict(v) for k, v in self.feature_usage.items()}
+        if self.drift is not None:
+            out["d"] = self.drift.to_builtins()
         return out
 
     @classmethod
@@ -363,6 +400,8 @@ class WindowProfile:
             str(a): {str(k): int(v) for k, v in counts.items()}
             for a, counts in data.get("fu", {}).items()
         }
+        if "d" in data:
+            out.drift = DriftProfile.from_builtins(data["d"])
         return out
 
     def __eq__(self, other: object) -> bool:
@@ -370,7 +409,7 @@ class WindowProfile:
         if not isinstance(other, WindowProfile):
             return NotImplemented
         for name in (*_SCALARS, "relative_accuracy", "errors_by_type", "feature_usage",
-                     *_SKETCHES):
+                     *_SKETCHES, "drift"):
             mine, theirs = getattr(self, name), getattr(other, name)
             if isinstance(mine, float) and isinstance(theirs, float):
                 if not math.isclose(mine, theirs, rel_tol=1e-9, abs_tol=1e-12):

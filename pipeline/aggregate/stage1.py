@@ -13,6 +13,12 @@ each slot the last offset it absorbed; a replayed message at or below either is
 skipped, so at-least-once delivery (a crash, a rebalance that re-reads from the last
 committed offset) does not count an event twice. The partition's meta record is
 written last in a checkpoint, so it never claims offsets whose slots were not written.
+
+A closed slot becomes a partial in the *outbox*, which is checkpointed with the state
+that closed it and sent only once that checkpoint is durable; ``sent`` drops it at the
+next checkpoint. A crash in between re-sends the same bytes, which stage 2 merges once
+by ``(src_partition, seq)``. (Sending first and checkpointing after would let a crash
+rebuild a *different* partial under the same identity, which stage 2 would drop.)
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import msgspec
 
 from pipeline.aggregate.guard import CardinalityGuard
 from pipeline.aggregate.kinds import Kind, event_kind
-from pipeline.aggregate.partials import Partial
+from pipeline.aggregate.partials import Partial, decode_partials, encode_partial
 from pipeline.aggregate.profile import series_key
 from pipeline.aggregate.windows import PartitionClock, WindowSpec
 from pipeline.config import MetricsSettings
@@ -36,6 +42,7 @@ __all__ = ["Stage1Partition"]
 
 SlotKey = tuple[str, float, int]  # (series key, window start, seq)
 META = "meta"
+OUTBOX = "out|"  # table-name prefix of closed partials not yet acknowledged by Kafka
 _ENC = msgspec.msgpack.Encoder()
 _DEC = msgspec.msgpack.Decoder()
 
@@ -61,10 +68,13 @@ class Stage1Partition:
     max_offset: int = -1  # every message up to here is in the state
     replayed: int = 0  # messages skipped because the state already covered them
     slots: dict[SlotKey, _Slot] = field(default_factory=dict)
+    outbox: dict[SlotKey, Partial] = field(default_factory=dict)  # closed, not yet sent
     late: Counter[str] = field(default_factory=Counter)
     too_late: Counter[str] = field(default_factory=Counter)
     _dirty: set[SlotKey] = field(default_factory=set)
     _deleted: set[SlotKey] = field(default_factory=set)
+    _outbox_new: set[SlotKey] = field(default_factory=set)  # not checkpointed yet
+    _outbox_done: set[SlotKey] = field(default_factory=set)  # sent: delete at checkpoint
     _keys: dict[tuple[str, ...], str] = field(default_factory=dict)  # label values → key
 
     def __post_init__(self) -> None:
@@ -134,7 +144,10 @@ class Stage1Partition:
         return max(clock, self.closed_watermark)
 
     def close(self, wall: float, caught_up: bool = True) -> list[Partial]:
-        """Emit and forget every slot whose window (or correction band) the watermark passed."""
+        """Move every slot whose window (or correction band) the watermark passed to the outbox.
+
+        Returns the partials closed now; ``outbox`` holds every one not yet ``sent``.
+        """
         wm = self.watermark(wall, caught_up)
         if wm > self.closed_watermark:
             self.closed_watermark = wm
@@ -143,13 +156,26 @@ class Stage1Partition:
         for slot_key in [k for k in self.slots if k[1] + size + k[2] * size <= wm]:
             key, start, seq = slot_key
             slot = self.slots.pop(slot_key)
-            out.append(Partial(kind=self.kind.name, series_key=key, labels=slot.labels,
-                               window_start=start,
-                               window_end=start + size, src_partition=self.partition, seq=seq,
-                               profile=slot.profile.to_builtins()))
+            partial = Partial(kind=self.kind.name, series_key=key, labels=slot.labels,
+                              window_start=start, window_end=start + size,
+                              src_partition=self.partition, seq=seq,
+                              profile=slot.profile.to_builtins())
+            out.append(partial)
+            self.outbox[slot_key] = partial
+            self._outbox_new.add(slot_key)
             self._dirty.discard(slot_key)
             self._deleted.add(slot_key)
         return out
+
+    def sent(self, keys: Iterable[SlotKey]) -> None:
+        """Kafka acknowledged these outbox partials: forget them at the next checkpoint."""
+        for slot_key in keys:
+            if self.outbox.pop(slot_key, None) is None:
+                continue
+            if slot_key in self._outbox_new:  # never written: nothing to delete
+                self._outbox_new.discard(slot_key)
+            else:
+                self._outbox_done.add(slot_key)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self) -> tuple[dict[str, bytes], list[str]]:
@@ -158,12 +184,17 @@ class Stage1Partition:
             _slot_name(k): _ENC.encode([s.labels, s.last_offset, s.profile.to_builtins()])
             for k in self._dirty if (s := self.slots.get(k)) is not None
         }
+        upserts.update((OUTBOX + _slot_name(k), encode_partial(self.outbox[k]))
+                       for k in self._outbox_new)
         deletes = [_slot_name(k) for k in self._deleted]
+        deletes += [OUTBOX + _slot_name(k) for k in self._outbox_done]
         # dicts keep insertion order: META goes out after every slot it vouches for
         upserts[META] = _ENC.encode([self.clock.to_builtins(), self.closed_watermark,
                                      dict(self.late), dict(self.too_late), self.max_offset])
         self._dirty.clear()
         self._deleted.clear()
+        self._outbox_new.clear()
+        self._outbox_done.clear()
         return upserts, deletes
 
     @classmethod
@@ -181,6 +212,10 @@ class Stage1Partition:
                                                            state.spec.idle_timeout)
                 state.closed_watermark = closed
                 state.late, state.too_late = Counter(late), Counter(too_late)
+            elif name.startswith(OUTBOX):
+                partial = decode_partials(raw)
+                assert isinstance(partial, Partial)
+                state.outbox[_parse_slot(name[len(OUTBOX):])] = partial
             else:
                 labels, last_offset, profile = data
                 state.slots[_parse_slot(name)] = _Slot(

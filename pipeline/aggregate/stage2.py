@@ -49,6 +49,7 @@ class Stage2Partition:
     windows: dict[tuple[str, float], _Window] = field(default_factory=dict)
     duplicates: int = 0
     expired: int = 0  # partials for windows already forgotten (past the horizon): counted only
+    max_offset: int = -1  # every message of the partials partition up to here is applied
     _dirty: set[tuple[str, float]] = field(default_factory=set)
     _deleted: set[tuple[str, float]] = field(default_factory=set)
     _meta_dirty: bool = False
@@ -64,6 +65,12 @@ class Stage2Partition:
                 self._meta_dirty = True
             return
         self._merge(message)
+
+    def seen_through(self, offset: int) -> None:
+        """Every message of the partials partition up to ``offset`` has been applied."""
+        if offset > self.max_offset:
+            self.max_offset = offset
+            self._meta_dirty = True
 
     def _merge(self, partial: Partial) -> None:
         key = (partial.series_key, partial.window_start)
@@ -94,19 +101,26 @@ class Stage2Partition:
 
     def close(self) -> list[msgspec.Struct]:
         """Finalize windows that every source has passed, re-emit corrected ones, expire old."""
+        return [result for result, _ in self.close_with_profiles()]
+
+    def close_with_profiles(self) -> list[tuple[msgspec.Struct, Any]]:
+        """:meth:`close`, each result paired with the merged profile it came from (the
+        scores of a window are computed from its profile's drift histograms)."""
         low = self.low_watermark()
         if low == -math.inf:
             return []
         horizon = self.settings.correction_horizon_windows * self.settings.window_seconds
         out = []
-        for key, window in list(self.windows.items()):
+        # in window order: scores learn each series' windows oldest first
+        for key, window in sorted(self.windows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
             if window.end > low:
                 continue
             if window.version == 0 or window.pending:
                 window.version += 1
                 window.pending = False
-                out.append(self.kind.finalize(
-                    window.profile, key[0], window.labels, key[1], window.end, window.version))
+                out.append((self.kind.finalize(
+                    window.profile, key[0], window.labels, key[1], window.end, window.version),
+                    window.profile))
                 self._dirty.add(key)
             if window.end + horizon <= low:
                 del self.windows[key]
@@ -123,7 +137,7 @@ class Stage2Partition:
                 w.labels, w.end, w.profile.to_builtins(), sorted(w.seen), w.version, w.pending,
             ])
         if self._meta_dirty:
-            upserts[META] = _ENC.encode(self.src_watermarks)
+            upserts[META] = _ENC.encode([self.src_watermarks, self.max_offset])
         deletes = [_name(k) for k in self._deleted]
         self._dirty.clear()
         self._deleted.clear()
@@ -138,7 +152,8 @@ class Stage2Partition:
         for name, raw in items:
             data = _DEC.decode(raw)
             if name == META:
-                state.src_watermarks = {int(k): float(v) for k, v in data.items()}
+                marks, state.max_offset = data if isinstance(data, list) else (data, -1)
+                state.src_watermarks = {int(k): float(v) for k, v in marks.items()}
                 continue
             labels, end, profile, seen, version, pending = data
             state.windows[_parse(name)] = _Window(

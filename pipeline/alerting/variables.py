@@ -3,8 +3,10 @@
 Names come from a window's :class:`~schemas.metrics.WindowMetrics` (every numeric field,
 e.g. ``requests``, ``error_rate``, ``latency_p99_ms``, ``slo_compliance``), from its
 count maps (``errors_by_type.<type>``, ``feature_usage.<attribute>.<value>``: absent
-counts are 0) and from the series' scores (``anomaly_score``, ``anomaly.<name>``,
-``drift.<statistic>.<kind>.<name>`` such as ``drift.js.feature.prompt_length``). Percentile
+counts are 0) and from the series' scores (``anomaly_score``, ``anomaly.<metric>`` robust
+z-scores, ``change_point.<metric>`` = 1 when a detector fired, ``drift.<statistic>.<name>``
+such as ``drift.js.feature.prompt_length`` or ``drift.psi.latency_ms``; statistics are
+``psi``, ``js``, ``hellinger``, ``wasserstein``, ``ks`` and ``chi2_p``). Percentile
 fields also answer to the spelling ``p99_latency_ms`` (= ``latency_p99_ms``), ``p50_ttft_ms``
 and so on. A field that had no data in the window (``None``) is missing: conditions on it
 are unknown and do not hold.
@@ -65,7 +67,7 @@ ALIASES: dict[str, str] = {
     if (m := re.fullmatch(r"(latency|ttft|queue_wait|tpot)_(p\d+|max)_ms", name))
 }
 COUNT_PREFIXES: tuple[str, ...] = ("errors_by_type.", "feature_usage.")
-SCORE_PREFIXES: tuple[str, ...] = ("drift.", "anomaly.")
+SCORE_PREFIXES: tuple[str, ...] = ("drift.", "anomaly.", "change_point.")
 SCORE_NAMES: frozenset[str] = frozenset({"anomaly_score"})
 
 

@@ -126,6 +126,15 @@ class NumericHistogram:
         out._pos, out._neg = pos, neg
         return out
 
+    @classmethod
+    def from_sketch(cls, sketch: Sketch) -> NumericHistogram:
+        """A histogram of the non-negative values held by ``sketch`` (copied, not shared).
+
+        Stage 2 builds the operational histograms (latency, tokens, cost) from the window's
+        own sketches this way, so stage 1 does not bucket those values twice.
+        """
+        return cls._of(sketch.copy(), Sketch(sketch.relative_accuracy, sketch.max_buckets))
+
     # ------------------------------------------------------------------ properties
     @property
     def mapping(self) -> LogarithmicMapping:

@@ -67,6 +67,9 @@ class AlertStage:
             self.notifiers.append(SlackWebhook(alerts.slack_webhook_url))
         self.published = 0
         self.lock = asyncio.Lock()  # the agent and the sweep timer share the evaluator
+        self.read: dict[int, int] = {}  # last metrics offset taken, per owned partition
+        # series key -> (window end, rule variables) of its latest scored window
+        self.scores: dict[str, tuple[float, dict[str, float]]] = {}
 
     def _load(self, partition: int) -> set[str]:
         keys = self.series.get(partition)
@@ -87,8 +90,10 @@ class AlertStage:
 
     def revoke(self, partitions: Iterable[int]) -> None:
         for partition in partitions:
+            self.read.pop(partition, None)
             for series_key in self.series.pop(partition, set()):
                 self.evaluator.forget(series_key)
+                self.scores.pop(series_key, None)
 
     async def evaluate(self, batches: dict[int, list[WindowMetrics]], send: Send) -> int:
         """Evaluate the rules on each window, publish transitions, then checkpoint the series.
@@ -106,7 +111,13 @@ class AlertStage:
         for partition, windows in batches.items():
             self._load(partition)
             for metrics in sorted(windows, key=lambda m: (m.window_end, m.version)):
-                events.extend(self.evaluator.evaluate(metrics, now=now))
+                scores = metrics.scores
+                last = self.scores.get(metrics.series_key)
+                if scores:  # the first emission of a window carries its drift/anomaly scores
+                    self.scores[metrics.series_key] = (metrics.window_end, scores)
+                elif last is not None and last[0] == metrics.window_end:
+                    scores = last[1]  # a correction of that window: same scores
+                events.extend(self.evaluator.evaluate(metrics, scores, now=now))
                 touched[metrics.series_key] = partition
         if events:
             await asyncio.gather(*[await send(e) for e in events])

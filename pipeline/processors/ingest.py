@@ -31,6 +31,7 @@ import msgspec
 from faust.types import TP
 
 from pipeline.aggregate.kinds import EVENTS, RESOURCES
+from pipeline.aggregate.offsets import GapGuard
 from pipeline.alerting.rules import load_rules
 from pipeline.codec import decode_events
 from pipeline.config import Settings
@@ -38,9 +39,11 @@ from pipeline.dlq import dead_letter
 from pipeline.kafka import faust_broker_options
 from pipeline.processors.aggregate import Aggregator, PartitionKeyedTable
 from pipeline.processors.alerting import AlertStage, read_silences
+from pipeline.processors.scoring import PinnedReferences, Scoring, follow_pinned
 from schemas.alert import AlertEvent
 from schemas.event import InferenceEvent, ResourceSample
 from schemas.metrics import CONTRACT_HEADER, ResourceMetrics, WindowMetrics
+from schemas.scores import WindowScores
 
 __all__ = ["IngestStats", "build_app"]
 
@@ -100,6 +103,8 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
     )
     metrics_topic = app.topic(settings.topics.metrics, key_serializer="raw",
                               value_serializer="raw")
+    scores_topic = app.topic(settings.topics.scores, key_serializer="raw",
+                             value_serializer="raw")
     partitions = settings.topics.partitions
     tables = {
         name: app.tables.add(PartitionKeyedTable(
@@ -109,17 +114,28 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
         ))
         for name in ("stage1", "stage2")
     }
-    aggregator = Aggregator(settings, tables["stage1"], tables["stage2"],
-                            sources=partitions, sinks=partitions)
+    async def flush_producer() -> None:
+        await app.producer.flush()
 
-    alerting = (_alerting(app, settings, metrics_topic, aggregator.owned)
+    async def seek(topic: str, partition: int, offset: int) -> None:
+        await app.consumer.seek(TP(topic, partition), offset)
+
+    scoring = _scoring(app, settings) if settings.drift.enabled else None
+    aggregator = Aggregator(settings, tables["stage1"], tables["stage2"],
+                            sources=partitions, sinks=partitions, flush=flush_producer, seek=seek,
+                            scoring=scoring)
+
+    alerting = (_alerting(app, settings, metrics_topic, aggregator.owned, aggregator.settled)
                 if settings.alerts.rules else None)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
-        aggregator.revoke((tp.topic, tp.partition) for tp in revoked)
-        if alerting is not None:
-            alerting.revoke(tp.partition for tp in revoked if tp.topic == settings.topics.metrics)
+        await aggregator.revoke([(tp.topic, tp.partition) for tp in revoked])
+        if alerting is not None:  # as for the aggregator: let the batch in flight finish
+            async with alerting.lock:
+                alerting.revoke(tp.partition for tp in revoked
+                                if tp.topic == settings.topics.metrics)
+            await flush_producer()
 
     @app.on_rebalance_complete.connect
     async def on_rebalance_complete(app: faust.App, **kwargs: Any) -> None:
@@ -143,6 +159,11 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
             ("content-type", b"application/json"),
             (CONTRACT_HEADER, type(result).__name__.encode()),
         ])
+
+    async def send_scores(scores: WindowScores) -> Any:
+        return await scores_topic.send(key=scores.series_key.encode(), value=_JSON.encode(scores),
+                                       headers=[("content-type", b"application/json"),
+                                                (CONTRACT_HEADER, b"WindowScores")])
 
     async def send_dead_letters(letters: list[Any]) -> None:
         """Deliver every DLQ record, retrying until Kafka takes them: nothing is lost."""
@@ -179,8 +200,8 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
                                         contract)
                 stats.messages += 1
                 stats.events += len(decoded.events)
-                if decoded.events:
-                    valid[message.partition].append((message.offset, decoded.events))
+                # every offset, events or not: stage 1 checks the partition is contiguous
+                valid[message.partition].append((message.offset, decoded.events))
                 for rejection in decoded.rejections:
                     stats.rejected[rejection.reason] += 1
                     letters.append(dead_letter(
@@ -204,10 +225,11 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
         async for batch in stream.take_events(
             worker.process_batch_size, within=worker.process_batch_seconds
         ):
-            by_partition: dict[int, list[bytes]] = defaultdict(list)
+            by_partition: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
             for event in batch:
-                by_partition[event.message.partition].append(event.message.value)
-            await aggregator.add_partials(by_partition, send_metrics)
+                message = event.message
+                by_partition[message.partition].append((message.offset, message.value))
+            await aggregator.add_partials(by_partition, send_metrics, send_scores)
 
     source_topics = {EVENTS: settings.topics.events, RESOURCES: settings.topics.resources}
 
@@ -238,8 +260,33 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
     return app
 
 
+def _scoring(app: faust.App, settings: Settings) -> Scoring:
+    """Drift and anomaly scoring in stage 2: the monitors' table and the pinned baselines."""
+    table = app.tables.add(PartitionKeyedTable(
+        app, name="monitors", default=None, beacon=app.tables.beacon,
+        partitions=settings.topics.partitions, key_type=str, value_type=bytes,
+        help="drift reference, detectors and anomaly scorer per series, "
+             "keyed '<partition>|<series key>'",
+    ))
+    pinned = PinnedReferences()
+    scoring = Scoring(settings, table, pinned)
+
+    @app.task
+    async def follow_baselines() -> None:
+        delay = 1.0
+        while True:  # a broker hiccup must not stop baselines from flowing
+            try:
+                await follow_pinned(settings, pinned)
+            except Exception as exc:
+                log.error("reading baselines failed (retry in %.0fs): %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    return scoring
+
+
 def _alerting(app: faust.App, settings: Settings, metrics_topic: Any,
-              owned: set[tuple[str, int]]) -> AlertStage:
+              owned: set[tuple[str, int]], settled: asyncio.Event) -> AlertStage:
     """The alert agent on the metrics topic, its state table and the silences reader."""
     rules = load_rules(settings.alerts.rules)  # RuleError names file:line:col
     table = app.tables.add(PartitionKeyedTable(
@@ -256,19 +303,36 @@ def _alerting(app: faust.App, settings: Settings, metrics_topic: Any,
         return await alerts_topic.send(key=event.fingerprint.encode(), value=encode(event),
                                        headers=[("content-type", b"application/json")])
 
+    metrics = settings.topics.metrics
+    read = stage.read  # last metrics offset evaluated per partition (in memory)
+    gaps = GapGuard()
+
     @app.agent(metrics_topic, name="alert")
     async def alert(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(
             worker.process_batch_size, within=worker.process_batch_seconds
         ):
-            windows: dict[int, list[WindowMetrics]] = defaultdict(list)
+            await settled.wait()  # ownership is known (see Aggregator.settled)
+            by_partition: dict[int, list[Any]] = defaultdict(list)
             for event in batch:
-                headers = dict(event.headers or {})
-                if headers.get(CONTRACT_HEADER, b"WindowMetrics") != b"WindowMetrics":
-                    continue  # ResourceMetrics: no rules over hosts yet
-                if (settings.topics.metrics, event.message.partition) not in owned:
-                    continue  # moved to another worker mid-batch: it re-reads this window
-                windows[event.message.partition].append(_WINDOW.decode(event.message.value))
+                if (metrics, event.message.partition) in owned:  # else: moved mid-batch
+                    by_partition[event.message.partition].append(event)
+            windows: dict[int, list[WindowMetrics]] = defaultdict(list)
+            for partition, events in by_partition.items():
+                offsets = [e.message.offset for e in events]
+                seen = read.get(partition)
+                admitted = gaps.admit(partition, None if seen is None else seen + 1, offsets,
+                                      time.monotonic())
+                if admitted.take:
+                    read[partition] = max(offsets[admitted.take - 1], seen or -1)
+                if admitted.seek is not None:  # a window faust never delivered: re-read
+                    log.warning("%s[%d]: offset %d never arrived: re-reading from it",
+                                metrics, partition, admitted.seek)
+                    await app.consumer.seek(TP(metrics, partition), admitted.seek)
+                for event in events[:admitted.take]:
+                    headers = dict(event.headers or {})
+                    if headers.get(CONTRACT_HEADER, b"WindowMetrics") == b"WindowMetrics":
+                        windows[partition].append(_WINDOW.decode(event.message.value))
             await stage.evaluate(windows, send)
 
     @app.timer(interval=settings.metrics.window_seconds)

@@ -34,10 +34,13 @@ from pipeline.storage.clickhouse import apply_migrations, connect
 from pipeline.storage.rollups import refresh_rollups
 from pipeline.storage.rows import (
     ALERT_COLUMNS,
+    ANOMALY_COLUMNS,
+    DRIFT_COLUMNS,
     EVENT_COLUMNS,
     METRICS_COLUMNS,
     RESOURCE_COLUMNS,
     RESOURCE_METRICS_COLUMNS,
+    drift_columns,
     event_columns,
     resource_columns,
     struct_columns,
@@ -45,6 +48,7 @@ from pipeline.storage.rows import (
 from schemas.alert import AlertEvent
 from schemas.event import InferenceEvent, ResourceSample
 from schemas.metrics import CONTRACT_HEADER, ResourceMetrics, WindowMetrics
+from schemas.scores import WindowScores
 
 __all__ = ["ClickHouseSink", "SinkStats"]
 
@@ -52,6 +56,7 @@ log = logging.getLogger(__name__)
 _WINDOW = msgspec.json.Decoder(WindowMetrics)
 _HOST_WINDOW = msgspec.json.Decoder(ResourceMetrics)
 _ALERT = msgspec.json.Decoder(AlertEvent)
+_SCORES = msgspec.json.Decoder(WindowScores)
 
 
 @dataclass
@@ -60,6 +65,7 @@ class SinkStats:
     resources: int = 0
     windows: int = 0
     alerts: int = 0
+    scores: int = 0
     rejected: int = 0
     batches: int = 0
     insert_failures: int = 0
@@ -75,6 +81,7 @@ class _Batch:
     windows: list[WindowMetrics] = field(default_factory=list)
     host_windows: list[ResourceMetrics] = field(default_factory=list)
     alerts: list[AlertEvent] = field(default_factory=list)
+    scores: list[WindowScores] = field(default_factory=list)
     rejected: int = 0
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     messages: int = 0
@@ -104,6 +111,7 @@ class ClickHouseSink:
             topics.events,
             topics.resources,
             topics.metrics,
+            topics.scores,
             topics.alerts,
             **client_options(self.settings.kafka),
             group_id=f"{self.settings.worker.app_id}-sink",
@@ -120,17 +128,19 @@ class ClickHouseSink:
         limits = self.settings.limits
         now = time.time()
         for tp, messages in records.items():
-            if tp.topic in (topics.metrics, topics.alerts):
+            if tp.topic in (topics.metrics, topics.scores, topics.alerts):
                 for msg in messages:
                     try:
                         if tp.topic == topics.alerts:
                             batch.alerts.append(_ALERT.decode(msg.value))
+                        elif tp.topic == topics.scores:
+                            batch.scores.append(_SCORES.decode(msg.value))
                         elif dict(msg.headers).get(CONTRACT_HEADER) == b"ResourceMetrics":
                             batch.host_windows.append(_HOST_WINDOW.decode(msg.value))
                         else:
                             batch.windows.append(_WINDOW.decode(msg.value))
                     except msgspec.DecodeError as exc:  # our own topic: a bug, say so loudly
-                        log.error("undecodable WindowMetrics at %s:%d: %s", tp, msg.offset, exc)
+                        log.error("undecodable record at %s:%d: %s", tp, msg.offset, exc)
                         batch.rejected += 1
                     batch.next_offsets[tp] = msg.offset + 1
                     batch.messages += 1
@@ -163,6 +173,10 @@ class ClickHouseSink:
              RESOURCE_METRICS_COLUMNS),
             ("alerts", batch.alerts,
              lambda: struct_columns(batch.alerts, ALERT_COLUMNS), ALERT_COLUMNS),
+            ("anomaly_scores", batch.scores,
+             lambda: struct_columns(batch.scores, ANOMALY_COLUMNS), ANOMALY_COLUMNS),
+            ("drift_scores", [d for w in batch.scores for d in w.drift],
+             lambda: drift_columns(batch.scores), DRIFT_COLUMNS),
         )
         for table, rows, columns, names in tables:
             if rows:
@@ -244,6 +258,7 @@ class ClickHouseSink:
         stats.resources += len(batch.resources)
         stats.windows += len(batch.windows) + len(batch.host_windows)
         stats.alerts += len(batch.alerts)
+        stats.scores += len(batch.scores)
         stats.rejected += batch.rejected
         stats.batches += 1
         log.info("sink batch: %d events, %d resource samples, %d windows, %d rejected "

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from schemas.alert import AlertEvent
 from schemas.event import InferenceEvent, ResourceSample
 from schemas.metrics import ResourceMetrics, WindowMetrics
+from schemas.scores import WindowScores
 
 __all__ = [
     "ALERT_COLUMNS", "EVENT_COLUMNS", "METRICS_COLUMNS", "RESOURCE_COLUMNS",
@@ -95,7 +96,9 @@ def resource_columns(samples: Sequence[ResourceSample]) -> list[list]:
     return cols
 
 
-METRICS_COLUMNS = [n for n in WindowMetrics.__struct_fields__ if n != "schema_version"]
+# scores travel with a window for the alert rules; they are stored in the scores tables
+METRICS_COLUMNS = [n for n in WindowMetrics.__struct_fields__
+                   if n not in ("schema_version", "scores")]
 RESOURCE_METRICS_COLUMNS = [
     n for n in ResourceMetrics.__struct_fields__ if n != "schema_version"
 ]
@@ -103,7 +106,7 @@ ALERT_COLUMNS = [n for n in AlertEvent.__struct_fields__ if n != "schema_version
 _TICKS = {"window_start", "window_end", "starts_at", "ends_at"}
 
 
-def struct_columns(rows: Sequence[WindowMetrics | ResourceMetrics | AlertEvent],
+def struct_columns(rows: Sequence[WindowMetrics | ResourceMetrics | AlertEvent | WindowScores],
                    names: list[str]) -> list[list]:
     """Column-oriented data of Structs (times become DateTime64(3) ticks, None stays None)."""
     return [
@@ -111,3 +114,23 @@ def struct_columns(rows: Sequence[WindowMetrics | ResourceMetrics | AlertEvent],
         if n in _TICKS else [getattr(m, n) for m in rows]
         for n in names
     ]
+
+
+ANOMALY_COLUMNS = ["series_key", "labels", "window_start", "window_end", "requests",
+                   "anomaly_score", "anomaly_threshold", "anomalous", "anomaly_warm_up",
+                   "anomaly_contributions", "change_points", "drifted", "reference",
+                   "reference_version"]
+DRIFT_COLUMNS = ["series_key", "labels", "window_start", "window_end", "name", "kind",
+                 "statistic", "value", "threshold", "drifted", "reference",
+                 "reference_version", "reference_count", "current_count"]
+
+
+def drift_columns(scores: Sequence[WindowScores]) -> list[list]:
+    """Column-oriented rows of ``drift_scores``: one per window, distribution and statistic."""
+    rows = [
+        (w.series_key, w.labels, round(w.window_start * 1000), round(w.window_end * 1000),
+         d.name, d.kind, d.statistic, d.value, d.threshold, d.drifted, w.reference,
+         w.reference_version, d.reference_count, d.current_count)
+        for w in scores for d in w.drift
+    ]
+    return [list(column) for column in zip(*rows, strict=True)] if rows else []

@@ -10,6 +10,8 @@ import pytest
 
 from pipeline.aggregate import ResourceProfile, Sketch, WindowProfile, series_key, series_labels
 from pipeline.aggregate import profile as profile_module
+from pipeline.drift.histogram import NumericHistogram
+from pipeline.drift.profile import MonitorSpec
 from schemas import InferenceEvent, ResourceMetrics, ResourceSample, WindowMetrics
 from schemas.export import CONTRACTS, json_schema
 
@@ -186,7 +188,7 @@ def test_add_events_is_vectorised_not_per_event(monkeypatch):
     monkeypatch.setattr(Sketch, "add_many",
                         lambda self, values: calls.append(len(values)) or original(self, values))
     WindowProfile().add_events(random_events(1, 500), SLO, USAGE)
-    assert calls == [500] * 6  # one batch call per sketch
+    assert calls == [500] * 7  # one batch call per sketch
 
 
 # --------------------------------------------------------------------------- merge
@@ -318,3 +320,135 @@ def test_resource_profile_means_maxes_merge_and_round_trip():
         == fin(back)
     empty = ResourceProfile().finalize("h", "", "", START, END, version=1)
     assert empty.samples == 0 and empty.cpu_util_mean is None
+
+
+# --------------------------------------------------------------------------- drift histograms
+DRIFT_SPEC = MonitorSpec(numeric_features=("x",), categorical_features=("tier",),
+                         operational=False)
+OPERATIONAL_SKETCHES = {"latency_ms": "latency_ms", "time_to_first_token_ms": "ttft_ms",
+                        "input_tokens": "input_tokens", "output_tokens": "output_tokens",
+                        "cost_usd": "cost_usd"}
+
+
+def drift_events(seed: int, n: int) -> list[InferenceEvent]:
+    """random_events with the monitored features, prediction and confidence; one in ~50
+    carries a string for the numeric feature (a type mismatch)."""
+    rng = np.random.default_rng(seed + 100)
+    out = []
+    for e in random_events(seed, n):
+        x = "n/a" if rng.random() < 0.02 else float(rng.normal(50, 10))
+        out.append(msgspec.structs.replace(
+            e, prediction=str(rng.choice(["yes", "no"])), confidence=float(rng.beta(8, 2)),
+            features={"x": x, "tier": str(rng.choice(["free", "pro", "team"]))}))
+    return out
+
+
+def drift_window(events: list[InferenceEvent]) -> WindowProfile:
+    profile = WindowProfile(0.02)
+    for chunk in (events[: len(events) // 3], events[len(events) // 3:]):
+        profile.add_events(chunk, SLO, USAGE)
+        profile.add_drift(chunk, DRIFT_SPEC)
+    return profile
+
+
+def test_merge_of_partials_with_drift_equals_profile_of_union():
+    parts = [drift_events(seed, n) for seed, n in ((1, 600), (2, 1), (3, 1500), (4, 40))]
+    union = drift_window([e for part in parts for e in part])
+    assert union.drift is not None
+    assert union.drift.names == ["confidence", "feature.tier", "feature.x", "prediction"]
+    assert union.drift["feature.x"].count + union.drift.type_mismatches == 2141
+    assert union.drift.type_mismatches > 0
+    partials = [drift_window(part) for part in parts]
+    for order in ([0, 1, 2, 3], [3, 1, 0, 2]):
+        merged = WindowProfile(0.02)  # starts without drift histograms
+        for i in order:
+            merged.merge(partials[i])
+        merged.merge(WindowProfile(0.02))  # a partial without drift changes nothing
+        assert merged.drift is not None and merged.drift == union.drift
+        assert merged == union
+        assert merged.drift_profile() == union.drift_profile()
+    # WindowProfile equality sees the drift histograms
+    other = drift_window(parts[0])
+    other.drift.merge(drift_window(parts[3]).drift)
+    same_requests = drift_window(parts[0])
+    assert other != same_requests
+
+
+def test_profile_with_drift_round_trips_through_msgpack():
+    profile = drift_window(drift_events(5, 800))
+    wire = msgspec.msgpack.encode(profile.to_builtins())
+    back = WindowProfile.from_builtins(msgspec.msgpack.decode(wire))
+    assert back.drift is not None and back.drift == profile.drift
+    assert back.drift.type_mismatches == profile.drift.type_mismatches > 0
+    assert back == profile
+    assert back.drift_profile() == profile.drift_profile()
+    # a restored profile keeps adding drift batches like the original
+    more = drift_events(6, 50)
+    back.add_drift(more, DRIFT_SPEC)
+    profile.add_drift(more, DRIFT_SPEC)
+    assert back.drift == profile.drift
+
+    plain = WindowProfile()
+    plain.add_events(hand_batch(), SLO, USAGE)
+    assert "d" not in plain.to_builtins()
+    assert WindowProfile.from_builtins(plain.to_builtins()).drift is None
+
+
+def test_drift_profile_adds_the_operational_histograms_from_the_sketches():
+    profile = drift_window(drift_events(7, 900))
+    m = finalize(profile)
+    drift = profile.drift_profile()
+    assert set(drift.names) == {*profile.drift.names, *OPERATIONAL_SKETCHES}
+    for name, attribute in OPERATIONAL_SKETCHES.items():
+        sketch: Sketch = getattr(profile, attribute)
+        histogram = drift[name]
+        assert isinstance(histogram, NumericHistogram)
+        assert histogram.count == sketch.count > 0, name
+        assert histogram.relative_accuracy == pytest.approx(sketch.relative_accuracy)
+        assert (histogram.min, histogram.max) == (sketch.min, sketch.max)
+        assert histogram.sum == pytest.approx(sketch.sum, rel=1e-12)
+        for q in (0.0, 0.1, 0.25, 0.5, 0.9, 0.95, 0.99, 1.0):
+            assert histogram.quantile(q) == profile_module._clamped(sketch, q), (name, q)
+    assert drift["latency_ms"].quantile(0.5) == m.latency_p50_ms
+    assert drift["latency_ms"].quantile(0.99) == m.latency_p99_ms
+    assert drift["time_to_first_token_ms"].quantile(0.99) == m.ttft_p99_ms
+    assert drift["output_tokens"].quantile(0.5) == m.output_tokens_p50
+    assert drift["input_tokens"].count == 900  # every event reported input tokens
+    assert drift["time_to_first_token_ms"].count < 900  # not every event reported a TTFT
+    for name in profile.drift.names:
+        assert drift[name] == profile.drift[name]
+
+    without = profile.drift_profile(operational=False)
+    assert without == profile.drift and not set(OPERATIONAL_SKETCHES) & set(without.names)
+    # a copy: changing the returned profile leaves the window's histograms alone
+    drift["feature.x"].add_many([1e6])
+    without["prediction"].add("maybe")
+    assert profile.drift["feature.x"].max < 1e6
+    assert "maybe" not in profile.drift["prediction"].counts
+
+    no_drift = WindowProfile()
+    no_drift.add_events([event(i, latency_ms=10.0 * (i + 1)) for i in range(3)], SLO, USAGE)
+    assert no_drift.drift_profile().names == ["latency_ms"]  # empty sketches are left out
+    assert no_drift.drift_profile(operational=False).names == []
+
+
+def test_numeric_histogram_from_sketch_copies():
+    sketch = Sketch(0.01)
+    sketch.add_many(np.array([0.0, 1.0, 2.5, 40.0, 1000.0]))
+    histogram = NumericHistogram.from_sketch(sketch)
+    before = (histogram.count, histogram.sum, histogram.max,
+              [histogram.quantile(q) for q in (0.0, 0.5, 1.0)], histogram.to_builtins())
+    assert before[:3] == (5, 1043.5, 1000.0)
+    assert histogram.min == 0.0 and histogram.cdf(0.0) == pytest.approx(0.2)
+
+    sketch.add_many(np.array([5000.0, 7.0]))
+    other = Sketch(0.01)
+    other.add_many(np.array([1.0] * 50))
+    sketch.merge(other)
+    after = (histogram.count, histogram.sum, histogram.max,
+             [histogram.quantile(q) for q in (0.0, 0.5, 1.0)], histogram.to_builtins())
+    assert after == before
+
+    histogram.add_many([-3.0, 9.0])  # and the other way round
+    assert sketch.count == 57 and sketch.min == 0.0
+    assert histogram.count == 7 and histogram.min == -3.0

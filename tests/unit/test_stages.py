@@ -435,8 +435,44 @@ def test_checkpoint_is_incremental():
     s.add(msgs(12, first_offset=2), WALL)
     s.close(WALL)  # [0, 10) closes
     upserts, deletes = s.checkpoint()
-    assert len(deletes) == 1 and len(upserts) == 2  # [10, 20) changed, [0, 10) deleted
-    assert deletes[0] not in upserts
+    # [10, 20) changed, [0, 10) deleted and its partial written to the outbox
+    assert len(deletes) == 1 and len(upserts) == 3
+    assert deletes[0] not in upserts and "out|" + deletes[0] in upserts
+    s.sent(list(s.outbox))
+    upserts, deletes = s.checkpoint()
+    assert list(upserts) == ["meta"] and deletes == ["out|" + "0.0|0|model=m"]
+
+
+def test_a_closed_partial_stays_in_the_outbox_until_sent_and_survives_a_restore():
+    """Closed partials are checkpointed before they are sent: a crash in between restores
+    the very same partial (same identity, same bytes) for sending, not a rebuilt one."""
+    s = stage1()
+    table: dict[str, bytes] = {}
+    s.add(msgs(1, 5, 12), WALL)
+    closed = s.close(WALL)
+    assert [p.window_start for p in closed] == [0.0]
+    assert list(s.outbox.values()) == closed
+    _checkpoint_into(table, s)  # durable; then the worker dies before sending
+    restored = Stage1Partition.restore(0, SETTINGS, CardinalityGuard(9, ("model",)),
+                                       table.items())
+    assert list(restored.outbox.values()) == closed
+    restored.add(msgs(3, first_offset=3), WALL)  # a late event: a correction, not seq 0 again
+    restored.close(LATER)
+    assert sorted((p.window_start, p.seq) for p in restored.outbox.values()) == [
+        (0.0, 0), (0.0, 1), (10.0, 0)]
+    restored.sent(list(restored.outbox))
+    _checkpoint_into(table, restored)
+    assert not any(name.startswith("out|") for name in table)
+
+
+def test_a_partial_sent_before_its_checkpoint_leaves_nothing_to_delete():
+    s = stage1()
+    s.add(msgs(1, 12), WALL)
+    s.close(WALL)
+    s.sent(list(s.outbox))
+    upserts, deletes = s.checkpoint()
+    assert not s.outbox and not any(k.startswith("out|") for k in upserts) and deletes == [
+        "0.0|0|model=m"]
 
 
 # =========================================================================== stage 2
