@@ -748,18 +748,11 @@ async def publish_baseline(settings: Settings, baseline: Baseline,
 
     Creates the compacted baselines topic if it is missing.
     """
-    from aiokafka import AIOKafkaProducer
-
-    from pipeline.kafka import client_options, ensure_topics
+    from pipeline.kafka import ensure_topics, send_one
 
     await ensure_topics(settings, [settings.topics.baselines])
     current = (await read_baselines(settings)).get(baseline.series_key)
     stored = stamp(baseline, current, time.time() if now is None else now)
-    producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all")
-    await producer.start()
-    try:
-        await producer.send_and_wait(settings.topics.baselines, _ENCODER.encode(stored),
-                                     key=stored.series_key.encode())
-    finally:
-        await producer.stop()
+    await send_one(settings.kafka, settings.topics.baselines, stored.series_key.encode(),
+                   _ENCODER.encode(stored))
     return stored

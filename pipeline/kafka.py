@@ -120,6 +120,19 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) 
         await admin.close()
 
 
+async def send_one(kafka: KafkaSettings, topic: str, key: bytes, value: bytes) -> None:
+    """Write one record and wait until every in-sync replica has it (acks=all): for the
+    durable-state topics a command writes once (silences, baselines)."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(**client_options(kafka), acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
 def headers_dict(headers: Mapping[str, bytes] | Sequence[tuple[str, bytes]] | None) -> dict:
     """Kafka headers as a dict (last value wins), whatever shape the client gave us."""
     return dict(headers or ())

@@ -24,7 +24,7 @@ from typing import Any
 
 import faust
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from pipeline.alerting.evaluator import Evaluator
 from pipeline.alerting.grouping import group
@@ -35,7 +35,7 @@ from pipeline.alerting.notify.slack import SlackWebhook
 from pipeline.alerting.rules import RuleSet
 from pipeline.alerting.silences import Silences
 from pipeline.config import Settings
-from pipeline.kafka import client_options
+from pipeline.kafka import client_options, send_one
 from schemas.alert import AlertEvent, Silence
 from schemas.metrics import WindowMetrics
 
@@ -216,10 +216,5 @@ async def read_silences(settings: Settings, silences: Silences,
 
 async def publish_silence(settings: Settings, silence: Silence) -> None:
     """Write (or overwrite: expire) a silence on the compacted silences topic."""
-    producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all")
-    await producer.start()
-    try:
-        await producer.send_and_wait(settings.topics.silences, _JSON.encode(silence),
-                                     key=silence.id.encode())
-    finally:
-        await producer.stop()
+    await send_one(settings.kafka, settings.topics.silences, silence.id.encode(),
+                   _JSON.encode(silence))

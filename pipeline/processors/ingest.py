@@ -118,7 +118,10 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
         await app.producer.flush()
 
     async def seek(topic: str, partition: int, offset: int) -> None:
-        await app.consumer.seek(TP(topic, partition), offset)
+        """Re-read a partition from ``offset``. faust's own ``seek`` calls aiokafka from
+        the wrong thread (its fetcher then crashes on a KeyError); ``seek_wait`` runs in
+        the consumer's thread."""
+        await app.consumer.seek_wait({TP(topic, partition): offset})
 
     scoring = _scoring(app, settings) if settings.drift.enabled else None
     aggregator = Aggregator(settings, tables["stage1"], tables["stage2"],
@@ -328,7 +331,7 @@ def _alerting(app: faust.App, settings: Settings, metrics_topic: Any,
                 if admitted.seek is not None:  # a window faust never delivered: re-read
                     log.warning("%s[%d]: offset %d never arrived: re-reading from it",
                                 metrics, partition, admitted.seek)
-                    await app.consumer.seek(TP(metrics, partition), admitted.seek)
+                    await app.consumer.seek_wait({TP(metrics, partition): admitted.seek})
                 for event in events[:admitted.take]:
                     headers = dict(event.headers or {})
                     if headers.get(CONTRACT_HEADER, b"WindowMetrics") == b"WindowMetrics":

@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.baselines import Baseline, publish_baseline
+from pipeline.drift.monitor import monitor_spec
 from pipeline.publish import publish
 from pipeline.simulate import Incident, TrafficModel
+from schemas.event import InferenceEvent
 from tests.integration.harness import Pipeline
 
 pytestmark = pytest.mark.integration
@@ -52,7 +55,22 @@ def pipe(kafka_bootstrap: str, tmp_path: Path):
     pipeline.close()
 
 
+def pin_baseline(pipe: Pipeline, model: str) -> Baseline:
+    """Version 1 of a pinned baseline for ``model``: a minute of its normal traffic."""
+    traffic = TrafficModel(seed=99, id_prefix="baseline-99")
+    events = [r for _, r in traffic.stream(300, 60, time.time() - 3600, resources=False)
+              if isinstance(r, InferenceEvent) and r.model == model]
+    labels = {"model": model, "model_version": events[0].model_version,
+              "operation": events[0].operation}
+    spec = monitor_spec(pipe.settings.drift, pipe.settings.metrics.relative_accuracy)
+    baseline = Baseline.of_events(events, spec, labels, source="test:normal traffic")
+    return asyncio.run(publish_baseline(pipe.settings, baseline))
+
+
 def test_injected_drift_and_spike_are_scored_for_the_affected_series_only(pipe: Pipeline):
+    # the drifted model is measured against a pinned baseline, the others against their
+    # trailing windows
+    assert pin_baseline(pipe, DRIFTED).version == 1
     start = time.time() - DURATION - 30
     traffic = TrafficModel(seed=41, id_prefix="scores-41", incidents=[
         Incident("feature_drift", INJECT_AT, INJECT_FOR, model=DRIFTED),
@@ -74,7 +92,8 @@ def test_injected_drift_and_spike_are_scored_for_the_affected_series_only(pipe: 
     rows = pipe.query(
         "SELECT labels['model'] AS model, series_key, "
         "toUnixTimestamp64Milli(window_start) / 1000 AS ws, anomaly_score, anomalous, "
-        "anomaly_warm_up, drifted, reference FROM anomaly_scores FINAL ORDER BY series_key, ws")
+        "anomaly_warm_up, drifted, reference, reference_version "
+        "FROM anomaly_scores FINAL ORDER BY series_key, ws")
     by_model: dict[str, list[dict]] = {}
     for row in rows:
         by_model.setdefault(row["model"], []).append(row)
@@ -99,6 +118,11 @@ def test_injected_drift_and_spike_are_scored_for_the_affected_series_only(pipe: 
     for model in ("gpt-chat", "intent-clf"):
         assert flagged(model, lambda r: r["drifted"]) == [], model
         assert flagged(model, anomalous) == [], model
+    # the pinned baseline is in force for the drifted model (the worker follows the
+    # baselines topic from its start), trailing references elsewhere
+    pinned = {(r["reference"], r["reference_version"]) for r in by_model[DRIFTED]
+              if r["ws"] >= injected - WINDOW}
+    assert pinned == {("pinned", 1)}, pinned
     # a warm-up with no anomaly verdict, then trailing references
     first = by_model[SPIKED][:8]
     assert all(r["anomaly_warm_up"] and r["anomaly_score"] is None for r in first)
