@@ -22,6 +22,8 @@ One run, one broker, the same generated workload for every consumer:
 3. Delay of a window result: live traffic at speed 1, WindowMetrics consumed from the
    metrics topic; delay = arrival − (window_end + lateness), p50 / p99.
 4. Resident memory (psutil RSS) of a worker holding 1,000 active series.
+5. ``--parts drift`` (not in the default set): one worker on the batched workload with
+   the drift work off and on (features configured), alternating, three times each.
 
 Usage:  python benchmarks/throughput.py [--events N] [--quick] [--bootstrap HOST:PORT]
         [--box SECONDS] [--parts throughput,baselines,hot,delay,memory]
@@ -47,6 +49,7 @@ import re
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -224,6 +227,7 @@ class Bench:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.procs: list[subprocess.Popen] = []
         self.rates: list[Rate] = []
+        self.drift_rates: list[tuple[bool, Rate]] = []  # (drift on, rate) of the drift part
 
     # ------------------------------------------------------------------ helpers
     def settings(self, run: str, events_topic: str | None = None
@@ -300,11 +304,13 @@ class Bench:
         return Dataset(name, label, topic, stats.events, stats.messages, ends, span)
 
     # ------------------------------------------------------------------ 1. pipeline
-    def pipeline_rate(self, data: Dataset, workers: int) -> Rate:
+    def pipeline_rate(self, data: Dataset, workers: int, extra: dict[str, str] | None = None,
+                      suffix: str = "") -> Rate:
         from pipeline.kafka import ensure_topics
 
-        run = f"{data.name}-w{workers}"
+        run = f"{data.name}-w{workers}{suffix}"
         settings, env = self.settings(run, data.topic)
+        env.update(extra or {})
         asyncio.run(ensure_topics(settings))
         say(f"{data.label}: inferwatch worker --roles process ×{workers} …")
         procs = [self.worker(env, self.dir / f"{run}-{i}.log") for i in range(workers)]
@@ -966,6 +972,28 @@ def report(bench: Bench | None, args: argparse.Namespace, datasets: dict[str, Da
 # ------------------------------------------------------------------------------- main
 
 
+DRIFT_ENV = {  # the drift work a worker does with features configured (simulated traffic)
+    "INFERWATCH_DRIFT__ENABLED": "true",
+    "INFERWATCH_DRIFT__NUMERIC_FEATURES": "prompt_length",
+    "INFERWATCH_DRIFT__CATEGORICAL_FEATURES": "language,client",
+}
+
+
+def report_drift(rates: Sequence[tuple[bool, Rate]]) -> None:
+    """The drift part: one worker's events/s with and without drift work, same workload."""
+    off = [r.value for on, r in rates if not on]
+    on = [r.value for on, r in rates if on]
+    mid_off, mid_on = statistics.median(off), statistics.median(on)
+    print("\n### Drift work in the worker (batched messages, 1 worker, alternating runs)\n")
+    print("| drift | events/s per run | median |")
+    print("|---|---|---|")
+    print(f"| off | {', '.join(fmt(v) for v in off)} | {fmt(mid_off)} |")
+    print(f"| on (features prompt_length, language, client; prediction, confidence, serving "
+          f"distributions) | {', '.join(fmt(v) for v in on)} | {fmt(mid_on)} |")
+    print(f"\nDrift work takes {1 - mid_on / mid_off:.1%} of the worker's throughput "
+          f"(medians; target < 20%); run-to-run spread is in the rows.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=None,
@@ -979,7 +1007,9 @@ def main() -> None:
     parser.add_argument("--hot-share", type=float, default=0.9,
                         help="share of the hot series in the hot-key workload (default 0.9)")
     parser.add_argument("--parts", default="throughput,baselines,hot,delay,memory",
-                        help="comma-separated subset of throughput,baselines,hot,delay,memory")
+                        help="comma-separated subset of throughput,baselines,hot,delay,memory,"
+                             "drift (not in the default: one worker with and without drift "
+                             "work, alternating)")
     parser.add_argument("--keep", action="store_true", help="keep this run's topics")
     # internal: baseline consumers started by the harness
     parser.add_argument("--child", choices=("faust-floor", "faust-table", "quix"),
@@ -1031,6 +1061,15 @@ def main() -> None:
                 bench.rates.append(bench.bare_rate(data))
                 for kind in ("faust-floor", "faust-table", "quix"):
                     bench.rates.append(bench.child_rate(kind, data))
+        if "drift" in parts:  # the same worker with and without drift work, alternating
+            data = datasets.get("batched") or bench.dataset(
+                "batched", f"batched msgs ({BATCH}/msg)", events, BATCH, None)
+            datasets["batched"] = data
+            for round_ in range(3):
+                for drift, extra in ((False, {"INFERWATCH_DRIFT__ENABLED": "false"}),
+                                     (True, DRIFT_ENV)):
+                    rate = bench.pipeline_rate(data, 1, extra, f"-drift{int(drift)}-{round_}")
+                    bench.drift_rates.append((drift, rate))
         if "delay" in parts:
             rate, duration = (200.0, 30.0) if args.quick else (500.0, 60.0)
             delay = bench.delay(rate, duration)
@@ -1052,6 +1091,8 @@ def main() -> None:
             for leftover in local.data.glob("*-delete"):
                 shutil.rmtree(leftover, ignore_errors=True)
     report(bench, args, datasets, delay, memory, started, (load, os.getloadavg()[0]))
+    if bench is not None and bench.drift_rates:
+        report_drift(bench.drift_rates)
     if failure is not None:
         print(f"\n**The run failed**: {type(failure).__name__}: {failure}")
         raise SystemExit(1)

@@ -204,9 +204,11 @@ class WindowProfile:
             self.slo_ms = float(slo_ms)
         latency = np.fromiter((e.latency_ms for e in events), dtype=np.float64, count=len(events))
         self.latency_ms.add_many(latency)
+        columns = {"latency_ms": latency}
         for name, (field, _) in _SKETCHES.items():
             if name != "latency_ms":
-                getattr(self, name).add_many(_column(events, field))
+                columns[name] = _column(events, field)
+                getattr(self, name).add_many(columns[name])
         self.requests += len(events)
         self.slo_met += int(np.count_nonzero(latency <= self.slo_ms))
 
@@ -218,7 +220,7 @@ class WindowProfile:
             )
             _count_into(self.errors_by_type, kinds, MAX_DISTINCT_VALUES)
 
-        cost = _column(events, "cost_usd")
+        cost = columns["cost_usd"]
         seen = ~np.isnan(cost)
         self.cost_count += int(np.count_nonzero(seen))
         self.cost_usd_sum += float(cost[seen].sum())

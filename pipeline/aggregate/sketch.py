@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,13 @@ _LN2 = math.log(2.0)
 # code (``math.log``), so a 1-ulp difference between numpy's and libm's log cannot move
 # a value across a bucket boundary: keys are exactly ddsketch's.
 _BOUNDARY_EPS = 1e-7
+
+
+@lru_cache(maxsize=16)
+def _mapping(relative_accuracy: float) -> LogarithmicMapping:
+    """One (immutable) key mapping per accuracy: building it is most of a new sketch's cost,
+    and stage 1 creates several sketches per (series, window)."""
+    return LogarithmicMapping(relative_accuracy)
 
 
 class Sketch:
@@ -67,7 +75,7 @@ class Sketch:
     ) -> None:
         if max_buckets < 1:
             raise ValueError(f"max_buckets must be >= 1, got {max_buckets}")
-        self._mapping = LogarithmicMapping(relative_accuracy)
+        self._mapping = _mapping(float(relative_accuracy))
         self._max_buckets = int(max_buckets)
         self._keys: np.ndarray = _EMPTY  # sorted, unique bucket keys
         self._counts: np.ndarray = _EMPTY  # counts, aligned with _keys, all > 0

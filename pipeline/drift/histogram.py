@@ -393,10 +393,19 @@ class CategoricalHistogram:
         self.add_many((value,))
 
     def add_many(self, values: Iterable[object]) -> None:
-        """Add a batch of values (counted with ``collections.Counter``)."""
-        self._add_counts(Counter(
-            v if isinstance(v, str) else str(v) for v in values if v is not None
-        ))
+        """Add a batch of values (counted with ``collections.Counter``).
+
+        The common batch, strings and ``None`` only, is counted in one C pass; one with
+        other values takes the exact path (``True`` and ``1`` hash alike but are counted
+        as ``"True"`` and ``"1"``).
+        """
+        values = values if isinstance(values, list | tuple) else list(values)
+        counts: Counter[object] = Counter(values)
+        counts.pop(None, None)
+        if not all(isinstance(k, str) for k in counts):
+            counts = Counter(v if isinstance(v, str) else str(v)
+                             for v in values if v is not None)
+        self._add_counts(counts)  # type: ignore[arg-type]
 
     def _add_counts(self, counts: Mapping[str, int]) -> None:
         target = self._counts
