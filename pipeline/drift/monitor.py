@@ -102,11 +102,13 @@ def window_vector(metrics: WindowMetrics, profile: DriftProfile) -> dict[str, fl
 
 
 def drifted_names(drift: list[DriftScore], votes: int = DRIFT_VOTES) -> list[str]:
-    """Names on which at least ``votes`` statistics crossed their thresholds.
+    """Names on which at least ``votes`` statistics crossed their thresholds in one window.
 
     Each statistic is calibrated to about 0.5 false alarms per 1,000 windows, but a window
     tests every statistic of every monitored name; requiring two to agree keeps a series'
-    false alarms rare while a real shift moves several of them at once.
+    false alarms rare while a real shift moves several of them at once. (Heavy-tailed
+    serving distributions make Wasserstein-1 noisier than calibrated, so the monitor also
+    asks for a second window: see :meth:`SeriesMonitor.observe`.)
     """
     counts: dict[str, int] = {}
     for d in drift:
@@ -178,7 +180,7 @@ def thresholds(overrides: Mapping[str, float]) -> dict[str, float]:
 class SeriesMonitor:
     """Drift reference, change detectors and anomaly scorer of one series."""
 
-    __slots__ = ("anomaly_threshold", "detectors", "last_start", "scorer", "settings",
+    __slots__ = ("anomaly_threshold", "detectors", "flagged", "last_start", "scorer", "settings",
                  "since_checkpoint", "thresholds", "trailing", "windows")
 
     def __init__(self, settings: DriftSettings) -> None:
@@ -193,6 +195,7 @@ class SeriesMonitor:
         self.windows = 0  # windows observed
         self.since_checkpoint = 0  # windows observed since the last checkpoint
         self.last_start = -math.inf  # newest window in the trailing reference
+        self.flagged: set[str] = set()  # names the previous window's statistics agreed on
 
     def reference(self, pinned: Reference | None) -> Reference | None:
         """The reference in force: pinned (when configured and present) or trailing."""
@@ -220,6 +223,12 @@ class SeriesMonitor:
                     drifted=is_drift(value.statistic, value.value, self.thresholds, **counts),
                     reference_count=value.reference_count, current_count=value.current_count,
                 ))
+        # a distribution is drifted when its statistics agree in two windows running: one
+        # window's chance agreement (a heavy tail, a burst) is not a drift
+        flagged = drifted_names(drift)
+        drifted = sorted(self.flagged.intersection(flagged))
+        if metrics.requests:
+            self.flagged = set(flagged)
         vector = window_vector(metrics, profile)
         changes = [m for m, d in self.detectors.items() if d.update(vector[m])]
         score, contributions = None, {}
@@ -241,7 +250,7 @@ class SeriesMonitor:
             window_start=metrics.window_start, window_end=metrics.window_end,
             requests=metrics.requests, reference=kind,
             reference_version=reference.version if reference is not None else 0,
-            drift=drift, drifted=drifted_names(drift),
+            drift=drift, drifted=drifted,
             change_points=changes, anomaly_score=score,
             anomaly_threshold=self.anomaly_threshold,
             anomalous=score is not None and score >= self.anomaly_threshold,
@@ -255,6 +264,7 @@ class SeriesMonitor:
         self.since_checkpoint = 0
         return msgspec.msgpack.encode({
             "v": CHECKPOINT_FORMAT, "n": self.windows, "ls": self.last_start,
+            "f": sorted(self.flagged),
             "t": self.trailing.to_builtins(),
             "d": {m: d.checkpoint() for m, d in self.detectors.items()},
             "s": self.scorer.checkpoint(),
@@ -270,6 +280,7 @@ class SeriesMonitor:
             raise ValueError(f"unsupported SeriesMonitor checkpoint {state.get('v')!r}")
         out.windows = int(state["n"])
         out.last_start = float(state.get("ls", -math.inf))
+        out.flagged = set(state.get("f", ()))
         trailing = TrailingReference.from_builtins(state["t"])
         if trailing.n_windows == settings.trailing_windows:
             out.trailing = trailing
