@@ -8,6 +8,14 @@ home=${INFERWATCH_HOME:-.inferwatch}
 mkdir -p "$home"
 worker_pid=""
 started_kafka=no
+# Each run gets its own topics and consumer group: the trace replay below stamps events up
+# to minutes ahead of the clock, so a second run on the same topics would find every
+# window already closed (its events counted as too late).
+run_id=demo-$(date +%s)
+export INFERWATCH_WORKER__APP_ID=$run_id
+for topic in events dlq resources partials metrics scores alerts silences baselines; do
+  export "INFERWATCH_TOPICS__${topic^^}=$run_id.$topic"
+done
 
 cleanup() {
   if [ -n "$worker_pid" ] && kill -0 "$worker_pid" 2>/dev/null; then
@@ -23,7 +31,8 @@ echo "== starting kafka (KRaft, jars from Maven Central on first run)"
 $iw dev up
 
 echo "== starting worker (process + sink roles, embedded ClickHouse); log: $home/demo-worker.log"
-$iw worker --loglevel warn > "$home/demo-worker.log" 2>&1 &
+# a minute of traffic is 6 windows: drift is measured against the previous 2 (default 12)
+INFERWATCH_DRIFT__TRAILING_WINDOWS=2 $iw worker --loglevel warn > "$home/demo-worker.log" 2>&1 &
 worker_pid=$!
 for _ in $(seq 1 60); do
   if [ -f "$home/clickhouse.owner.json" ]; then break; fi
@@ -63,8 +72,18 @@ $iw query "SELECT window_start, model_version, requests, round(latency_p50_ms) A
            WHERE window_start >= toDateTime64($run_start - 5, 3) AND model = 'gpt-chat'
            ORDER BY window_start, model_version LIMIT 16"
 
+echo; echo "== the spike as drift of gpt-chat's latency distribution against its previous 2 windows (drift_scores)"
+$iw query "SELECT window_start, labels['model_version'] AS version, statistic,
+                  round(value, 3) AS value, round(threshold, 3) AS threshold, drifted
+           FROM drift_scores FINAL
+           WHERE window_start >= toDateTime64($run_start - 5, 3) AND name = 'latency_ms'
+             AND labels['model'] = 'gpt-chat' AND labels['model_version'] = '2024-06'
+             AND statistic IN ('ks', 'wasserstein')
+           ORDER BY window_start, statistic LIMIT 12"
+
 echo; echo "== errors by type"
 $iw query "SELECT model, error_type, count() AS errors FROM events FINAL
            WHERE $since AND status = 'error' GROUP BY model, error_type ORDER BY errors DESC LIMIT 8"
 echo; echo "demo done: try  $iw query \"SELECT ...\""
-echo "tables: events, resources, window_metrics, resource_metrics, rollup_1m, rollup_1h"
+echo "tables: events, resources, window_metrics, resource_metrics, rollup_1m, rollup_1h,"
+echo "        drift_scores, anomaly_scores, alerts"

@@ -115,6 +115,11 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
         for name in ("stage1", "stage2")
     }
     async def flush_producer() -> None:
+        """Every table write so far is acknowledged by Kafka. faust's buffer flush gives
+        up after 0.1 s without progress, so drain it until empty, then flush aiokafka."""
+        buffer = app.producer.buffer
+        while buffer.size:
+            await buffer.flush()
         await app.producer.flush()
 
     async def seek(topic: str, partition: int, offset: int) -> None:
