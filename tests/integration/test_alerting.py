@@ -204,6 +204,14 @@ def test_latency_spike_fires_once_resolves_once_notifies_and_respects_silence(
     assert [r["silenced"] for r in rows if "2024-09" in r["series_key"]] == [True, True]
     assert json.loads(json.dumps(rows))  # plain JSON values through the query path
 
+    # `inferwatch alerts tail` shows the same transitions, oldest first, as AlertEvents.
+    tailed = _cli(pipe, "alerts", "tail", "--json", "--from-beginning", "--max", "4")
+    events = [msgspec.json.decode(line, type=AlertEvent) for line in tailed.splitlines()]
+    assert len(events) == 4
+    assert sorted((e.series_key, e.state) for e in events) == sorted(
+        (series, state) for state, by in (("firing", firing), ("resolved", resolved))
+        for series in by)
+
 
 def test_sigkill_while_firing_neither_duplicates_nor_loses_the_resolve(
     alerting_pipe: Pipeline,
