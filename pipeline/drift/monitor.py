@@ -8,7 +8,7 @@ histograms, and answers a :class:`schemas.scores.WindowScores`:
   pinned baseline, or the merge of its previous ``trailing_windows`` windows (only once
   that many are held, so a new series raises no drift from three windows of history);
 - change points: one detector per window metric of :data:`CHANGE_METRICS`;
-- the anomaly score of the window's metric vector (:func:`window_vector`), ``None``
+- the anomaly score of the window's robust metrics (:func:`anomaly_vector`), ``None``
   during the warm-up. A window is scored before it is learned.
 
 ``checkpoint()`` / ``restore()`` carry the whole state (trailing windows, detectors,
@@ -82,17 +82,15 @@ def monitor_spec(settings: DriftSettings, relative_accuracy: float,
 
 
 def window_vector(metrics: WindowMetrics, profile: DriftProfile) -> dict[str, float | None]:
-    """The window's metric vector for change points and the anomaly score.
+    """The per-window series the change detectors watch (:data:`CHANGE_METRICS`).
 
     Volume (requests per second) is left out on purpose: daily traffic cycles are not
-    anomalies, and a quiet series already shows as fewer windows.
+    changes, and a quiet series already shows as fewer windows.
     """
     confidence = profile.get("confidence")
     requests = metrics.requests
     return {
-        "latency_p50_ms": metrics.latency_p50_ms,
         "latency_p99_ms": metrics.latency_p99_ms,
-        "ttft_p99_ms": metrics.ttft_p99_ms,
         "error_rate": metrics.error_rate if requests else None,
         "confidence_mean": (confidence.sum / confidence.count  # type: ignore[union-attr]
                             if confidence is not None and confidence.count else None),

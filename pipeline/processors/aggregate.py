@@ -21,7 +21,7 @@ import msgspec
 
 from pipeline.aggregate.guard import CardinalityGuard
 from pipeline.aggregate.kinds import EVENTS, RESOURCES, Kind, event_kind, resource_kind
-from pipeline.aggregate.offsets import GapGuard
+from pipeline.aggregate.offsets import Admitted, GapGuard
 from pipeline.aggregate.partials import Watermark, decode_partials, encode_partial
 from pipeline.aggregate.stage1 import META, Stage1Partition
 from pipeline.aggregate.stage2 import Stage2Partition
@@ -30,7 +30,7 @@ from pipeline.drift.monitor import monitor_spec
 from pipeline.processors.scoring import Scoring
 from schemas.metrics import WindowMetrics
 
-__all__ = ["Aggregator", "PartitionKeyedTable"]
+__all__ = ["Aggregator", "PartitionKeyedTable", "admit"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,21 @@ def _write(table: faust.Table, state: StateKey, upserts: dict[str, bytes],
 
 
 Send = Callable[..., Awaitable[Any]]
+
+
+def admit(gaps: GapGuard, topic: str, partition: int, done: int,
+          offsets: list[int]) -> Admitted:
+    """:meth:`GapGuard.admit` for a stage whose state covers ``topic[partition]`` up to
+    offset ``done`` (-1: nothing yet), with the gap and the give-up logged."""
+    admitted = gaps.admit((topic, partition), done + 1 if done >= 0 else None, offsets,
+                          time.monotonic())
+    if admitted.seek is not None:
+        log.warning("%s[%d]: offset %d never arrived (got %d next): re-reading from it",
+                    topic, partition, admitted.seek, offsets[admitted.take])
+    if admitted.skipped:
+        log.error("%s[%d]: %d offsets missing after repeated re-reads: skipped",
+                  topic, partition, admitted.skipped)
+    return admitted
 
 
 class Aggregator:
@@ -210,15 +225,9 @@ class Aggregator:
     def _admit(self, topic: str, partition: int, max_offset: int, offsets: list[int],
                seeks: list[tuple[str, int, int]]) -> int:
         """How many leading messages continue the partition; queue a seek back on a gap."""
-        admitted = self.gaps.admit((topic, partition), max_offset + 1 if max_offset >= 0
-                                   else None, offsets, time.monotonic())
+        admitted = admit(self.gaps, topic, partition, max_offset, offsets)
         if admitted.seek is not None:
-            log.warning("%s[%d]: offset %d never arrived (got %d next): re-reading from it",
-                        topic, partition, admitted.seek, offsets[admitted.take])
             seeks.append((topic, partition, admitted.seek))
-        if admitted.skipped:
-            log.error("%s[%d]: %d offsets missing after repeated re-reads: skipped",
-                      topic, partition, admitted.skipped)
         return admitted.take
 
     async def tick(self, send_partial: Send, send_watermark: Send,

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from pipeline.codec import decode_events
 from pipeline.config import Settings
 from pipeline.dlq import dead_letter
 from pipeline.kafka import faust_broker_options
-from pipeline.processors.aggregate import Aggregator, PartitionKeyedTable
+from pipeline.processors.aggregate import Aggregator, PartitionKeyedTable, admit
 from pipeline.processors.alerting import AlertStage, read_silences
 from pipeline.processors.scoring import PinnedReferences, Scoring, follow_pinned
 from schemas.alert import AlertEvent
@@ -133,7 +134,8 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
                             sources=partitions, sinks=partitions, flush=flush_producer, seek=seek,
                             scoring=scoring)
 
-    alerting = (_alerting(app, settings, metrics_topic, aggregator.owned, aggregator.settled)
+    alerting = (_alerting(app, settings, metrics_topic, aggregator.owned, aggregator.settled,
+                          seek)
                 if settings.alerts.rules else None)
 
     @app.on_partitions_revoked.connect
@@ -200,7 +202,7 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
         ):
             now = time.time()
             letters = []
-            valid: dict[int, list] = defaultdict(list)
+            records: dict[int, list] = defaultdict(list)  # partition -> (offset, records)
             for event in batch:
                 message = event.message
                 read[kind, message.partition] = message.offset
@@ -209,7 +211,7 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
                 stats.messages += 1
                 stats.events += len(decoded.events)
                 # every offset, events or not: stage 1 checks the partition is contiguous
-                valid[message.partition].append((message.offset, decoded.events))
+                records[message.partition].append((message.offset, decoded.events))
                 for rejection in decoded.rejections:
                     stats.rejected[rejection.reason] += 1
                     letters.append(dead_letter(
@@ -218,7 +220,7 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
                     ))
             if letters:
                 await send_dead_letters(letters)
-            await aggregator.add_records(kind, valid, send_partial, send_watermark)
+            await aggregator.add_records(kind, records, send_partial, send_watermark)
 
     @app.agent(events_topic, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
@@ -294,7 +296,8 @@ def _scoring(app: faust.App, settings: Settings) -> Scoring:
 
 
 def _alerting(app: faust.App, settings: Settings, metrics_topic: Any,
-              owned: set[tuple[str, int]], settled: asyncio.Event) -> AlertStage:
+              owned: set[tuple[str, int]], settled: asyncio.Event,
+              seek: Callable[[str, int, int], Awaitable[None]]) -> AlertStage:
     """The alert agent on the metrics topic, its state table and the silences reader."""
     rules = load_rules(settings.alerts.rules)  # RuleError names file:line:col
     table = app.tables.add(PartitionKeyedTable(
@@ -328,15 +331,12 @@ def _alerting(app: faust.App, settings: Settings, metrics_topic: Any,
             windows: dict[int, list[WindowMetrics]] = defaultdict(list)
             for partition, events in by_partition.items():
                 offsets = [e.message.offset for e in events]
-                seen = read.get(partition)
-                admitted = gaps.admit(partition, None if seen is None else seen + 1, offsets,
-                                      time.monotonic())
+                done = read.get(partition, -1)
+                admitted = admit(gaps, metrics, partition, done, offsets)
                 if admitted.take:
-                    read[partition] = max(offsets[admitted.take - 1], seen or -1)
+                    read[partition] = max(offsets[admitted.take - 1], done)
                 if admitted.seek is not None:  # a window faust never delivered: re-read
-                    log.warning("%s[%d]: offset %d never arrived: re-reading from it",
-                                metrics, partition, admitted.seek)
-                    await app.consumer.seek_wait({TP(metrics, partition): admitted.seek})
+                    await seek(metrics, partition, admitted.seek)
                 for event in events[:admitted.take]:
                     headers = dict(event.headers or {})
                     if headers.get(CONTRACT_HEADER, b"WindowMetrics") == b"WindowMetrics":
