@@ -20,6 +20,7 @@ import mode
 
 from pipeline.config import Settings
 from pipeline.kafka import ensure_topics, wait_for_broker
+from pipeline.logs import install as install_repeat_filter
 from pipeline.query import run_readonly
 from pipeline.sinks.clickhouse import ClickHouseSink
 from pipeline.storage.clickhouse import connect
@@ -77,15 +78,25 @@ def run_worker(settings: Settings, roles: Sequence[str], loglevel: str = "info")
     if "process" not in roles:
         logging.basicConfig(level=loglevel.upper(),
                             format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+        install_repeat_filter()
         return asyncio.run(_sink_only(settings))
 
     from pipeline.processors.ingest import build_app
 
     app = build_app(settings)
     services = [_SinkService(settings)] if "sink" in roles else []
-    worker = faust.Worker(app, *services, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker = _Worker(app, *services, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()  # returns only via SystemExit
     return 0
+
+
+class _Worker(faust.Worker):
+    """faust's worker, with repeats rate-limited on the handlers faust's logging set-up made
+    (an outage would otherwise log thousands of identical connection errors a second)."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        install_repeat_filter(logger.handlers)
 
 
 async def _prepare(settings: Settings) -> None:

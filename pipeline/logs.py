@@ -1,0 +1,183 @@
+"""Logging that stays readable during an outage: repeats of a record are rate-limited.
+
+A broker outage makes every component log the same few failures over and over (aiokafka
+and faust connection errors, our own retry loops): thousands of lines a second that bury
+the one line that matters. :class:`RepeatFilter`, installed on a handler, lets the first
+record of a kind through, drops repeats of the same kind for ``period`` seconds, and then
+writes one line saying how many it dropped. A *kind* is (logger name, level, message
+template ``record.msg``): ``log.error("connect to %s failed: %s", node, exc)`` is one kind
+whatever its arguments, so a loop that retries every 50 ms logs once, then one summary
+per period while it lasts. It is general on purpose: no list of messages or loggers.
+
+Records below ``min_level`` (DEBUG by default) are never limited, so turning on debug
+logging still shows every attempt. Summaries of a kind that went quiet are written with
+the next record the handler sees (of any kind) or by :meth:`RepeatFilter.flush`.
+
+>>> import io, logging
+>>> out = io.StringIO()
+>>> handler = logging.StreamHandler(out)
+>>> _ = install(handlers=[handler], period=30.0)
+>>> log = logging.getLogger("doctest.kafka")
+>>> log.addHandler(handler); log.propagate = False
+>>> for attempt in range(1000):
+...     log.error("cannot reach %s (attempt %d)", "broker:9092", attempt)
+>>> handler.filters[0].flush()
+>>> first, summary = out.getvalue().splitlines()
+>>> first
+'cannot reach broker:9092 (attempt 0)'
+>>> summary.split("; last: ")
+["999 more like 'cannot reach %s (attempt %d)' in the last 30 s (repeats suppressed)", \
+'cannot reach broker:9092 (attempt 999)']
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+__all__ = ["RepeatFilter", "install"]
+
+_Kind = tuple[str, int, str]
+_MAX_KINDS = 10_000  # bound on remembered kinds (f-string messages make every line a kind)
+
+
+@dataclass(slots=True)
+class _Seen:
+    since: float  # start of the current period
+    suppressed: int = 0
+    last: logging.LogRecord | None = None  # the latest suppressed record
+
+
+class RepeatFilter(logging.Filter):
+    """Pass the first record of each (logger, level, template), then at most one summary
+    line per ``period`` seconds while repeats keep coming.
+
+    Attach one instance per handler (its state is that handler's view of the stream);
+    :func:`install` does that. Thread-safe; the summary is written through ``handler``.
+    """
+
+    SUMMARY = "_inferwatch_repeat_summary"  # attribute marking our own summary records
+
+    def __init__(
+        self,
+        handler: logging.Handler,
+        period: float = 30.0,
+        min_level: int = logging.INFO,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        if period <= 0:
+            raise ValueError(f"period must be > 0 seconds, got {period}")
+        self.handler = handler
+        self.period = period
+        self.min_level = min_level
+        self.clock = clock
+        self._seen: dict[_Kind, _Seen] = {}
+        self._lock = threading.Lock()
+        self._next_sweep = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < self.min_level or getattr(record, self.SUMMARY, False):
+            return True
+        template = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
+        kind = (record.name, record.levelno, template)
+        now = self.clock()
+        due: list[tuple[_Kind, _Seen]] = []
+        with self._lock:
+            seen = self._seen.get(kind)
+            if seen is not None and now - seen.since >= self.period:
+                if seen.suppressed:  # a flood goes on: its summary, and this starts the next
+                    due.append((kind, _Seen(seen.since, seen.suppressed, seen.last)))
+                    seen.since, seen.suppressed, seen.last = now, 0, None
+                else:
+                    seen = None
+            if seen is None:
+                passed = True
+                if len(self._seen) >= _MAX_KINDS:
+                    self._seen.clear()
+                self._seen[kind] = _Seen(now)
+            else:
+                passed = False
+                seen.suppressed += 1
+                seen.last = record
+            if now >= self._next_sweep:
+                self._next_sweep = now + 1.0
+                due += self._take_due(now)
+        for due_kind, item in due:
+            self._summarise(due_kind, item)
+        return passed
+
+    def flush(self) -> None:
+        """Write the summary of every kind with suppressed repeats now (e.g. at shutdown)."""
+        with self._lock:
+            due = [(k, _Seen(s.since, s.suppressed, s.last))
+                   for k, s in self._seen.items() if s.suppressed]
+            self._seen.clear()
+        for kind, item in due:
+            self._summarise(kind, item)
+
+    def _take_due(self, now: float) -> list[tuple[_Kind, _Seen]]:
+        """Kinds whose period is over: those with repeats are summarised and start a new
+        period (so a steady flood yields one line per period); quiet ones are forgotten."""
+        due = []
+        for kind, seen in list(self._seen.items()):
+            if now - seen.since < self.period:
+                continue
+            if seen.suppressed:
+                due.append((kind, _Seen(seen.since, seen.suppressed, seen.last)))
+                seen.since, seen.suppressed, seen.last = now, 0, None
+            else:
+                del self._seen[kind]
+        return due
+
+    def _summarise(self, kind: _Kind, seen: _Seen) -> None:
+        name, level, template = kind
+        last = seen.last
+        text = "%d more like %r in the last %.0f s (repeats suppressed)"
+        args: tuple[object, ...] = (seen.suppressed, template, self.period)
+        if last is not None:
+            try:
+                text += "; last: %s"
+                args += (last.getMessage(),)
+            except Exception:  # a record whose arguments do not format: say nothing more
+                text = text.removesuffix("; last: %s")
+        record = logging.getLogger(name).makeRecord(
+            name, level, last.pathname if last else "", last.lineno if last else 0,
+            text, args, None, func=last.funcName if last else None,
+        )
+        setattr(record, self.SUMMARY, True)
+        self.handler.handle(record)
+
+
+def install(
+    handlers: Iterable[logging.Handler] | None = None, period: float = 30.0
+) -> list[RepeatFilter]:
+    """Put a :class:`RepeatFilter` on each handler (default: the root logger's), once.
+
+    Called by every logging set-up (worker, CLI) after the handlers exist.
+    """
+    installed = []
+    for handler in list(logging.getLogger().handlers if handlers is None else handlers):
+        if any(isinstance(f, RepeatFilter) for f in handler.filters):
+            continue
+        repeat = RepeatFilter(handler, period=period)
+        handler.addFilter(repeat)
+        _INSTALLED.add(repeat)
+        installed.append(repeat)
+    return installed
+
+
+_INSTALLED: weakref.WeakSet[RepeatFilter] = weakref.WeakSet()
+
+
+@atexit.register  # after logging.shutdown's own registration, so it runs before it
+def _flush_at_exit() -> None:
+    for repeat in list(_INSTALLED):
+        with contextlib.suppress(Exception):  # a closed stream at exit: nothing to tell
+            repeat.flush()

@@ -1,0 +1,172 @@
+"""The repeat filter with plain logging: first record through, repeats counted, one summary."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from pipeline.logs import RepeatFilter, install
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    @property
+    def lines(self) -> list[str]:
+        return [r.getMessage() for r in self.records]
+
+
+@pytest.fixture
+def setup() -> Iterator[tuple[Collect, RepeatFilter, Clock]]:
+    clock = Clock()
+    handler = Collect()
+    repeat = RepeatFilter(handler, period=30.0, clock=clock)
+    handler.addFilter(repeat)
+    logger = logging.getLogger("test.logs")
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield handler, repeat, clock
+    finally:
+        logger.removeHandler(handler)
+
+
+def log() -> logging.Logger:
+    return logging.getLogger("test.logs")
+
+
+def test_a_flood_is_one_line_then_one_summary_per_period(setup) -> None:
+    handler, repeat, clock = setup
+    for i in range(3400):  # a second of outage at the rate the issue measured
+        clock.now += 1 / 3400
+        log().error("Unable connect to node with id %s: %s", 1, f"refused {i}")
+    assert handler.lines == ["Unable connect to node with id 1: refused 0"]
+    for _ in range(29 * 3400):  # the rest of the period: still nothing new
+        clock.now += 1 / 3400
+        log().error("Unable connect to node with id %s: %s", 1, "refused")
+    assert len(handler.lines) == 1
+    clock.now += 1.0  # period over: the next record brings the summary, and is itself counted
+    log().error("Unable connect to node with id %s: %s", 1, "refused")
+    assert len(handler.lines) == 2
+    summary = handler.records[1]
+    assert summary.levelno == logging.ERROR and summary.name == "test.logs"
+    assert summary.getMessage().startswith(f"{30 * 3400 - 1} more like 'Unable connect to node")
+    assert "last: Unable connect to node with id 1: refused" in summary.getMessage()
+    # the record that closed the period starts the next one: flush reports exactly it
+    repeat.flush()
+    assert handler.lines[2].startswith("1 more like")
+
+
+def test_kinds_are_logger_level_and_template(setup) -> None:
+    handler, _, _ = setup
+    other = logging.getLogger("test.logs.other")
+    for _ in range(5):
+        log().error("a %s", 1)
+        log().warning("a %s", 1)  # another level
+        log().error("b %s", 1)  # another template
+        other.error("a %s", 1)  # another logger (propagates to the same handler)
+    assert handler.lines == ["a 1", "a 1", "b 1", "a 1"]
+    assert [r.levelno for r in handler.records] == [40, 30, 40, 40]
+
+
+def test_after_a_quiet_period_the_next_record_passes_and_no_summary_is_due(setup) -> None:
+    handler, _, clock = setup
+    log().warning("broker down")
+    clock.now += 31
+    log().warning("broker down")
+    assert handler.lines == ["broker down", "broker down"]
+
+
+def test_a_quiet_kind_is_summarised_with_the_next_record_of_any_kind(setup) -> None:
+    handler, _, clock = setup
+    for _ in range(10):
+        log().error("retrying send: %s", "timeout")
+    clock.now += 31
+    log().info("Kafka reachable again")
+    assert handler.lines[0] == "retrying send: timeout"
+    assert handler.lines[1].startswith("9 more like 'retrying send: %s' in the last 30 s")
+    assert handler.lines[2] == "Kafka reachable again"
+
+
+def test_debug_is_never_limited(setup) -> None:
+    handler, _, _ = setup
+    for i in range(100):
+        log().debug("attempt %d", i)
+    assert len(handler.lines) == 100
+
+
+def test_exceptions_and_non_string_messages(setup) -> None:
+    handler, repeat, _ = setup
+    for _ in range(3):
+        try:
+            raise ConnectionError("refused")
+        except ConnectionError:
+            log().exception("send failed")
+        log().error(ConnectionError("x"))  # a message that is not a string
+    assert handler.lines == ["send failed", "x"]
+    assert handler.records[0].exc_info is not None
+    repeat.flush()
+    assert len(handler.lines) == 4
+
+
+def test_bad_arguments_in_a_suppressed_record_do_not_break_the_summary(setup) -> None:
+    handler, repeat, _ = setup
+    log().error("value %d", 1)
+    bad = log().makeRecord("test.logs", logging.ERROR, __file__, 1, "value %d", ("nan",), None)
+    handler.handle(bad)  # straight to the handler: pytest's own handler would raise on it
+    repeat.flush()
+    assert handler.lines[1] == "1 more like 'value %d' in the last 30 s (repeats suppressed)"
+
+
+def test_threads_count_every_record() -> None:
+    handler = Collect()
+    repeat = RepeatFilter(handler, period=3600.0)
+    handler.addFilter(repeat)
+    logger = logging.getLogger("test.logs.threads")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        def flood() -> None:
+            for _ in range(2000):
+                logger.error("down")
+        threads = [threading.Thread(target=flood) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        repeat.flush()
+        assert handler.lines[0] == "down"
+        assert handler.lines[1].startswith("7999 more like 'down'")
+        assert len(handler.lines) == 2
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_install_puts_one_filter_per_handler_once() -> None:
+    first, second = Collect(), Collect()
+    installed = install([first, second])
+    assert len(installed) == 2 and installed[0].handler is first
+    assert install([first, second]) == []  # idempotent
+    assert sum(isinstance(f, RepeatFilter) for f in first.filters) == 1
+
+
+def test_period_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="period"):
+        RepeatFilter(Collect(), period=0)
