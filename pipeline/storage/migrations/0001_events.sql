@@ -1,9 +1,10 @@
 -- Raw inference events, one row per event_id.
 -- Effectively-once: the sink is at-least-once (offsets are committed after the insert),
--- so a crash between insert and commit re-delivers a batch. ReplacingMergeTree collapses
--- rows with the same sorting key; a re-delivered event has the same model, version,
--- timestamp and event_id, hence the same key. Exact reads use FINAL (or count(DISTINCT
--- event_id)); background merges remove the copies on disk.
+-- so a crash between insert and commit re-delivers a batch. Exact reads use FINAL (or
+-- count(DISTINCT event_id)); background merges remove the copies on disk.
+-- The key below is superseded by 0008_events_by_event_id: this key collapsed only copies
+-- with the same model, version and timestamp; 0008 rebuilds the table with ORDER BY
+-- event_id (no partition key), keeping the first copy stored of each event_id.
 CREATE TABLE IF NOT EXISTS {db}.events
 (
     event_id String,
