@@ -150,16 +150,28 @@ def worker(ctx: click.Context, roles: str | None, loglevel: str) -> None:
 @click.option("--format", "fmt", default="json", show_default=True,
               type=click.Choice(["json", "msgpack"]))
 @click.option("--start", type=float, default=None, help="Event time of offset 0 (default: now).")
+@click.option("--buffer", "buffer_events", default=50_000, show_default=True,
+              type=click.IntRange(min=1),
+              help="Records kept while Kafka is unreachable. When full, a paced run drops "
+                   "the newest (counted); --speed 0 waits for room instead.")
+@click.option("--drain-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds to keep trying to send what is left once generation ends.")
 @click.pass_context
 def simulate(ctx: click.Context, rate: float, duration: float, seed: int, speed: float,
              incidents: tuple[str, ...], replay_file: str | None, limit: int | None,
-             model: str | None, batch_size: int, fmt: str, start: float | None) -> None:
-    """Publish realistic inference traffic (or replay a trace) to the events topic."""
+             model: str | None, batch_size: int, fmt: str, start: float | None,
+             buffer_events: int, drain_timeout: float) -> None:
+    """Publish realistic inference traffic (or replay a trace) to the events topic.
+
+    A Kafka outage does not stop the run: records wait in a bounded buffer and are sent
+    when the broker is back. The last line says what could not be sent (exit status 1
+    when anything was not).
+    """
     import asyncio
     import time
 
     from pipeline.codec import JSON, MSGPACK
-    from pipeline.publish import publish
+    from pipeline.publish import PublishStats, publish
     from pipeline.simulate import Incident, TrafficModel, replay
 
     settings = _settings(ctx)
@@ -180,12 +192,36 @@ def simulate(ctx: click.Context, rate: float, duration: float, seed: int, speed:
         raise click.BadParameter("must be at least 1", param_hint="--batch-size")
     click.echo(f"{what} at speed {speed:g} to {settings.topics.events} "
                f"({settings.kafka.bootstrap_servers})", err=True)
-    stats = asyncio.run(publish(
-        settings, records, speed=speed, batch_size=batch_size,
-        content_type=MSGPACK if fmt == "msgpack" else JSON,
-        progress=lambda s: click.echo(s.line(), err=True),
-    ))
-    click.echo(stats.line())
+    _log_to_stderr()
+    stats = PublishStats()
+    interrupted = False
+    try:
+        asyncio.run(publish(
+            settings, records, speed=speed, batch_size=batch_size,
+            content_type=MSGPACK if fmt == "msgpack" else JSON,
+            progress=lambda s: click.echo(s.line(), err=True),
+            buffer_events=buffer_events, drain_timeout=drain_timeout, stats=stats,
+        ))
+    except KeyboardInterrupt:
+        interrupted = True  # stats still say what was sent and what was not
+    click.echo(stats.line() + (" (interrupted)" if interrupted else ""))
+    if not stats.complete:
+        click.echo(stats.unsent_line(), err=True)
+        ctx.exit(1)
+    if interrupted:
+        ctx.exit(130)
+
+
+def _log_to_stderr(level: int | None = None) -> None:
+    """Warnings and errors of a command (Kafka outages, retries) to stderr, with repeats
+    rate-limited (pipeline.logs) so an outage is a few lines, not thousands."""
+    import logging
+
+    from pipeline.logs import install
+
+    logging.basicConfig(level=level or logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install()
 
 
 # --------------------------------------------------------------------------- query

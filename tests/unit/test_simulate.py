@@ -427,3 +427,160 @@ def test_replay_empty_file_and_bad_limit(tmp_path: Path) -> None:
         replay(path, 0, START)
     with pytest.raises(ValueError, match="limit"):
         replay(CONV, 0, START, limit=0)
+
+
+# --------------------------------------------------------------------------- publishing
+# The sending half (pipeline.publish) driven without a broker: a fake producer whose
+# "broker" can be down, then up. The same path against a real broker that stops and
+# restarts is tests/integration/test_outage.py.
+
+
+class FakeBroker:
+    """What a fake producer sends to; ``down`` makes start and send fail like aiokafka."""
+
+    def __init__(self, down: bool = False) -> None:
+        self.down = down
+        self.messages: list[tuple[str, bytes, list]] = []
+        self.sends = 0
+
+    def producer(self) -> FakeProducer:
+        return FakeProducer(self)
+
+
+class FakeProducer:
+    def __init__(self, broker: FakeBroker) -> None:
+        self.broker = broker
+
+    async def start(self) -> None:
+        from aiokafka.errors import KafkaConnectionError
+
+        if self.broker.down:
+            raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 1)]")
+
+    async def send(self, topic: str, value: bytes, key=None, headers=None):
+        import asyncio
+
+        from aiokafka.errors import KafkaTimeoutError
+
+        self.broker.sends += 1
+        future = asyncio.get_running_loop().create_future()
+        if self.broker.down:
+            future.set_exception(KafkaTimeoutError("Batch is expired"))
+        else:
+            self.broker.messages.append((topic, value, headers))
+            future.set_result(None)
+        return future
+
+    async def stop(self) -> None:
+        pass
+
+
+def _sent_ids(broker: FakeBroker) -> list[str]:
+    ids = []
+    for topic, value, headers in broker.messages:
+        if topic.endswith("events"):
+            out = decode_events(value, headers, IngestLimits(max_past_seconds=1e10), START + 100)
+            ids += [e.event_id for e in out.events]
+    return ids
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.publish as publish_module
+
+    monkeypatch.setattr(publish_module, "_BACKOFF_INITIAL", 0.01)
+    monkeypatch.setattr(publish_module, "_BACKOFF_MAX", 0.02)
+
+
+def _publish(records, broker: FakeBroker, **kwargs):
+    import asyncio
+
+    from pipeline.config import Settings
+    from pipeline.publish import publish
+
+    return asyncio.run(publish(Settings(), records, _connect=broker.producer, **kwargs))
+
+
+def test_publish_rides_out_an_outage_and_sends_everything(fast_retries, caplog) -> None:
+    import asyncio
+    import logging
+
+    records = list(synthetic(seed=3, rate=400.0, duration=5.0, start=START))
+    generated = events(records)
+    broker = FakeBroker(down=True)
+
+    async def broker_returns() -> None:
+        await asyncio.sleep(0.3)
+        broker.down = False
+
+    def paced():  # the broker comes back while the generator is still going
+        task = asyncio.get_event_loop().create_task(broker_returns())
+        yield from records
+        assert task.done()
+
+    with caplog.at_level(logging.DEBUG, logger="pipeline.publish"):
+        stats = _publish(paced(), broker, speed=10.0, batch_size=50)  # 0.5 s of traffic
+    assert stats.complete, stats.unsent_line()
+    assert stats.outages == 1 and stats.events == len(generated) == stats.generated_events
+    assert sorted(_sent_ids(broker)) == sorted(e.event_id for e in generated)
+    assert stats.resources == len(samples(records))
+    notices = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(notices) == 2, [r.getMessage() for r in notices]  # down once, back once
+    assert "unavailable" in notices[0].getMessage()
+    assert "reachable again" in notices[1].getMessage()
+    assert "rode out 1 Kafka outage" in stats.line()
+
+
+def test_publish_reports_what_it_could_not_send(fast_retries) -> None:
+    records = list(synthetic(seed=4, rate=200.0, duration=2.0, start=START, resources=False))
+    broker = FakeBroker(down=True)
+    stats = _publish(records, broker, speed=0, batch_size=20, drain_timeout=0.3)
+    assert stats.events == 0 and not stats.complete
+    assert stats.unsent_events == stats.generated_events == len(records)
+    assert stats.dropped_events == 0  # unpaced: waited for room, dropped nothing
+    first, last = records[0][1].timestamp, records[-1][1].timestamp
+    assert (stats.unsent_first, stats.unsent_last) == (first, last)
+    assert f"NOT sent: {len(records)} of {len(records)} events" in stats.unsent_line()
+
+
+def test_publish_paced_keeps_its_pace_and_counts_what_a_full_buffer_dropped(fast_retries) -> None:
+    import time
+
+    records = list(synthetic(seed=5, rate=500.0, duration=1.0, start=START, resources=False))
+    broker = FakeBroker(down=True)
+    started = time.monotonic()
+    stats = _publish(records, broker, speed=4.0, batch_size=10, buffer_events=100,
+                     drain_timeout=0.1)
+    assert time.monotonic() - started < 2.0  # 0.25 s of paced traffic, not blocked
+    assert stats.dropped_events > 0
+    assert stats.unsent_events == stats.generated_events == len(records)
+    assert stats.unsent_events - stats.dropped_events <= 100  # what the buffer held
+
+
+def test_publish_without_any_broker_returns_and_counts_everything_unsent() -> None:
+    """The real aiokafka producer against a port nothing listens on."""
+    import asyncio
+
+    from pipeline.config import KafkaSettings, Settings
+    from pipeline.publish import publish
+
+    records = list(synthetic(seed=6, rate=100.0, duration=1.0, start=START))
+    settings = Settings(kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"))
+    stats = asyncio.run(publish(settings, records, speed=0, drain_timeout=0.5))
+    assert stats.events == 0 and stats.outages == 1
+    assert stats.unsent_events == len(events(records))
+    assert stats.unsent_resources == len(samples(records))
+
+
+def test_simulate_command_reports_unsent_and_exits_1() -> None:
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    result = CliRunner().invoke(
+        cli, ["simulate", "--rate", "50", "--duration", "1", "--speed", "0",
+              "--drain-timeout", "0.3"],
+        env={"INFERWATCH_KAFKA": "127.0.0.1:1"})
+    assert result.exit_code == 1, result.output
+    assert "sent 0 events" in result.output
+    assert "NOT sent:" in result.output
