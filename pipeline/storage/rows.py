@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from schemas.alert import AlertEvent
 from schemas.event import InferenceEvent, ResourceSample
 from schemas.metrics import ResourceMetrics, WindowMetrics
-from schemas.scores import WindowScores
+from schemas.scores import DriftScore, WindowScores
 
 __all__ = [
-    "ALERT_COLUMNS", "EVENT_COLUMNS", "METRICS_COLUMNS", "RESOURCE_COLUMNS",
-    "RESOURCE_METRICS_COLUMNS",
-    "event_columns", "resource_columns", "struct_columns",
+    "ALERT_COLUMNS", "ANOMALY_COLUMNS", "DRIFT_COLUMNS", "EVENT_COLUMNS", "METRICS_COLUMNS",
+    "RESOURCE_COLUMNS", "RESOURCE_METRICS_COLUMNS",
+    "drift_columns", "drift_row_columns", "event_columns", "resource_columns", "struct_columns",
 ]
 
 EVENT_COLUMNS = [
@@ -127,10 +127,15 @@ DRIFT_COLUMNS = ["series_key", "labels", "window_start", "window_end", "name", "
 
 def drift_columns(scores: Sequence[WindowScores]) -> list[list]:
     """Column-oriented rows of ``drift_scores``: one per window, distribution and statistic."""
-    rows = [
+    return drift_row_columns([(w, d) for w in scores for d in w.drift])
+
+
+def drift_row_columns(rows: Sequence[tuple[WindowScores, DriftScore]]) -> list[list]:
+    """Column-oriented data for ``DRIFT_COLUMNS`` from (window, drift entry) pairs."""
+    values = [
         (w.series_key, w.labels, round(w.window_start * 1000), round(w.window_end * 1000),
          d.name, d.kind, d.statistic, d.value, d.threshold, d.drifted, w.reference,
          w.reference_version, d.reference_count, d.current_count)
-        for w in scores for d in w.drift
+        for w, d in rows
     ]
-    return [list(column) for column in zip(*rows, strict=True)] if rows else []
+    return [list(column) for column in zip(*values, strict=True)] if values else []
