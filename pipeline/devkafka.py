@@ -58,6 +58,7 @@ class LocalKafka:
         self.logs = self.root / "logs"
         self.pid_file = self.root / "kafka.pid"
         self.say = say
+        self._log_marks: dict[Path, int] = {}  # log sizes before this start: older lines are old
 
     @classmethod
     def private(cls, home: Path, port: int, *, partitions: int | None = None,
@@ -172,17 +173,14 @@ class LocalKafka:
         if self.status().running:
             self.say(f"kafka already running on {self.bootstrap}")
         else:
-            for port in (self.dev.port, self.dev.controller_port):
-                if _port_open(port):
-                    raise RuntimeError(
-                        f"127.0.0.1:{port} is already in use by another process; stop it or "
-                        "set INFERWATCH_DEV__PORT / INFERWATCH_DEV__CONTROLLER_PORT"
-                    )
+            self._check_ports()
             self.fetch()
             self.root.mkdir(parents=True, exist_ok=True)
             self.logs.mkdir(parents=True, exist_ok=True)
             config = self._config()
             self._format(config)
+            self._log_marks = {p: _size(p) for p in (self.logs / "server.log",
+                                                     self.logs / "server.out")}
             out = open(self.logs / "server.out", "ab")  # noqa: SIM115 - handed to the child
             proc = subprocess.Popen(
                 self._java("kafka.Kafka", str(config)),
@@ -197,9 +195,33 @@ class LocalKafka:
         try:
             asyncio.run(_ready(kafka, timeout, alive))
         except TimeoutError as exc:
-            tail = _tail(self.logs / "server.out")
-            raise RuntimeError(f"{exc}\nlast broker log lines:\n{tail}") from exc
+            raise RuntimeError(f"{exc}\n{self._why()}") from exc
         return self.status()
+
+    def _check_ports(self) -> None:
+        """Fail before starting when the broker's or controller's port is taken."""
+        for role, port in (("broker", self.dev.port), ("controller", self.dev.controller_port)):
+            if _port_free(port):
+                continue
+            owner = _port_owner(port)
+            raise RuntimeError(
+                f"port {port} (the {role} port) is in use"
+                f"{f' (by {owner})' if owner else ''}; stop that process or choose other "
+                "ports with INFERWATCH_DEV__PORT / INFERWATCH_DEV__CONTROLLER_PORT"
+            )
+
+    def _why(self) -> str:
+        """The broker's own account of a failed start: its ERROR and exception lines from
+        server.log (and the console output), else the last lines, with where to look."""
+        parts = []
+        for path in (self.logs / "server.log", self.logs / "server.out"):
+            lines = _relevant(path, self._log_marks.get(path, 0))
+            if lines:
+                parts.append(f"from {path}:\n" + "\n".join(lines))
+        if not parts:
+            parts.append(f"last lines of {self.logs / 'server.out'}:\n"
+                         + _tail(self.logs / "server.out"))
+        return "\n".join(parts)
 
     def down(self, timeout: float = 30.0) -> bool:
         """Stop the broker; True if one was running."""
@@ -238,10 +260,69 @@ async def _ready(settings: Settings, timeout: float, alive: Callable[[], bool]) 
     await ensure_topics(settings)
 
 
-def _port_open(port: int) -> bool:
+def _port_free(port: int) -> bool:
+    """Whether the broker could bind 127.0.0.1:``port`` (as Java does, with SO_REUSEADDR,
+    so sockets of a stopped broker in TIME_WAIT do not count)."""
     with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _port_owner(port: int) -> str:
+    """``pid N (command line)`` of the process listening on ``port``, from /proc (Linux),
+    or '' when it cannot be told (another OS, or a process of another user)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if (len(fields) > 9 and fields[3] == "0A"  # LISTEN
+                        and int(fields[1].rsplit(":", 1)[1], 16) == port):
+                    inodes.add(fields[9])
+    inodes.discard("0")
+    if not inodes:
+        return ""
+    targets = {f"socket:[{inode}]" for inode in inodes}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in targets:
+                        cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").strip()
+                        text = cmd.decode(errors="replace")
+                        text = text if len(text) <= 120 else text[:117] + "..."
+                        return f"pid {proc.name}: {text}" if text else f"pid {proc.name}"
+    return "a process this user cannot inspect"
+
+
+_RELEVANT = ("ERROR", "FATAL", "Exception", "Error:", "Caused by")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _relevant(path: Path, start: int = 0, lines: int = 15) -> list[str]:
+    """The last ``lines`` lines of ``path`` from byte ``start`` that report an error (log4j
+    ERROR/FATAL, exceptions and their causes), without the stack frames between them."""
+    try:
+        with path.open("rb") as f:
+            f.seek(start if start <= _size(path) else 0)  # rolled over: read it all
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return []
+    found = [line for line in text.splitlines()
+             if any(word in line for word in _RELEVANT) and not line.lstrip().startswith("at ")]
+    return found[-lines:]
 
 
 def _tail(path: Path, lines: int = 20) -> str:
