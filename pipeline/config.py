@@ -98,6 +98,12 @@ class WorkerSettings(_Section):
     sink_retry_max_seconds: PositiveFloat = 30.0
     # How soon a dead worker's partitions move to the others (consumer session timeout).
     session_timeout_seconds: Annotated[float, msgspec.Meta(ge=6)] = 30.0
+    # Static group membership (Kafka KIP-345): a stable id, unique per worker and kept
+    # across its restarts (e.g. the pod name of a StatefulSet, INFERWATCH_WORKER__INSTANCE_ID).
+    # A restarted worker with the same id gets its partitions back at once instead of after
+    # the session timeout. A static worker that stops (even cleanly) and does not come back
+    # keeps its partitions until the session times out. Empty: dynamic membership.
+    instance_id: Annotated[str, msgspec.Meta(max_length=249, pattern=r"^[A-Za-z0-9._-]*$")] = ""
     rollup_interval_seconds: PositiveFloat = 30.0
     rollup_lookback_minutes: PositiveInt = 15
 
