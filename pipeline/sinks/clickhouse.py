@@ -298,6 +298,7 @@ class ClickHouseSink:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=int(self.settings.worker.session_timeout_seconds * 1000),
+            group_instance_id=self.settings.worker.instance_id or None,  # static membership
             max_partition_fetch_bytes=4 << 20,
             fetch_max_bytes=64 << 20,
         )
