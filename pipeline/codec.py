@@ -20,6 +20,7 @@ from typing import Any, Literal
 import msgspec
 
 from pipeline.config import IngestLimits
+from pipeline.shape import json_array_length, msgpack_array_length
 from schemas.event import InferenceEvent, ResourceSample
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "Rejection",
     "content_type_of",
     "decode_events",
+    "describe",
     "encode_events",
 ]
 
@@ -46,6 +48,7 @@ Reason = Literal[
     "batch_too_large",
     "future_timestamp",
     "stale_timestamp",
+    "internal",  # anything else that failed on this message: exception type and message
 ]
 
 
@@ -75,6 +78,8 @@ class _Codec:
         self.one_or_many = module.Decoder(contract | list[contract])  # type: ignore[valid-type]
         self.one = module.Decoder(contract)
         self.elements = module.Decoder(list[msgspec.Raw])
+        self.syntax = module.Decoder(msgspec.Raw)  # well-formed? (builds nothing)
+        self.length = json_array_length if module is msgspec.json else msgpack_array_length
         self.encoder = module.Encoder()
 
 
@@ -104,21 +109,30 @@ def content_type_of(headers: Mapping[str, bytes] | Sequence[tuple[str, bytes]]) 
 
 
 def _gunzip(data: bytes, limit: int) -> bytes | Rejection:
-    """Inflate gzip or zlib data, producing at most ``limit`` bytes (bounded memory)."""
-    inflater = zlib.decompressobj(wbits=32 + zlib.MAX_WBITS)  # auto-detect gzip / zlib
-    try:
-        out = inflater.decompress(data, limit + 1)
-    except zlib.error as exc:
-        return Rejection("decompression_failed", f"gzip: {exc}", data)
-    if len(out) > limit or inflater.unconsumed_tail:
-        return Rejection(
-            "decompressed_oversize",
-            f"decompressed payload exceeds {limit} bytes (compressed {len(data)} bytes)",
-            data,
-        )
-    if not inflater.eof:
-        return Rejection("decompression_failed", "gzip: truncated stream", data)
-    return out
+    """Inflate gzip or zlib data, every member of a multi-member gzip, producing at
+    most ``limit`` bytes in all (bounded memory)."""
+    parts: list[bytes] = []
+    size = 0
+    rest = data
+    while True:
+        inflater = zlib.decompressobj(wbits=32 + zlib.MAX_WBITS)  # auto-detect gzip / zlib
+        try:
+            out = inflater.decompress(rest, limit - size + 1)
+        except zlib.error as exc:
+            return Rejection("decompression_failed", f"gzip: {exc}", data)
+        size += len(out)
+        if size > limit or inflater.unconsumed_tail:
+            return Rejection(
+                "decompressed_oversize",
+                f"decompressed payload exceeds {limit} bytes (compressed {len(data)} bytes)",
+                data,
+            )
+        if not inflater.eof:
+            return Rejection("decompression_failed", "gzip: truncated stream", data)
+        parts.append(out)
+        rest = inflater.unused_data
+        if not rest.strip(b"\0"):  # gzip writers may pad the end with zeros
+            return b"".join(parts)
 
 
 def decode_events(
@@ -130,7 +144,9 @@ def decode_events(
 ) -> Decoded:
     """Decode one Kafka message value into valid records of ``contract`` and rejections.
 
-    ``now`` is the wall clock (Unix seconds) for the future-timestamp check.
+    ``now`` is the wall clock (Unix seconds) for the future-timestamp check. Never
+    raises: whatever fails on this message becomes a rejection (``internal`` where no
+    more precise reason applies), so no input can stop the worker that reads it.
 
     >>> from pipeline.config import IngestLimits
     >>> good = b'{"event_id":"a","timestamp":1,"model":"m","latency_ms":5}'
@@ -139,8 +155,21 @@ def decode_events(
     >>> [e.event_id for e in out.events], [(r.reason, r.index) for r in out.rejections]
     (['a'], [('schema', 1)])
     """
-    result = Decoded()
     raw = value or b""
+    try:
+        return _decode(raw, headers, limits, now, contract)
+    except Exception as exc:  # the poison-proof boundary: report it, never raise it
+        return Decoded(rejections=[Rejection("internal", describe(exc), raw)])
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as a one-line DLQ detail: its type and message."""
+    return f"{type(exc).__name__}: {exc}"[:1000]
+
+
+def _decode(raw: bytes, headers: Mapping[str, bytes] | Sequence[tuple[str, bytes]],
+            limits: IngestLimits, now: float, contract: Contract) -> Decoded:
+    result = Decoded()
     if not raw:
         result.rejections.append(Rejection("empty", "message has no value", raw))
         return result
@@ -170,8 +199,8 @@ def decode_events(
     codec = _CODECS[ctype, contract]
     try:
         decoded = codec.one_or_many.decode(payload)
-    except msgspec.ValidationError:
-        decoded = None  # some element is bad: split the batch below
+    except (msgspec.ValidationError, RecursionError):
+        decoded = None  # a bad element, or nested too deep: look closer below
     except msgspec.DecodeError as exc:
         result.rejections.append(Rejection("malformed", str(exc), raw))
         return result
@@ -181,6 +210,9 @@ def decode_events(
     if isinstance(decoded, contract):
         candidates: list[tuple[int | None, Any, bytes]] = [(None, decoded, raw)]
     elif decoded is not None:
+        if not decoded:
+            result.rejections.append(Rejection("empty", "the array holds no records", raw))
+            return result
         if len(decoded) > limits.max_batch_events:
             result.rejections.append(_too_large(len(decoded), limits, raw))
             return result
@@ -201,7 +233,7 @@ def decode_events(
         elif event.timestamp < oldest:
             detail = (
                 f"timestamp {event.timestamp:.3f} is {now - event.timestamp:.0f}s old "
-                f"(limit {limits.max_past_seconds:.0f}s, the raw retention)"
+                f"(limit {limits.max_past_seconds:.0f}s, inside the raw retention)"
             )
             result.rejections.append(Rejection("stale_timestamp", detail, element, index))
         else:
@@ -213,20 +245,41 @@ def _too_large(count: int, limits: IngestLimits, raw: bytes) -> Rejection:
     return Rejection("batch_too_large", f"{count} events > limit {limits.max_batch_events}", raw)
 
 
+_TOO_DEEP = "nested deeper than the decoder's recursion limit"
+
+
 def _split(
     codec: _Codec, payload: bytes, raw: bytes, limits: IngestLimits, result: Decoded
 ) -> list[tuple[int | None, Any, bytes]]:
-    """Slow path: decode element by element so one bad event rejects only itself."""
+    """Slow path: decode element by element so one bad event rejects only itself.
+
+    Well-formedness is checked first (so bad bytes are ``malformed``, not ``schema``),
+    then the element count is read from the bytes before any element is built.
+    """
+    try:
+        codec.syntax.decode(payload)
+    except RecursionError:
+        result.rejections.append(Rejection("malformed", _TOO_DEEP, raw))
+        return []
+    except msgspec.DecodeError as exc:
+        result.rejections.append(Rejection("malformed", str(exc), raw))
+        return []
+    limit = limits.max_batch_events
+    # a JSON array with fewer commas than the limit has fewer elements: skip the count
+    cheap = codec.length is json_array_length and payload.count(b",") < limit
+    count = None if cheap else codec.length(payload)
+    if count is not None and count > limit:
+        result.rejections.append(_too_large(count, limits, raw))
+        return []
     try:
         elements = codec.elements.decode(payload)
-    except msgspec.DecodeError:
-        # Not an array, so it was a single event that failed validation.
-        try:
-            codec.one.decode(payload)
-        except msgspec.DecodeError as exc:
-            result.rejections.append(Rejection("schema", str(exc), raw))
+    except msgspec.ValidationError:  # not an array: a single record that failed validation
+        result.rejections.append(_one(codec, payload, raw))
         return []
-    if len(elements) > limits.max_batch_events:
+    if not elements:
+        result.rejections.append(Rejection("empty", "the array holds no records", raw))
+        return []
+    if len(elements) > limit:
         result.rejections.append(_too_large(len(elements), limits, raw))
         return []
     good: list[tuple[int | None, Any, bytes]] = []
@@ -235,7 +288,20 @@ def _split(
             good.append((index, codec.one.decode(element), bytes(element)))
         except msgspec.DecodeError as exc:
             result.rejections.append(Rejection("schema", str(exc), bytes(element), index))
+        except RecursionError:
+            result.rejections.append(Rejection("malformed", _TOO_DEEP, bytes(element), index))
     return good
+
+
+def _one(codec: _Codec, payload: bytes, raw: bytes) -> Rejection:
+    """Why a well-formed single value is not a valid record."""
+    try:
+        codec.one.decode(payload)
+    except msgspec.DecodeError as exc:
+        return Rejection("schema", str(exc), raw)
+    except RecursionError:
+        return Rejection("malformed", _TOO_DEEP, raw)
+    return Rejection("schema", "not a record of the contract", raw)
 
 
 def encode_events(events: Any, content_type: str = JSON) -> bytes:

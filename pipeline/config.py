@@ -81,6 +81,9 @@ class IngestLimits(_Section):
     max_message_bytes: PositiveInt = 1 << 20
     max_decompressed_bytes: PositiveInt = 8 << 20
     max_batch_events: PositiveInt = 10_000
+    # A dead letter larger than this (the broker's record limit, less framing) is sent as
+    # a bounded reference: source coordinates, size, sha256 and the first 4 KiB.
+    max_dead_letter_bytes: Annotated[int, msgspec.Meta(ge=16_384)] = 900 * 1024
     max_future_seconds: PositiveFloat = 3600.0
     # Older than this would fall out of the raw table's TTL at once: reject, don't vanish.
     max_past_seconds: PositiveFloat = 30 * 86400.0

@@ -38,9 +38,10 @@ from pipeline.aggregate.profile import series_key
 from pipeline.aggregate.windows import PartitionClock, WindowSpec
 from pipeline.config import MetricsSettings
 
-__all__ = ["Stage1Partition"]
+__all__ = ["Failed", "Stage1Partition"]
 
 SlotKey = tuple[str, float, int]  # (series key, window start, seq)
+Failed = tuple[int, Any, Exception]  # (source offset, record, why) of a record not absorbed
 META = "meta"
 OUTBOX = "out|"  # table-name prefix of closed partials not yet acknowledged by Kafka
 _ENC = msgspec.msgpack.Encoder()
@@ -84,54 +85,73 @@ class Stage1Partition:
         self.clock = PartitionClock(self.spec.lateness, self.spec.idle_timeout)
 
     # ------------------------------------------------------------------ events
-    def add(self, messages: Iterable[tuple[int, Sequence[Any]]], wall: float) -> None:
-        """Absorb ``(offset, records)`` messages of this partition, in offset order."""
+    def add(self, messages: Iterable[tuple[int, Sequence[Any]]], wall: float) -> list[Failed]:
+        """Absorb ``(offset, records)`` messages of this partition, in offset order.
+
+        Returns the records that could not be absorbed, with why: one record that
+        breaks the maths fails alone (to the DLQ), never the batch or the worker.
+        """
         kind = self.kind
         assert kind is not None
-        names = kind.labels
-        spec = self.spec
-        size = spec.size
-        horizon = self.settings.correction_horizon_windows * size
-        grouped: dict[SlotKey, list[Any]] = defaultdict(list)
-        offsets: dict[SlotKey, int] = {}
-        slots = self.slots
-        keys = self._keys
-        if len(keys) > 4 * self.guard.max_series:
-            keys.clear()  # a cache, bounded like the series it names
+        grouped: dict[SlotKey, list[tuple[int, Any]]] = defaultdict(list)
+        failed: list[Failed] = []
+        if len(self._keys) > 4 * self.guard.max_series:
+            self._keys.clear()  # a cache, bounded like the series it names
         for offset, events in messages:
             if offset <= self.max_offset:
                 self.replayed += 1
                 continue
             self.max_offset = offset
             for event in events:
-                values = self.guard.admit(kind.values(event), wall)
-                key = keys.get(values)
-                if key is None:
-                    key = keys[values] = series_key(dict(zip(names, values, strict=True)))
-                closed = max(self.clock.event_watermark(), self.closed_watermark)
-                for start in spec.starts(event.timestamp):
-                    end = start + size
-                    if end > closed:
-                        slot_key = (key, start, 0)
-                    elif end + horizon > closed:
-                        slot_key = (key, start, 1 + int((closed - end) // size))
-                        self.late[key] += 1
-                    else:
-                        self.too_late[key] += 1
-                        continue
-                    slot = slots.get(slot_key)
-                    if slot is not None and offset <= slot.last_offset:
-                        continue  # replayed: this slot already absorbed that message
-                    if slot is None:
-                        slots[slot_key] = _Slot(dict(zip(names, values, strict=True)), kind.new())
-                    grouped[slot_key].append(event)
-                    offsets[slot_key] = offset
-                self.clock.observe(event.timestamp, wall)
+                try:
+                    self._route(offset, event, wall, grouped)
+                except Exception as exc:  # this record only: the others go on
+                    failed.append((offset, event, exc))
         for slot_key, batch in grouped.items():
-            slot = slots[slot_key]
-            kind.add(slot.profile, batch, slot_key[2] > 0)
-            slot.last_offset = offsets[slot_key]
+            slot = self.slots[slot_key]
+            late = slot_key[2] > 0
+            try:
+                kind.add(slot.profile, [event for _, event in batch], late)
+            except Exception:  # find the record(s) at fault, one at a time
+                for offset, event in batch:
+                    try:
+                        kind.add(slot.profile, [event], late)
+                    except Exception as exc:
+                        failed.append((offset, event, exc))
+            slot.last_offset = batch[-1][0]
             self._dirty.add(slot_key)
+        return failed
+
+    def _route(self, offset: int, event: Any, wall: float,
+               grouped: dict[SlotKey, list[tuple[int, Any]]]) -> None:
+        """Put one record in the slots of its series and windows (or count it too late)."""
+        kind = self.kind
+        assert kind is not None
+        names, spec, slots = kind.labels, self.spec, self.slots
+        size = spec.size
+        horizon = self.settings.correction_horizon_windows * size
+        values = self.guard.admit(kind.values(event), wall)
+        key = self._keys.get(values)
+        if key is None:
+            key = self._keys[values] = series_key(dict(zip(names, values, strict=True)))
+        closed = max(self.clock.event_watermark(), self.closed_watermark)
+        for start in spec.starts(event.timestamp):
+            end = start + size
+            if end > closed:
+                slot_key = (key, start, 0)
+            elif end + horizon > closed:
+                slot_key = (key, start, 1 + int((closed - end) // size))
+                self.late[key] += 1
+            else:
+                self.too_late[key] += 1
+                continue
+            slot = slots.get(slot_key)
+            if slot is not None and offset <= slot.last_offset:
+                continue  # replayed: this slot already absorbed that message
+            if slot is None:
+                slots[slot_key] = _Slot(dict(zip(names, values, strict=True)), kind.new())
+            grouped[slot_key].append((offset, event))
+        self.clock.observe(event.timestamp, wall)
 
     # ------------------------------------------------------------------ closing
     def watermark(self, wall: float, caught_up: bool = True) -> float:

@@ -23,7 +23,7 @@ from pipeline.aggregate.guard import CardinalityGuard
 from pipeline.aggregate.kinds import EVENTS, RESOURCES, Kind, event_kind, resource_kind
 from pipeline.aggregate.offsets import Admitted, GapGuard
 from pipeline.aggregate.partials import Watermark, decode_partials, encode_partial
-from pipeline.aggregate.stage1 import META, Stage1Partition
+from pipeline.aggregate.stage1 import META, Failed, Stage1Partition
 from pipeline.aggregate.stage2 import Stage2Partition
 from pipeline.config import Settings
 from pipeline.drift.monitor import monitor_spec
@@ -203,20 +203,27 @@ class Aggregator:
     async def add_records(
         self, kind: str, batches: dict[int, list[tuple[int, Sequence[Any]]]],
         send_partial: Send, send_watermark: Send,
+        dead_letters: Callable[[list[tuple[int, Failed]]], Awaitable[None]] | None = None,
     ) -> None:
-        """Stage 1 for one batch: absorb, close, send partials and watermarks, checkpoint."""
+        """Stage 1 for one batch: absorb, close, send partials and watermarks, checkpoint.
+
+        Records stage 1 could not absorb go, by partition, to ``dead_letters``, which
+        must make them durable: it runs before the checkpoint that covers their offsets."""
         topic = self.settings.topics.events if kind == EVENTS else self.settings.topics.resources
         await self.settled.wait()
         async with self.lock:
             wall = time.time()
             mine = [p for p in batches if (topic, p) in self.owned]
             seeks = []
+            failed: list[tuple[int, Failed]] = []
             for partition in mine:
                 state = self._stage1((kind, partition))
                 messages = batches[partition]
                 take = self._admit(topic, partition, state.max_offset,
                                    [offset for offset, _ in messages], seeks)
-                state.add(messages[:take], wall)
+                failed += [(partition, f) for f in state.add(messages[:take], wall)]
+            if failed and dead_letters is not None:
+                await dead_letters(failed)
             await self._flush_stage1([(kind, p) for p in mine], wall, send_partial,
                                      send_watermark)
             for args in seeks:
@@ -286,9 +293,13 @@ class Aggregator:
 
     # ------------------------------------------------------------------ stage 2
     async def add_partials(self, batches: dict[int, list[tuple[int, bytes]]], send_metrics: Send,
-                           send_scores: Send | None = None) -> int:
+                           send_scores: Send | None = None,
+                           failed: list[tuple[int, int, bytes, Exception]] | None = None) -> int:
         """Stage 2 for one batch: merge, close windows, score them, send WindowMetrics
-        (carrying the scores' rule variables) and WindowScores, checkpoint."""
+        (carrying the scores' rule variables) and WindowScores, checkpoint.
+
+        A partials record that cannot be decoded or merged is skipped and appended to
+        ``failed`` as (partition, offset, value, why), for the DLQ."""
         await self.settled.wait()
         async with self.lock:
             futures = []
@@ -303,10 +314,15 @@ class Aggregator:
                 done = min(state.max_offset for state in states.values())
                 take = self._admit(partials, partition, done,
                                    [offset for offset, _ in values], seeks)
-                for _, raw in values[:take]:
-                    message = decode_partials(raw)
-                    key = (message.kind, partition)
-                    self._stage2(key).apply(message)
+                for offset, raw in values[:take]:
+                    try:
+                        message = decode_partials(raw)
+                        key = (message.kind, partition)
+                        self._stage2(key).apply(message)
+                    except Exception as exc:  # one record only: the stream goes on
+                        if failed is not None:
+                            failed.append((partition, offset, raw, exc))
+                        continue
                     touched.add(key)
                 if take:  # both kinds' states record how far the partition was read
                     for kind, state in states.items():

@@ -33,10 +33,11 @@ from faust.types import TP
 
 from pipeline.aggregate.kinds import EVENTS, RESOURCES
 from pipeline.aggregate.offsets import GapGuard
+from pipeline.aggregate.stage1 import Failed
 from pipeline.alerting.rules import load_rules
-from pipeline.codec import decode_events
+from pipeline.codec import Rejection, decode_events, describe
 from pipeline.config import Settings
-from pipeline.dlq import dead_letter
+from pipeline.dlq import DeadLetter, dead_letter, deliver
 from pipeline.kafka import faust_broker_options
 from pipeline.processors.aggregate import Aggregator, PartitionKeyedTable, admit
 from pipeline.processors.alerting import AlertStage, read_silences
@@ -60,10 +61,13 @@ class IngestStats:
         self.messages = 0
         self.events = 0
         self.rejected: Counter[str] = Counter()
+        self.dead_letters = 0
+        self.dlq_replaced = 0  # too large for the broker: sent as a bounded reference
 
     def summary(self) -> str:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected.items())) or "none"
-        return f"{self.messages} messages, {self.events} valid events, rejected: {reasons}"
+        return (f"{self.messages} messages, {self.events} valid events, rejected: {reasons}, "
+                f"dead letters {self.dead_letters} ({self.dlq_replaced} as references)")
 
 
 def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App:
@@ -73,6 +77,7 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
     """
     stats = stats or IngestStats()
     worker = settings.worker
+    dlq_bytes = settings.limits.max_dead_letter_bytes
     app = faust.App(
         worker.app_id,
         **faust_broker_options(settings.kafka),
@@ -135,7 +140,7 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
                             scoring=scoring)
 
     alerting = (_alerting(app, settings, metrics_topic, aggregator.owned, aggregator.settled,
-                          seek)
+                          seek, lambda topic, failed: dead_letter_failures(topic, failed))
                 if settings.alerts.rules else None)
 
     @app.on_partitions_revoked.connect
@@ -175,24 +180,35 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
                                        headers=[("content-type", b"application/json"),
                                                 (CONTRACT_HEADER, b"WindowScores")])
 
-    async def send_dead_letters(letters: list[Any]) -> None:
-        """Deliver every DLQ record, retrying until Kafka takes them: nothing is lost."""
-        delay = 0.5
-        while True:
-            try:
-                futures = [
-                    await dlq_topic.send(key=d.key, value=d.value, headers=d.headers)
-                    for d in letters
-                ]
-                await asyncio.gather(*futures)
-                return
-            except Exception as exc:
-                log.error("DLQ delivery of %d records failed (retry in %.1fs): %s",
-                          len(letters), delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+    async def send_letter(letter: DeadLetter) -> Any:
+        return await (await dlq_topic.send(key=letter.key, value=letter.value,
+                                           headers=letter.headers))
+
+    async def send_dead_letters(letters: list[DeadLetter]) -> None:
+        """Deliver every DLQ record before the batch is acked: nothing is lost, nothing
+        sent twice, and one the broker refuses for its size goes as a bounded reference."""
+        stats.dlq_replaced += await deliver(letters, send_letter)
+        stats.dead_letters += len(letters)
+
+    def failure_letter(exc: Exception, raw: bytes, topic: str, partition: int, offset: int,
+                       key: bytes | None = None, headers: Any = None) -> DeadLetter:
+        """The DLQ record for a message (or record) that failed past decoding."""
+        stats.rejected["internal"] += 1
+        log.error("%s[%d]@%d failed (%s): to the DLQ", topic, partition, offset, describe(exc))
+        return dead_letter(Rejection("internal", describe(exc), raw), key=key,
+                           headers=headers or [("content-type", b"application/json")],
+                           topic=topic, partition=partition, offset=offset,
+                           max_bytes=dlq_bytes)
+
+    async def dead_letter_failures(topic: str,
+                                   failed: list[tuple[int, int, bytes, Exception]]) -> None:
+        """DLQ records of our own topics that failed: (partition, offset, value, why)."""
+        if failed:
+            await send_dead_letters([failure_letter(exc, raw, topic, partition, offset)
+                                     for partition, offset, raw, exc in failed])
 
     read: dict[tuple[str, int], int] = {}  # last offset read per source partition
+    topic_of = {EVENTS: settings.topics.events, RESOURCES: settings.topics.resources}
 
     async def process(stream: faust.StreamT, kind: str, contract: type) -> None:
         """Decode and validate each batch, DLQ the rejects, feed stage 1 of ``kind``."""
@@ -217,10 +233,19 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
                     letters.append(dead_letter(
                         rejection, key=message.key, headers=event.headers,
                         topic=message.topic, partition=message.partition, offset=message.offset,
+                        max_bytes=dlq_bytes,
                     ))
             if letters:
                 await send_dead_letters(letters)
-            await aggregator.add_records(kind, records, send_partial, send_watermark)
+
+            async def unabsorbed(failed: list[tuple[int, Failed]]) -> None:
+                stats.events -= len(failed)
+                await send_dead_letters([
+                    failure_letter(exc, _JSON.encode(record), topic_of[kind], partition, offset)
+                    for partition, (offset, record, exc) in failed])
+
+            await aggregator.add_records(kind, records, send_partial, send_watermark,
+                                         unabsorbed)
 
     @app.agent(events_topic, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
@@ -238,15 +263,16 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
             by_partition: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
             for event in batch:
                 message = event.message
-                by_partition[message.partition].append((message.offset, message.value))
-            await aggregator.add_partials(by_partition, send_metrics, send_scores)
+                by_partition[message.partition].append((message.offset, message.value or b""))
+            failed: list[tuple[int, int, bytes, Exception]] = []
+            await aggregator.add_partials(by_partition, send_metrics, send_scores, failed)
+            await dead_letter_failures(settings.topics.partials, failed)
 
-    source_topics = {EVENTS: settings.topics.events, RESOURCES: settings.topics.resources}
 
     def caught_up(kind: str, partition: int) -> bool:
         """No unread messages on this source partition (so a quiet one is really idle)."""
         try:
-            highwater = app.consumer.highwater(TP(source_topics[kind], partition))
+            highwater = app.consumer.highwater(TP(topic_of[kind], partition))
         except (AssertionError, KeyError):  # not (or no longer) assigned here
             return False
         state = aggregator.stage1.get((kind, partition))
@@ -297,7 +323,8 @@ def _scoring(app: faust.App, settings: Settings) -> Scoring:
 
 def _alerting(app: faust.App, settings: Settings, metrics_topic: Any,
               owned: set[tuple[str, int]], settled: asyncio.Event,
-              seek: Callable[[str, int, int], Awaitable[None]]) -> AlertStage:
+              seek: Callable[[str, int, int], Awaitable[None]],
+              poisoned: Callable[[str, list[Any]], Awaitable[None]]) -> AlertStage:
     """The alert agent on the metrics topic, its state table and the silences reader."""
     rules = load_rules(settings.alerts.rules)  # RuleError names file:line:col
     table = app.tables.add(PartitionKeyedTable(
@@ -329,6 +356,7 @@ def _alerting(app: faust.App, settings: Settings, metrics_topic: Any,
                 if (metrics, event.message.partition) in owned:  # else: moved mid-batch
                     by_partition[event.message.partition].append(event)
             windows: dict[int, list[WindowMetrics]] = defaultdict(list)
+            failed: list[tuple[int, int, bytes, Exception]] = []
             for partition, events in by_partition.items():
                 offsets = [e.message.offset for e in events]
                 done = read.get(partition, -1)
@@ -340,7 +368,12 @@ def _alerting(app: faust.App, settings: Settings, metrics_topic: Any,
                 for event in events[:admitted.take]:
                     headers = dict(event.headers or {})
                     if headers.get(CONTRACT_HEADER, b"WindowMetrics") == b"WindowMetrics":
-                        windows[partition].append(_WINDOW.decode(event.message.value))
+                        try:
+                            windows[partition].append(_WINDOW.decode(event.message.value))
+                        except Exception as exc:  # not a window: to the DLQ, go on
+                            failed.append((partition, event.message.offset,
+                                           event.message.value or b"", exc))
+            await poisoned(metrics, failed)
             await stage.evaluate(windows, send)
 
     @app.timer(interval=settings.metrics.window_seconds)
