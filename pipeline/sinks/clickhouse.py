@@ -373,9 +373,12 @@ class ClickHouseSink:
                                           refused.error))
 
     def refresh_rollups(self) -> None:
-        """Rewrite the recent roll-up buckets from the raw events (blocking)."""
-        refresh_rollups(self.client, self.settings.clickhouse.database, time.time(),
-                        self.settings.worker.rollup_lookback_minutes)
+        """Re-aggregate the roll-up buckets touched since the last refresh (blocking).
+
+        Bounded per call; a backlog (late or replayed events of any age) is worked off
+        over the next calls, and the store records how far it got.
+        """
+        refresh_rollups(self.client, self.settings.clickhouse.database)
 
     async def _insert_until_done(self, batch: _Batch, stop: asyncio.Event) -> bool:
         """Retry the insert with capped backoff; False if asked to stop before it succeeded."""
