@@ -32,6 +32,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from schemas.bounds import EpochSeconds
+
 __all__ = [
     "ALERT_SCHEMA_VERSION",
     "AlertEvent",
@@ -51,7 +53,8 @@ MatchOp = Literal["=", "!=", "=~", "!~"]
 Fingerprint = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{16}$")]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 LabelName = Annotated[str, msgspec.Meta(pattern="^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
-EpochSeconds = Annotated[float, msgspec.Meta(ge=0.0, le=1e11)]
+# Silences are not stored in ClickHouse (a compacted topic keeps them): a wider range.
+SilenceSeconds = Annotated[float, msgspec.Meta(ge=0.0, le=1e11)]
 Text = Annotated[str, msgspec.Meta(max_length=4096)]
 
 
@@ -112,7 +115,7 @@ class Silence(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_f
 
     id: Name
     matchers: Annotated[list[Matcher], msgspec.Meta(min_length=1, max_length=64)]
-    starts_at: EpochSeconds
-    ends_at: EpochSeconds
+    starts_at: SilenceSeconds
+    ends_at: SilenceSeconds
     created_by: Annotated[str, msgspec.Meta(max_length=256)] = ""
     comment: Annotated[str, msgspec.Meta(max_length=4096)] = ""

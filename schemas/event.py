@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from schemas.bounds import INT64_MAX, EpochSeconds, SchemaVersion
+
 __all__ = [
     "SCHEMA_VERSION",
     "InferenceEvent",
@@ -30,11 +32,10 @@ Label = Annotated[str, msgspec.Meta(max_length=128)]
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Text = Annotated[str, msgspec.Meta(max_length=256)]
 DurationMs = Annotated[float, msgspec.Meta(ge=0.0, le=_DAY_MS)]
-Tokens = Annotated[int, msgspec.Meta(ge=0, le=100_000_000)]
+Tokens = Annotated[int, msgspec.Meta(ge=0, le=100_000_000)]  # inside UInt32
 Usd = Annotated[float, msgspec.Meta(ge=0.0, le=1_000_000.0)]
 Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 Finite = Annotated[float, msgspec.Meta(ge=-1e15, le=1e15)]
-EpochSeconds = Annotated[float, msgspec.Meta(ge=0.0, le=1e11)]
 Features = Annotated[dict[Key, Finite | Text], msgspec.Meta(max_length=64)]
 Attributes = Annotated[dict[Key, Text], msgspec.Meta(max_length=32)]
 
@@ -51,7 +52,7 @@ class InferenceEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
     812.0
     """
 
-    schema_version: Annotated[int, msgspec.Meta(ge=1)] = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
 
     # identity
     event_id: Id
@@ -106,15 +107,15 @@ class ResourceSample(msgspec.Struct, kw_only=True, omit_defaults=True):
     Utilisations are fractions in [0, 1].
     """
 
-    schema_version: Annotated[int, msgspec.Meta(ge=1)] = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
     timestamp: EpochSeconds
     host: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
     server: Label = ""
     model: Label = ""
     cpu_util: Unit | None = None
     memory_util: Unit | None = None
-    memory_bytes: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    memory_bytes: Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)] | None = None
     gpu_util: Unit | None = None
     gpu_memory_util: Unit | None = None
     kv_cache_util: Unit | None = None
-    queue_length: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] | None = None
+    queue_length: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] | None = None  # UInt32

@@ -6,7 +6,11 @@ correction of the same window is published again with a higher version, so reade
 highest version per key (ClickHouse: ``ReplacingMergeTree(version)``).
 
 Percentiles come from mergeable DDSketches with relative accuracy
-``sketch_relative_accuracy``: a reported p99 is within that fraction of the true value.
+``sketch_relative_accuracy``. A ``pXX`` field estimates the value at 0-based rank
+``floor(q * (n - 1))`` of the window's sorted values, within that fraction of it: the
+rank ClickHouse's ``quantileDD`` uses (``quantileExact`` picks rank ``floor(q * n)``, so
+with n = 50, our p99 is the second largest value and ``quantileExact(0.99)`` the largest;
+see the README, "What a percentile means here").
 Fields that had no data in the window are ``None`` (not 0): "no TTFT reported" is not
 "TTFT of zero".
 
@@ -22,6 +26,8 @@ True
 from __future__ import annotations
 
 import msgspec
+
+from schemas.bounds import Count, EpochSeconds, Version
 
 __all__ = ["CONTRACT_HEADER", "METRICS_SCHEMA_VERSION", "ResourceMetrics", "WindowMetrics"]
 
@@ -45,15 +51,15 @@ class WindowMetrics(msgspec.Struct, kw_only=True, omit_defaults=True):
     # identity
     series_key: str
     labels: dict[str, str] = {}
-    window_start: float
-    window_end: float
-    version: int = 1
+    window_start: EpochSeconds
+    window_end: EpochSeconds
+    version: Version = 1
 
     # traffic and errors
-    requests: int = 0
+    requests: Count = 0
     request_rate_per_s: float = 0.0
-    errors: int = 0
-    errors_by_type: dict[str, int] = {}
+    errors: Count = 0
+    errors_by_type: dict[str, Count] = {}
     error_rate: float = 0.0
 
     # latency, milliseconds
@@ -71,10 +77,10 @@ class WindowMetrics(msgspec.Struct, kw_only=True, omit_defaults=True):
     tpot_p99_ms: float | None = None
 
     # usage and cost
-    input_tokens_sum: int = 0
+    input_tokens_sum: Count = 0
     input_tokens_p50: float | None = None
     input_tokens_p99: float | None = None
-    output_tokens_sum: int = 0
+    output_tokens_sum: Count = 0
     output_tokens_p50: float | None = None
     output_tokens_p99: float | None = None
     output_tokens_per_s: float = 0.0
@@ -86,11 +92,11 @@ class WindowMetrics(msgspec.Struct, kw_only=True, omit_defaults=True):
     slo_latency_ms: float | None = None  # the latency threshold slo_compliance used
     slo_compliance: float | None = None  # share of requests with latency <= threshold
     feedback_mean: float | None = None
-    feedback_count: int = 0
-    feature_usage: dict[str, dict[str, int]] = {}  # attribute name -> value -> count
+    feedback_count: Count = 0
+    feature_usage: dict[str, dict[str, Count]] = {}  # attribute name -> value -> count
 
     # bookkeeping
-    late_events: int = 0
+    late_events: Count = 0
     sketch_relative_accuracy: float = 0.01
 
     # the window's drift and anomaly scores as alert-rule variables (drift.js.<name>,
@@ -109,10 +115,10 @@ class ResourceMetrics(msgspec.Struct, kw_only=True, omit_defaults=True):
     host: str
     server: str = ""
     model: str = ""
-    window_start: float
-    window_end: float
-    version: int = 1
-    samples: int = 0
+    window_start: EpochSeconds
+    window_end: EpochSeconds
+    version: Version = 1
+    samples: Count = 0
 
     cpu_util_mean: float | None = None
     cpu_util_max: float | None = None

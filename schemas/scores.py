@@ -12,6 +12,8 @@ from typing import Literal
 
 import msgspec
 
+from schemas.bounds import Count, EpochSeconds
+
 __all__ = ["SCORES_SCHEMA_VERSION", "DriftScore", "WindowScores"]
 
 SCORES_SCHEMA_VERSION = 1
@@ -31,8 +33,8 @@ class DriftScore(msgspec.Struct, kw_only=True, frozen=True):
     value: float | None
     threshold: float | None  # None when a side is empty (no threshold can apply)
     drifted: bool
-    reference_count: int
-    current_count: int
+    reference_count: Count
+    current_count: Count
 
 
 class WindowScores(msgspec.Struct, kw_only=True, frozen=True):
@@ -41,13 +43,13 @@ class WindowScores(msgspec.Struct, kw_only=True, frozen=True):
     schema_version: int = SCORES_SCHEMA_VERSION
     series_key: str
     labels: dict[str, str] = {}
-    window_start: float
-    window_end: float
-    requests: int = 0
+    window_start: EpochSeconds
+    window_end: EpochSeconds
+    requests: Count = 0
     # what drift was measured against: "pinned" (a baseline version), "trailing" (the
     # previous windows of the series), or "none" (no reference yet)
     reference: Literal["pinned", "trailing", "none"] = "none"
-    reference_version: int = 0  # baseline version when pinned, windows added when trailing
+    reference_version: Count = 0  # baseline version when pinned, windows added when trailing
     drift: list[DriftScore] = []
     drifted: list[str] = []  # names with at least one drifted statistic
     change_points: list[str] = []  # window metrics whose detector fired in this window

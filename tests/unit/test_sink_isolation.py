@@ -177,7 +177,8 @@ def test_chdb_stores_the_good_rows_and_refuses_the_out_of_range_one(store) -> No
     assert "content-encoding" not in {k.lower() for k in headers}
     assert headers["x-trace"] == b"abc"  # the producer's own headers are kept
     assert letter.key == b"key-41"
-    assert msgspec.json.decode(letter.value, type=InferenceEvent).event_id == "iso-13"
+    refused_row = msgspec.json.decode(letter.value)  # as the sink had it, refused value included
+    assert (refused_row["event_id"], refused_row["schema_version"]) == ("iso-13", 65536)
 
 
 def test_a_message_of_one_event_is_dead_lettered_as_it_came(store) -> None:
@@ -287,7 +288,7 @@ def test_refused_rows_are_delivered_once_even_when_the_broker_fails_some(store) 
     sink.settings = settings_fast
     delivered = asyncio.run(sink._deliver_refused(producer, batch, asyncio.Event()))
     assert delivered
-    ids = sorted(msgspec.json.decode(v, type=InferenceEvent).event_id for v in producer.sent)
+    ids = sorted(msgspec.json.decode(v)["event_id"] for v in producer.sent)
     assert ids == ["dlq-1", "dlq-2"]  # each once, the failed one retried alone
     assert producer.attempts == 3
     assert stored_ids(client, "dlq-") == ["dlq-0", "dlq-3"]
