@@ -23,6 +23,7 @@ __all__ = ["ConfigError", "Settings", "load_settings"]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 SECRET_FIELDS = {"sasl_password", "password", "ssl_password"}
+RETENTION_MARGIN_SECONDS = 86400.0  # accepted age = raw retention less this (see below)
 
 
 class ConfigError(ValueError):
@@ -76,6 +77,21 @@ class ClickHouseSettings(_Section):
     raw_retention_days: PositiveInt = 30
     aggregate_retention_days: PositiveInt = 400
 
+    @property
+    def max_accepted_age_seconds(self) -> float:
+        """The oldest event age the sources accept: the raw retention less a margin.
+
+        The margin (1 day, or a quarter of a retention shorter than 4 days) is how long
+        an event accepted at the edge stays queryable before the table TTL removes it.
+
+        >>> ClickHouseSettings(raw_retention_days=30).max_accepted_age_seconds / 86400
+        29.0
+        >>> ClickHouseSettings(raw_retention_days=1).max_accepted_age_seconds / 3600
+        18.0
+        """
+        retention = self.raw_retention_days * 86400.0
+        return retention - min(RETENTION_MARGIN_SECONDS, retention / 4)
+
 
 class IngestLimits(_Section):
     max_message_bytes: PositiveInt = 1 << 20
@@ -85,8 +101,11 @@ class IngestLimits(_Section):
     # a bounded reference: source coordinates, size, sha256 and the first 4 KiB.
     max_dead_letter_bytes: Annotated[int, msgspec.Meta(ge=16_384)] = 900 * 1024
     max_future_seconds: PositiveFloat = 3600.0
-    # Older than this would fall out of the raw table's TTL at once: reject, don't vanish.
-    max_past_seconds: PositiveFloat = 30 * 86400.0
+    # Older events are rejected (stale_timestamp): they would soon fall out of the raw
+    # table's TTL. load_settings sets it to ClickHouseSettings.max_accepted_age_seconds
+    # (raw retention less a margin) unless given, and refuses a value beyond that. The
+    # default fits the default 30-day retention, for limits built without load_settings.
+    max_past_seconds: PositiveFloat = 29 * 86400.0
 
 
 class WorkerSettings(_Section):
@@ -108,7 +127,6 @@ class WorkerSettings(_Section):
     # keeps its partitions until the session times out. Empty: dynamic membership.
     instance_id: Annotated[str, msgspec.Meta(max_length=249, pattern=r"^[A-Za-z0-9._-]*$")] = ""
     rollup_interval_seconds: PositiveFloat = 30.0
-    rollup_lookback_minutes: PositiveInt = 15
 
 
 class MetricsSettings(_Section):
@@ -283,16 +301,42 @@ def load_settings(
         line = _line_of(text, where)
         raise ConfigError(f"{path}:{line or '?'}: {exc}") from exc
     env = _env_overrides(environ)
-    if not env:
-        return settings
-    try:
-        return msgspec.convert(
-            _merge(msgspec.to_builtins(settings), env), Settings, strict=False
+    if env:
+        try:
+            settings = msgspec.convert(
+                _merge(msgspec.to_builtins(settings), env), Settings, strict=False
+            )
+        except msgspec.ValidationError as exc:
+            where = _where(str(exc))
+            var = "INFERWATCH_" + "__".join(p.upper() for p in where) if where else "INFERWATCH_*"
+            raise ConfigError(f"environment ({var}): {exc}") from exc
+    _accept_only_what_is_kept(settings, from_file, env, f"{path}:{_line_of(text, _PAST) or '?'}")
+    return settings
+
+
+_PAST = ["limits", "max_past_seconds"]
+
+
+def _accept_only_what_is_kept(
+    settings: Settings, from_file: dict[str, Any], env: dict[str, Any], file_line: str
+) -> None:
+    """Accepted means kept: the accepted age follows the raw retention, less a margin."""
+    edge = settings.clickhouse.max_accepted_age_seconds
+    if "max_past_seconds" in env.get("limits", {}):
+        where = "environment (INFERWATCH_LIMITS__MAX_PAST_SECONDS)"
+    elif "max_past_seconds" in from_file.get("limits", {}):
+        where = file_line
+    else:
+        settings.limits.max_past_seconds = edge
+        return
+    if settings.limits.max_past_seconds > edge:
+        raise ConfigError(
+            f"{where}: limits.max_past_seconds = {settings.limits.max_past_seconds:.0f} "
+            f"is beyond the raw retention ({settings.clickhouse.raw_retention_days} days, "
+            f"clickhouse.raw_retention_days) less its margin: events that old would be "
+            f"stored and then deleted by the table TTL. Use at most {edge:.0f}, or leave "
+            "it unset to follow the retention."
         )
-    except msgspec.ValidationError as exc:
-        where = _where(str(exc))
-        var = "INFERWATCH_" + "__".join(p.upper() for p in where) if where else "INFERWATCH_*"
-        raise ConfigError(f"environment ({var}): {exc}") from exc
 
 
 def _where(message: str) -> list[str]:
