@@ -47,7 +47,7 @@ from clickhouse_connect.driver.exceptions import (
 
 from pipeline.codec import Rejection, decode_events
 from pipeline.config import Settings
-from pipeline.dlq import DeadLetter, dead_letter
+from pipeline.dlq import DeadLetter, dead_letter, deliver
 from pipeline.kafka import client_options
 from pipeline.sinks.isolate import isolate
 from pipeline.storage.clickhouse import apply_migrations, connect
@@ -190,7 +190,6 @@ class _Refusal:
     row: Any  # the Struct the row was built from
     source: _Source
     error: str
-    delivered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,33 +429,32 @@ class ClickHouseSink:
                                stop: asyncio.Event) -> bool:
         """Send every refused row to the DLQ, acknowledged, before the offsets move on.
 
-        Retries what failed with capped backoff (a delivered letter is not sent again);
-        False if asked to stop first (then nothing is committed and the batch returns).
+        :func:`pipeline.dlq.deliver` retries what failed (a delivered letter is not sent
+        again) and replaces a letter the broker refuses for good by its bounded reference.
+        False if asked to stop first: then nothing is committed and the batch returns.
         """
+        if not batch.refused:
+            return True
         topic = self.settings.topics.dlq
-        delay = 0.5
-        while True:
-            pending = [r for r in batch.refused if not r.delivered]
-            if not pending:
-                return True
-            letters = [self.letter(r) for r in pending]
-            results = await asyncio.gather(
-                *(self._send(producer, topic, d) for d in letters), return_exceptions=True)
-            failed = [e for e in results if isinstance(e, BaseException)]
-            for refusal, result in zip(pending, results, strict=True):
-                refusal.delivered = not isinstance(result, BaseException)
-            if not failed:
-                return True
-            log.error("DLQ delivery of %d refused rows failed (retry in %.1fs): %s",
-                      len(failed), delay, failed[0])
-            if not await self._pause(stop, delay):
-                return False
-            delay = min(delay * 2, self.settings.worker.sink_retry_max_seconds)
 
-    @staticmethod
-    async def _send(producer: AIOKafkaProducer, topic: str, letter: DeadLetter) -> Any:
-        future = await producer.send(topic, letter.value, key=letter.key, headers=letter.headers)
-        return await future
+        async def send(letter: DeadLetter) -> Any:
+            future = await producer.send(topic, letter.value, key=letter.key,
+                                         headers=letter.headers)
+            return await future
+
+        delivery = asyncio.ensure_future(deliver(
+            [self.letter(r) for r in batch.refused], send,
+            self.settings.worker.sink_retry_max_seconds))
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({delivery, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not delivery.done():
+            delivery.cancel()
+            return False
+        delivery.result()
+        return True
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         """Consume until ``stop`` is set. Offsets are committed after each durable insert."""

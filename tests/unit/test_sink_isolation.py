@@ -294,6 +294,29 @@ def test_refused_rows_are_delivered_once_even_when_the_broker_fails_some(store) 
     assert stored_ids(client, "dlq-") == ["dlq-0", "dlq-3"]
 
 
+
+def test_stopping_while_the_dlq_is_down_does_not_report_delivery(store) -> None:
+    """No commit without the dead letters: a stop during a broker outage returns False."""
+    client, settings = store
+    sink = ClickHouseSink(settings, client)
+    batch = _Batch()
+    tp = TopicPartition(settings.topics.events, 5)
+    sink.collect({tp: [record(tp, 1, [event("stop-0"), event("stop-1")])]}, batch)
+    batch.events.items[1].schema_version = 70000
+    sink.insert(batch)
+    assert len(batch.refused) == 1
+
+    class Down:
+        async def send(self, *args: Any, **kw: Any) -> asyncio.Future:
+            raise ConnectionRefusedError("broker down")
+
+    async def scenario() -> bool:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.2, stop.set)
+        return await sink._deliver_refused(Down(), batch, stop)
+
+    assert asyncio.run(asyncio.wait_for(scenario(), timeout=10)) is False
+
 def test_refused_rows_are_counted(store) -> None:
     client, settings = store
     sink = ClickHouseSink(settings, client)
