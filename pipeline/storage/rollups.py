@@ -36,20 +36,22 @@ log = logging.getLogger(__name__)
 
 MAX_MINUTES = 1440  # minute buckets per refresh: a day of backlog per run
 MARGIN_SECONDS = 60.0  # inserts in flight when the cutoff is taken
+_FOREVER = 4102444800  # 2100-01-01: no upper bound on event time
 
 _COLUMNS = ("bucket, model, model_version, operation, tenant, requests, errors, cache_hits, "
             "input_tokens, output_tokens, cost_usd, latency_ms, ttft_ms, output_tokens_q")
 
-# Every row, not only the kept copy of each event_id: a bucket recomputed for nothing is
-# harmless. Minutes as Unix seconds, ascending.
-_TOUCHED = """
-SELECT DISTINCT toUnixTimestamp(toStartOfMinute(timestamp)) AS m
+# The rows ingested in [low, target) with an event time in [first, end). Every row, not
+# only the kept copy of each event_id: a bucket recomputed for nothing is harmless.
+_ROWS = """
 FROM {db}.events
 WHERE ingested_at >= fromUnixTimestamp64Milli(toInt64({low}), 'UTC')
   AND ingested_at < fromUnixTimestamp64Milli(toInt64({target}), 'UTC')
-  AND timestamp >= toDateTime64({first}, 3, 'UTC')
-ORDER BY m
+  AND timestamp >= toDateTime64({first}, 3, 'UTC') AND timestamp < toDateTime64({end}, 3, 'UTC')
 """
+
+# Minutes as Unix seconds, ascending.
+_TOUCHED = "SELECT DISTINCT toUnixTimestamp(toStartOfMinute(timestamp)) AS m {rows} ORDER BY m"
 
 # FINAL first, then the WHERE: a minute counts the kept copy of each event_id only.
 _MINUTES = f"""
@@ -62,7 +64,7 @@ SELECT toStartOfMinute(timestamp) AS b, model, model_version, operation, tenant,
        quantilesDDState(0.01, 0.5, 0.99)(toFloat64OrNull(toString(output_tokens)))
 FROM {{db}}.events FINAL
 WHERE timestamp >= toDateTime64({{start}}, 3, 'UTC') AND timestamp < toDateTime64({{end}}, 3, 'UTC')
-  AND toUnixTimestamp(toStartOfMinute(timestamp)) IN ({{buckets}})
+  AND toStartOfMinute(timestamp) IN (SELECT DISTINCT toStartOfMinute(timestamp) {{rows}})
 GROUP BY b, model, model_version, operation, tenant
 """
 
@@ -76,7 +78,7 @@ SELECT toStartOfHour(bucket) AS b, model, model_version, operation, tenant,
        quantilesDDMergeState(0.01, 0.5, 0.99)(output_tokens_q)
 FROM {{db}}.rollup_1m FINAL
 WHERE bucket >= toDateTime({{start}}, 'UTC') AND bucket < toDateTime({{end}}, 'UTC')
-  AND toUnixTimestamp(toStartOfHour(bucket)) IN ({{buckets}})
+  AND toStartOfHour(bucket) IN (SELECT DISTINCT toStartOfHour(timestamp) {{rows}})
 GROUP BY b, model, model_version, operation, tenant
 """
 
@@ -127,15 +129,14 @@ def refresh_rollups(
         target = client.query("SELECT toUnixTimestamp64Milli(now64(3))").result_rows[0][0]
         first = 0
     low = max(0, cutoff - int(margin_seconds * 1000))
-    touched = [m for (m,) in client.query(
-        _TOUCHED.format(db=db, low=low, target=target, first=first)).result_rows]
+    everything = _ROWS.format(db=db, low=low, target=target, first=first, end=_FOREVER)
+    touched = [m for (m,) in client.query(_TOUCHED.format(rows=everything)).result_rows]
     batch = touched[:max_minutes]
     hours = sorted({m // 3600 * 3600 for m in batch})
-    if batch:
-        client.command(_MINUTES.format(db=db, start=batch[0], end=batch[-1] + 60,
-                                       buckets=", ".join(map(str, batch))))
-        client.command(_HOURS.format(db=db, start=hours[0], end=hours[-1] + 3600,
-                                     buckets=", ".join(map(str, hours))))
+    if batch:  # the sets go as subqueries, not literals: no query-size limit to meet
+        rows = _ROWS.format(db=db, low=low, target=target, first=first, end=batch[-1] + 60)
+        client.command(_MINUTES.format(db=db, start=batch[0], end=batch[-1] + 60, rows=rows))
+        client.command(_HOURS.format(db=db, start=hours[0], end=hours[-1] + 3600, rows=rows))
     remaining = len(touched) - len(batch)
     if remaining:  # the pass goes on next time, after the last minute done
         client.command(_RECORD.format(db=db, run=run + 1, cutoff=cutoff, target=target,
