@@ -140,9 +140,10 @@ def test_worker_stores_every_event_through_an_outage_and_logs_little(broker,
         distinct = pipe.owner_scalar("SELECT uniqExact(event_id) FROM events FINAL")
         assert int(distinct) == len(expected)
         assert worker.poll() is None, pipe.log(worker)
-        # the worker's log while the broker was down (and restarting): a few lines per
-        # kind of failure, not thousands a second
-        outage = up_at - down_at
-        assert len(during) < 10 * outage, "\n".join(during[-200:])
+        # the worker's log while the broker was down (and restarting, ~20 s): one line per
+        # kind of failure and a summary per 30 s (about 20 lines measured), where it used
+        # to write thousands a second
+        assert up_at - down_at < 90
+        assert len(during) < 60, "\n".join(during[-200:])
     finally:
         pipe.close()
