@@ -219,6 +219,8 @@ def _log_to_stderr(level: int | None = None) -> None:
 
     from pipeline.logs import install
 
+    if logging.getLogger().handlers:
+        return  # configured by whoever runs the command in-process (tests, a program)
     logging.basicConfig(level=level or logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install()

@@ -78,7 +78,7 @@ class PublishStats:
         text = (f"sent {self.events} events in {self.messages} messages "
                 f"and {self.resources} resource samples in {self.seconds:.1f}s ({rate:,.0f} ev/s)")
         if self.outages:
-            text += f"; rode out {self.outages} Kafka outage(s)"
+            text += f"; Kafka was unreachable {self.outages} time(s) during the run"
         return text
 
     def unsent_line(self) -> str:
@@ -236,8 +236,10 @@ class _Outbox:
         if failures == 1:
             self.down_since = time.monotonic()
             self.stats.outages += 1
-            log.warning("Kafka at %s unavailable (%s: %s); keeping up to %d records and retrying",
-                        self.bootstrap, type(exc).__name__, exc, self.capacity)
+            name, text = type(exc).__name__, str(exc)
+            reason = text if text.startswith(name) else f"{name}: {text}"
+            log.warning("Kafka at %s unavailable (%s); keeping up to %d records and retrying",
+                        self.bootstrap, reason, self.capacity)
         else:
             log.debug("Kafka still unavailable (attempt %d): %s", failures, exc)
 

@@ -528,7 +528,7 @@ def test_publish_rides_out_an_outage_and_sends_everything(fast_retries, caplog) 
     assert len(notices) == 2, [r.getMessage() for r in notices]  # down once, back once
     assert "unavailable" in notices[0].getMessage()
     assert "reachable again" in notices[1].getMessage()
-    assert "rode out 1 Kafka outage" in stats.line()
+    assert "Kafka was unreachable 1 time(s)" in stats.line()
 
 
 def test_publish_reports_what_it_could_not_send(fast_retries) -> None:
