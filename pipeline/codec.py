@@ -163,8 +163,13 @@ def decode_events(
 
 
 def describe(exc: BaseException) -> str:
-    """An exception as a one-line DLQ detail: its type and message."""
-    return f"{type(exc).__name__}: {exc}"[:1000]
+    """An exception as a one-line DLQ detail: ``Type: message``, with its cause's message
+    when that adds something (clickhouse-connect hides the useful part there)."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text} ({cause})"
+    return text[:1000]
 
 
 def _decode(raw: bytes, headers: Mapping[str, bytes] | Sequence[tuple[str, bytes]],

@@ -90,6 +90,7 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
         broker_session_timeout=worker.session_timeout_seconds,
+        consumer_group_instance_id=worker.instance_id or None,  # static membership (KIP-345)
         producer_acks=-1,
         producer_max_request_size=8 << 20,
         stream_wait_empty=False,
@@ -140,7 +141,7 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
                             scoring=scoring)
 
     alerting = (_alerting(app, settings, metrics_topic, aggregator.owned, aggregator.settled,
-                          seek, lambda topic, failed: dead_letter_failures(topic, failed))
+                          seek)
                 if settings.alerts.rules else None)
 
     @app.on_partitions_revoked.connect
@@ -199,13 +200,6 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
                            headers=headers or [("content-type", b"application/json")],
                            topic=topic, partition=partition, offset=offset,
                            max_bytes=dlq_bytes)
-
-    async def dead_letter_failures(topic: str,
-                                   failed: list[tuple[int, int, bytes, Exception]]) -> None:
-        """DLQ records of our own topics that failed: (partition, offset, value, why)."""
-        if failed:
-            await send_dead_letters([failure_letter(exc, raw, topic, partition, offset)
-                                     for partition, offset, raw, exc in failed])
 
     read: dict[tuple[str, int], int] = {}  # last offset read per source partition
     topic_of = {EVENTS: settings.topics.events, RESOURCES: settings.topics.resources}
@@ -266,7 +260,13 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
                 by_partition[message.partition].append((message.offset, message.value or b""))
             failed: list[tuple[int, int, bytes, Exception]] = []
             await aggregator.add_partials(by_partition, send_metrics, send_scores, failed)
-            await dead_letter_failures(settings.topics.partials, failed)
+            if failed:
+                messages = {(e.message.partition, e.message.offset): e for e in batch}
+                await send_dead_letters([
+                    failure_letter(exc, raw, settings.topics.partials, partition, offset,
+                                   messages[partition, offset].message.key,
+                                   messages[partition, offset].headers)
+                    for partition, offset, raw, exc in failed])
 
 
     def caught_up(kind: str, partition: int) -> bool:
@@ -323,8 +323,7 @@ def _scoring(app: faust.App, settings: Settings) -> Scoring:
 
 def _alerting(app: faust.App, settings: Settings, metrics_topic: Any,
               owned: set[tuple[str, int]], settled: asyncio.Event,
-              seek: Callable[[str, int, int], Awaitable[None]],
-              poisoned: Callable[[str, list[Any]], Awaitable[None]]) -> AlertStage:
+              seek: Callable[[str, int, int], Awaitable[None]]) -> AlertStage:
     """The alert agent on the metrics topic, its state table and the silences reader."""
     rules = load_rules(settings.alerts.rules)  # RuleError names file:line:col
     table = app.tables.add(PartitionKeyedTable(
@@ -356,7 +355,6 @@ def _alerting(app: faust.App, settings: Settings, metrics_topic: Any,
                 if (metrics, event.message.partition) in owned:  # else: moved mid-batch
                     by_partition[event.message.partition].append(event)
             windows: dict[int, list[WindowMetrics]] = defaultdict(list)
-            failed: list[tuple[int, int, bytes, Exception]] = []
             for partition, events in by_partition.items():
                 offsets = [e.message.offset for e in events]
                 done = read.get(partition, -1)
@@ -370,10 +368,10 @@ def _alerting(app: faust.App, settings: Settings, metrics_topic: Any,
                     if headers.get(CONTRACT_HEADER, b"WindowMetrics") == b"WindowMetrics":
                         try:
                             windows[partition].append(_WINDOW.decode(event.message.value))
-                        except Exception as exc:  # not a window: to the DLQ, go on
-                            failed.append((partition, event.message.offset,
-                                           event.message.value or b"", exc))
-            await poisoned(metrics, failed)
+                        except Exception as exc:  # the sink dead-letters it; go on
+                            log.warning("%s[%d]@%d is not a WindowMetrics (%s): skipped",
+                                        metrics, partition, event.message.offset,
+                                        describe(exc))
             await stage.evaluate(windows, send)
 
     @app.timer(interval=settings.metrics.window_seconds)

@@ -45,7 +45,7 @@ from clickhouse_connect.driver.exceptions import (
     OperationalError,
 )
 
-from pipeline.codec import Rejection, decode_events
+from pipeline.codec import Rejection, decode_events, describe
 from pipeline.config import Settings
 from pipeline.dlq import DeadLetter, dead_letter, deliver
 from pipeline.kafka import client_options
@@ -214,6 +214,7 @@ class _Batch:
     messages: int = 0
     written: set[str] = field(default_factory=set)  # tables done: a retry skips them
     refused: list[_Refusal] = field(default_factory=list)
+    letters: list[DeadLetter] = field(default_factory=list)  # undecodable records
 
     def tables(self) -> list[_Table]:
         """Every table this batch writes, with the rows and the builder of its columns."""
@@ -324,9 +325,10 @@ class ClickHouseSink:
                             batch.host_windows.add(_HOST_WINDOW.decode(msg.value), source)
                         else:
                             batch.windows.add(_WINDOW.decode(msg.value), source)
-                    except msgspec.DecodeError as exc:  # our own topic: a bug, say so loudly
+                    except Exception as exc:  # our own topic: a bug or a stranger; DLQ it
                         log.error("undecodable record at %s:%d: %s", tp, msg.offset, exc)
                         batch.rejected += 1
+                        batch.letters.append(self.undecodable(msg, exc))
                     batch.next_offsets[tp] = msg.offset + 1
                     batch.messages += 1
                 continue
@@ -404,6 +406,18 @@ class ClickHouseSink:
         except TimeoutError:
             return True
 
+    def undecodable(self, msg: ConsumerRecord, exc: Exception) -> DeadLetter:
+        """The DLQ record of a metrics, scores or alerts record that does not decode.
+
+        The sink reads all three topics whatever else runs, so it alone dead-letters
+        them (the alert agent only skips them): one letter per bad record."""
+        reason = ("schema" if isinstance(exc, msgspec.ValidationError)
+                  else "malformed" if isinstance(exc, msgspec.DecodeError) else "internal")
+        return dead_letter(Rejection(reason, describe(exc), msg.value or b""),  # type: ignore[arg-type]
+                           key=msg.key, headers=msg.headers, topic=msg.topic,
+                           partition=msg.partition, offset=msg.offset,
+                           max_bytes=self.settings.limits.max_dead_letter_bytes)
+
     def letter(self, refusal: _Refusal) -> DeadLetter:
         """The DLQ record of one refused row (see the module docstring for its value)."""
         msg = refusal.source.record
@@ -433,7 +447,7 @@ class ClickHouseSink:
         again) and replaces a letter the broker refuses for good by its bounded reference.
         False if asked to stop first: then nothing is committed and the batch returns.
         """
-        if not batch.refused:
+        if not batch.refused and not batch.letters:
             return True
         topic = self.settings.topics.dlq
 
@@ -443,7 +457,7 @@ class ClickHouseSink:
             return await future
 
         delivery = asyncio.ensure_future(deliver(
-            [self.letter(r) for r in batch.refused], send,
+            [*batch.letters, *(self.letter(r) for r in batch.refused)], send,
             self.settings.worker.sink_retry_max_seconds))
         stopping = asyncio.ensure_future(stop.wait())
         try:

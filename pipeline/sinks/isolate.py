@@ -30,6 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from pipeline.codec import describe
+
 __all__ = ["Refused", "isolate"]
 
 T = TypeVar("T")
@@ -41,15 +43,6 @@ class Refused(Generic[T]):
 
     row: T
     error: str
-
-
-def describe(exc: BaseException) -> str:
-    """``Type: message`` of the error, with its cause's message when that adds something."""
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    cause = exc.__cause__
-    if cause is not None and str(cause) and str(cause) not in text:
-        text = f"{text} ({cause})"
-    return text
 
 
 def isolate(
