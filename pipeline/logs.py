@@ -9,8 +9,9 @@ template ``record.msg``): ``log.error("connect to %s failed: %s", node, exc)`` i
 whatever its arguments, so a loop that retries every 50 ms logs once, then one summary
 per period while it lasts. It is general on purpose: no list of messages or loggers.
 
-Records below ``min_level`` (DEBUG by default) are never limited, so turning on debug
-logging still shows every attempt. Summaries of a kind that went quiet are written with
+Records below ``min_level`` (WARNING by default) are never limited: periodic status
+and progress lines (INFO) and debug logging show every record; what an outage repeats
+is warnings and errors. Summaries of a kind that went quiet are written with
 the next record the handler sees (of any kind) or by :meth:`RepeatFilter.flush`.
 
 >>> import io, logging
@@ -68,7 +69,7 @@ class RepeatFilter(logging.Filter):
         self,
         handler: logging.Handler,
         period: float = 30.0,
-        min_level: int = logging.INFO,
+        min_level: int = logging.WARNING,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
@@ -83,7 +84,16 @@ class RepeatFilter(logging.Filter):
         self._next_sweep = 0.0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < self.min_level or getattr(record, self.SUMMARY, False):
+        if getattr(record, self.SUMMARY, False):
+            return True
+        if record.levelno < self.min_level:  # never limited, but due summaries go first
+            now = self.clock()
+            if self._seen and now >= self._next_sweep:
+                with self._lock:
+                    self._next_sweep = now + 1.0
+                    due = self._take_due(now)
+                for due_kind, item in due:
+                    self._summarise(due_kind, item)
             return True
         template = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
         kind = (record.name, record.levelno, template)

@@ -112,6 +112,15 @@ def test_debug_is_never_limited(setup) -> None:
     assert len(handler.lines) == 100
 
 
+def test_status_and_progress_lines_are_never_limited(setup) -> None:
+    """INFO carries the periodic status line and progress: every one is written."""
+    handler, _, clock = setup
+    for i in range(50):
+        log().info("processing: %d messages", i)
+        clock.now += 1
+    assert len(handler.lines) == 50
+
+
 def test_exceptions_and_non_string_messages(setup) -> None:
     handler, repeat, _ = setup
     for _ in range(3):
