@@ -663,59 +663,16 @@ async def _consume(
     loaded: asyncio.Event | None,
     on_update: Callable[[Baseline | None, str], None] | None,
 ) -> None:
-    from aiokafka import AIOKafkaConsumer
+    from pipeline.runtime.follower import follow as follow_topic
 
-    from pipeline.kafka import client_options
+    def apply(record: Any) -> None:
+        key = (record.key or b"").decode("utf-8", "replace")
+        baseline = None if record.value is None else _DECODER.decode(record.value)
+        if _keep(into, key, baseline) and on_update is not None:
+            on_update(baseline, key)
 
-    topic = settings.topics.baselines
-    consumer = AIOKafkaConsumer(**client_options(settings.kafka), group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    try:
-        # Check first: subscribing to a missing topic could auto-create it, uncompacted.
-        while topic not in await consumer.topics():  # nothing pinned yet
-            if loaded is not None:
-                loaded.set()
-            if not follow or (stop is not None and stop.is_set()):
-                return
-            await asyncio.sleep(2.0)
-        consumer.subscribe([topic])
-        for _ in range(120):  # without a group, every partition is assigned once metadata lands
-            await consumer.getmany(timeout_ms=0)
-            if consumer.assignment():
-                break
-            await asyncio.sleep(0.5)
-        parts = sorted(consumer.assignment())
-        if not parts:
-            raise RuntimeError(f"baselines topic {topic!r} has no partitions after 60 s")
-        await consumer.seek_to_beginning(*parts)
-        end = await consumer.end_offsets(parts)
-        caught_up = False
-        while True:
-            if not caught_up:
-                positions = {tp: await consumer.position(tp) for tp in parts}
-                caught_up = all(positions[tp] >= end[tp] for tp in parts)
-                if caught_up:
-                    if loaded is not None:
-                        loaded.set()
-                    if not follow:
-                        return
-            if stop is not None and stop.is_set():
-                return
-            batch = await consumer.getmany(timeout_ms=1000)
-            for messages in batch.values():
-                for message in messages:
-                    key = (message.key or b"").decode("utf-8", "replace")
-                    try:
-                        baseline = None if message.value is None else _DECODER.decode(message.value)
-                    except (msgspec.DecodeError, ValueError) as exc:
-                        log.error("ignoring a bad baseline at offset %d (key %r): %s",
-                                  message.offset, key, exc)
-                        continue
-                    if _keep(into, key, baseline) and on_update is not None:
-                        on_update(baseline, key)
-    finally:
-        await consumer.stop()
+    await follow_topic(settings.kafka, settings.topics.baselines, apply,
+                       keep_following=follow, loaded=loaded, stop=stop, missing_ok=True)
 
 
 async def read_baselines(settings: Settings) -> dict[str, Baseline]:

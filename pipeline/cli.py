@@ -314,34 +314,26 @@ def alerts_tail(ctx: click.Context, as_json: bool, from_beginning: bool,
     import asyncio
 
     import msgspec
-    from aiokafka import AIOKafkaConsumer
 
-    from pipeline.kafka import client_options
+    from pipeline.runtime.follower import follow
     from schemas.alert import AlertEvent
 
     settings = _settings(ctx)
     decode = msgspec.json.Decoder(AlertEvent).decode
+    stop = asyncio.Event()
+    seen = 0
 
-    async def tail() -> None:
-        consumer = AIOKafkaConsumer(
-            settings.topics.alerts, **client_options(settings.kafka), group_id=None,
-            auto_offset_reset="earliest" if from_beginning else "latest")
-        await consumer.start()
-        seen = 0
-        try:
-            async for message in consumer:
-                if as_json:
-                    click.echo(message.value.decode())
-                else:
-                    click.echo(_alert_line(decode(message.value)))
-                seen += 1
-                if limit is not None and seen >= limit:
-                    return
-        finally:
-            await consumer.stop()
+    def show(record) -> None:  # a record that is not an AlertEvent is reported, not fatal
+        nonlocal seen
+        event = decode(record.value)
+        click.echo(record.value.decode() if as_json else _alert_line(event))
+        seen += 1
+        if limit is not None and seen >= limit:
+            stop.set()
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(tail())
+        asyncio.run(follow(settings.kafka, settings.topics.alerts, show, stop=stop,
+                           from_beginning=from_beginning))
 
 
 def _alert_line(event) -> str:  # (AlertEvent) -> str

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import msgspec
 
 from pipeline.codec import Rejection
+from pipeline.runtime.retry import Backoff
 
 __all__ = ["DEFAULT_MAX_BYTES", "DeadLetter", "dead_letter", "deliver"]
 
@@ -152,7 +153,7 @@ async def deliver(letters: Sequence[DeadLetter],
     pending = list(letters)
     shrunk: set[int] = set()  # ids of references already sent in place of a letter
     replaced = 0
-    delay = 0.5
+    backoff = Backoff(first=0.5, cap=max_delay)
     while pending:
         results = await asyncio.gather(*(send(d) for d in pending), return_exceptions=True)
         retry: list[DeadLetter] = []
@@ -175,9 +176,9 @@ async def deliver(letters: Sequence[DeadLetter],
             else:  # even the few-KiB reference is refused: nothing more can be sent
                 log.error("dead letter from %s cannot be delivered: %s", _where(letter), result)
         if transient:
+            delay = backoff.next()
             log.warning("DLQ delivery of %d records failed (retry in %.1fs)", transient, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay)
         pending = retry
     return replaced
 

@@ -24,7 +24,6 @@ from typing import Any
 
 import faust
 import msgspec
-from aiokafka import AIOKafkaConsumer
 
 from pipeline.alerting.evaluator import Evaluator
 from pipeline.alerting.grouping import group
@@ -35,7 +34,8 @@ from pipeline.alerting.notify.slack import SlackWebhook
 from pipeline.alerting.rules import RuleSet
 from pipeline.alerting.silences import Silences
 from pipeline.config import Settings
-from pipeline.kafka import client_options, send_one
+from pipeline.kafka import send_one
+from pipeline.runtime.follower import follow as follow_topic
 from schemas.alert import AlertEvent, Silence
 from schemas.metrics import WindowMetrics
 
@@ -179,39 +179,13 @@ class AlertStage:
 async def read_silences(settings: Settings, silences: Silences,
                         stop: asyncio.Event | None = None, follow: bool = True) -> None:
     """Load the silences topic from the start into ``silences``; keep following if asked."""
-    topic = settings.topics.silences
-    consumer = AIOKafkaConsumer(topic, **client_options(settings.kafka), group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    try:
-        for _ in range(60):  # without a group, every partition is assigned once metadata lands
-            await consumer.getmany(timeout_ms=0)
-            if consumer.assignment():
-                break
-            await asyncio.sleep(0.5)
-        if not consumer.assignment():
-            raise RuntimeError(f"silences topic {topic!r} has no partitions (does it exist?)")
-        parts = list(consumer.assignment())
-        await consumer.seek_to_beginning(*parts)
-        end = await consumer.end_offsets(parts)
-        while True:
-            batch = await consumer.getmany(timeout_ms=1000)
-            for messages in batch.values():
-                for message in messages:
-                    if message.value is None:
-                        continue
-                    try:
-                        silences.add(_SILENCE.decode(message.value))
-                    except (msgspec.DecodeError, ValueError) as exc:
-                        log.error("ignoring a bad silence at offset %d: %s", message.offset, exc)
-            if not follow:
-                positions = [await consumer.position(tp) for tp in end]
-                if all(p >= end[tp] for p, tp in zip(positions, end, strict=True)):
-                    return
-            if stop is not None and stop.is_set():
-                return
-    finally:
-        await consumer.stop()
+
+    def apply(record: Any) -> None:
+        if record.value is not None:
+            silences.add(_SILENCE.decode(record.value))
+
+    await follow_topic(settings.kafka, settings.topics.silences, apply,
+                       keep_following=follow, stop=stop)
 
 
 async def publish_silence(settings: Settings, silence: Silence) -> None:

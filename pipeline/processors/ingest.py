@@ -42,6 +42,7 @@ from pipeline.kafka import faust_broker_options
 from pipeline.processors.aggregate import Aggregator, PartitionKeyedTable, admit
 from pipeline.processors.alerting import AlertStage, read_silences
 from pipeline.processors.scoring import PinnedReferences, Scoring, follow_pinned
+from pipeline.runtime.retry import forever
 from schemas.alert import AlertEvent
 from schemas.event import InferenceEvent, ResourceSample
 from schemas.metrics import CONTRACT_HEADER, ResourceMetrics, WindowMetrics
@@ -308,15 +309,8 @@ def _scoring(app: faust.App, settings: Settings) -> Scoring:
     scoring = Scoring(settings, table, pinned)
 
     @app.task
-    async def follow_baselines() -> None:
-        delay = 1.0
-        while True:  # a broker hiccup must not stop baselines from flowing
-            try:
-                await follow_pinned(settings, pinned)
-            except Exception as exc:
-                log.error("reading baselines failed (retry in %.0fs): %s", delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+    async def follow_baselines() -> None:  # a broker hiccup must not stop baselines
+        await forever("reading baselines", lambda: follow_pinned(settings, pinned))
 
     return scoring
 
@@ -384,15 +378,8 @@ def _alerting(app: faust.App, settings: Settings, metrics_topic: Any,
             log.exception("resolving stale alert series failed; retrying")
 
     @app.task
-    async def follow_silences() -> None:
-        delay = 1.0
-        while True:  # silences must keep flowing; a broker hiccup must not stop them
-            try:
-                await read_silences(settings, stage.silences)
-            except Exception as exc:
-                log.error("reading silences failed (retry in %.0fs): %s", delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+    async def follow_silences() -> None:  # a broker hiccup must not stop silences
+        await forever("reading silences", lambda: read_silences(settings, stage.silences))
 
     log.info("alerting with %d rules from %s", len(rules), settings.alerts.rules)
     return stage

@@ -49,6 +49,7 @@ from pipeline.codec import Rejection, decode_events, describe
 from pipeline.config import Settings
 from pipeline.dlq import DeadLetter, dead_letter, deliver
 from pipeline.kafka import client_options
+from pipeline.runtime.retry import Backoff
 from pipeline.sinks.isolate import isolate
 from pipeline.storage.clickhouse import apply_migrations, connect
 from pipeline.storage.rollups import refresh_rollups
@@ -383,18 +384,18 @@ class ClickHouseSink:
 
     async def _insert_until_done(self, batch: _Batch, stop: asyncio.Event) -> bool:
         """Retry the insert with capped backoff; False if asked to stop before it succeeded."""
-        delay = 0.5
+        backoff = Backoff(first=0.5, cap=self.settings.worker.sink_retry_max_seconds)
         while True:
             try:
                 await asyncio.to_thread(self.insert, batch)
                 return True
             except Exception as exc:  # ClickHouse down or busy: keep the batch, retry
                 self.stats.insert_failures += 1
+                delay = backoff.next()
                 log.error("ClickHouse insert of %d rows failed (retry in %.1fs): %s",
                           len(batch.events) + len(batch.resources), delay, exc)
             if not await self._pause(stop, delay):
                 return False
-            delay = min(delay * 2, self.settings.worker.sink_retry_max_seconds)
 
     async def _pause(self, stop: asyncio.Event, delay: float) -> bool:
         """Sleep ``delay`` seconds; False if ``stop`` was set meanwhile."""
