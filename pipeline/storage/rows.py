@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from schemas.alert import AlertEvent
+from schemas.bounds import EPOCH_SECONDS_MAX
 from schemas.event import InferenceEvent, ResourceSample
 from schemas.metrics import ResourceMetrics, WindowMetrics
 from schemas.scores import DriftScore, WindowScores
@@ -32,6 +33,27 @@ RESOURCE_COLUMNS = [
 ]
 
 
+def _ticks(seconds: float, name: str) -> int:
+    """DateTime64(3) ticks of the Unix time ``seconds`` in column ``name``.
+
+    A time the contracts do not allow (``EpochSeconds``: 1970 … 2100, finite) raises
+    ValueError, so the sink refuses its row. DateTime64 would take 1900 … 2299, but every
+    table's TTL reads its time as a 32-bit DateTime and would delete a row from before 1970
+    or after 2106 (less the retention) as it is inserted, without a trace.
+
+    >>> _ticks(1.5, "t")
+    1500
+    >>> _ticks(-0.001, "t")
+    Traceback (most recent call last):
+    ...
+    ValueError: t: -0.001 s is outside the stored times [0, 4102444800.0]
+    """
+    if not 0.0 <= seconds <= EPOCH_SECONDS_MAX:  # NaN fails too
+        raise ValueError(f"{name}: {seconds!r} s is outside the stored times "
+                         f"[0, {EPOCH_SECONDS_MAX}]")
+    return round(seconds * 1000)
+
+
 def event_columns(
     events: Sequence[InferenceEvent], partitions: Sequence[int], offsets: Sequence[int]
 ) -> list[list]:
@@ -44,7 +66,7 @@ def event_columns(
      offset) = cols
     for e, p, o in zip(events, partitions, offsets, strict=True):
         event_id.append(e.event_id)
-        ts.append(round(e.timestamp * 1000))  # DateTime64(3) ticks
+        ts.append(_ticks(e.timestamp, "timestamp"))
         version.append(e.schema_version)
         request_id.append(e.request_id or "")
         trace_id.append(e.trace_id or "")
@@ -92,7 +114,7 @@ def event_columns(
 def resource_columns(samples: Sequence[ResourceSample]) -> list[list]:
     """Column-oriented data for ``RESOURCE_COLUMNS``."""
     cols = [[getattr(s, name) for s in samples] for name in RESOURCE_COLUMNS]
-    cols[0] = [round(t * 1000) for t in cols[0]]  # DateTime64(3) ticks
+    cols[0] = [_ticks(t, "timestamp") for t in cols[0]]
     return cols
 
 
@@ -110,7 +132,7 @@ def struct_columns(rows: Sequence[WindowMetrics | ResourceMetrics | AlertEvent |
                    names: list[str]) -> list[list]:
     """Column-oriented data of Structs (times become DateTime64(3) ticks, None stays None)."""
     return [
-        [None if (v := getattr(m, n)) is None else round(v * 1000) for m in rows]
+        [None if (v := getattr(m, n)) is None else _ticks(v, n) for m in rows]
         if n in _TICKS else [getattr(m, n) for m in rows]
         for n in names
     ]
@@ -133,7 +155,8 @@ def drift_columns(scores: Sequence[WindowScores]) -> list[list]:
 def drift_row_columns(rows: Sequence[tuple[WindowScores, DriftScore]]) -> list[list]:
     """Column-oriented data for ``DRIFT_COLUMNS`` from (window, drift entry) pairs."""
     values = [
-        (w.series_key, w.labels, round(w.window_start * 1000), round(w.window_end * 1000),
+        (w.series_key, w.labels, _ticks(w.window_start, "window_start"),
+         _ticks(w.window_end, "window_end"),
          d.name, d.kind, d.statistic, d.value, d.threshold, d.drifted, w.reference,
          w.reference_version, d.reference_count, d.current_count)
         for w, d in rows
