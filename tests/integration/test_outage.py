@@ -140,10 +140,14 @@ def test_worker_stores_every_event_through_an_outage_and_logs_little(broker,
         distinct = pipe.owner_scalar("SELECT uniqExact(event_id) FROM events FINAL")
         assert int(distinct) == len(expected)
         assert worker.poll() is None, pipe.log(worker)
-        # the worker's log while the broker was down (and restarting, ~20 s): one line per
-        # kind of failure and a summary per 30 s (about 20 lines measured), where it used
-        # to write thousands a second
+        # the worker's log while the broker was down (and restarting, ~20 s): one warning
+        # per kind of failure and a summary per 30 s, where it used to write thousands of
+        # lines a second. Status lines (INFO: a sink batch a second, faust's start-up and
+        # recovery tables) are not failures and are never limited: bounded, not counted.
         assert up_at - down_at < 90
-        assert len(during) < 60, "\n".join(during[-200:])
+        failures = [line for line in during
+                    if any(f"[{level}]" in line for level in ("WARNING", "ERROR", "CRITICAL"))]
+        assert len(failures) < 30, "\n".join(failures)
+        assert len(during) < 400, "\n".join(during[-200:])
     finally:
         pipe.close()
