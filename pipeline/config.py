@@ -135,7 +135,9 @@ class MetricsSettings(_Section):
     window_seconds: PositiveFloat = 10.0
     hop_seconds: PositiveFloat | None = None  # None: tumbling; else hopping every hop_seconds
     lateness_seconds: Annotated[float, msgspec.Meta(ge=0)] = 5.0
-    idle_timeout_seconds: PositiveFloat = 30.0
+    # A caught-up partition with no event for this long advances with the wall clock, so
+    # the last window after traffic stops closes ~window + lateness + this later (was 30 s).
+    idle_timeout_seconds: PositiveFloat = 10.0
     series_labels: list[str] = msgspec.field(
         default_factory=lambda: ["model", "model_version", "operation"]
     )
