@@ -56,12 +56,12 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.aggregate.profile import series_key as make_series_key  # noqa: E402
 from pipeline.alerting.evaluator import Evaluator  # noqa: E402
 from pipeline.alerting.rules import parse_rules  # noqa: E402
 from pipeline.alerting.variables import window_vars  # noqa: E402
 from pipeline.config import Settings, load_settings  # noqa: E402
-from pipeline.simulate import Incident, TrafficModel  # noqa: E402
+from pipeline.dev.simulate import Incident, TrafficModel  # noqa: E402
+from pipeline.windows.profile import series_key as make_series_key  # noqa: E402
 from schemas.alert import AlertEvent  # noqa: E402
 from schemas.metrics import WindowMetrics  # noqa: E402
 
@@ -344,7 +344,7 @@ class Collector:
 
 
 def broker() -> Any:
-    from pipeline.devkafka import LocalKafka
+    from pipeline.dev.kafka import LocalKafka
 
     local = LocalKafka.private(OUT / "alerting-home", PORT, say=say)
     local.up()
@@ -395,8 +395,8 @@ def incidents_for(count: int, start: float) -> list[Incident]:
 
 
 def latency_bench(bootstrap: str, incidents_n: int, rate: float, batch: int) -> dict[str, Any]:
-    from pipeline.kafka import ensure_topics
-    from pipeline.publish import publish
+    from pipeline.dev.publish import publish
+    from pipeline.runtime.kafka import ensure_topics
 
     tag = uuid.uuid4().hex[:8]
     run_dir = OUT / "alerting"

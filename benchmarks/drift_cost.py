@@ -1,6 +1,6 @@
 """Cost of the drift work per event: the worker's processing path with and without it.
 
-In one process, on the same simulated traffic (``pipeline.simulate.TrafficModel``, five
+In one process, on the same simulated traffic (``pipeline.dev.simulate.TrafficModel``, five
 LLM/ML series, prompt-length / language / client features), runs the pure path a
 processing worker runs per batch — decode and validate the JSON messages, stage 1
 (absorb, close, encode partials), stage 2 (decode, merge, close, finalize), encode the
@@ -33,15 +33,15 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.aggregate.guard import CardinalityGuard
-from pipeline.aggregate.kinds import event_kind
-from pipeline.aggregate.partials import decode_partials, encode_partial
-from pipeline.aggregate.stage1 import Stage1Partition
-from pipeline.aggregate.stage2 import Stage2Partition
-from pipeline.codec import decode_events
 from pipeline.config import DriftSettings, load_settings
-from pipeline.drift.monitor import SeriesMonitor, monitor_spec
-from pipeline.simulate import TrafficModel
+from pipeline.dev.simulate import TrafficModel
+from pipeline.scoring.monitor import SeriesMonitor, monitor_spec
+from pipeline.sources.codec import decode_events
+from pipeline.windows.guard import CardinalityGuard
+from pipeline.windows.kinds import event_kind
+from pipeline.windows.partials import decode_partials, encode_partial
+from pipeline.windows.stage1 import Stage1Partition
+from pipeline.windows.stage2 import Stage2Partition
 from schemas.event import InferenceEvent
 
 BATCH = 200  # events per Kafka message, as the SDK and `inferwatch simulate` send them
@@ -106,7 +106,7 @@ def run(raw: list[bytes], drift: bool, window: float) -> tuple[int, float, int]:
 
 
 def stage1_watermark(mark: float):  # -> Watermark
-    from pipeline.aggregate.partials import Watermark
+    from pipeline.windows.partials import Watermark
 
     return Watermark(kind="events", src_partition=0, watermark=mark)
 

@@ -14,11 +14,11 @@ follow a daily-like sinusoid (volume ±50 %, level of ``x`` ±0.1 σ, share of t
 
 Methods, each on what it would watch in the pipeline:
 
-* drift statistics (``pipeline.drift.registry``, default parameters and minimum count) of
+* drift statistics (``pipeline.scoring.drift.registry``, default parameters and minimum count) of
   each window's mergeable histogram against a ``TrailingReference`` of the previous N windows
   (default 12): PSI, Jensen–Shannon, Hellinger, Wasserstein-1 and KS on ``x``; PSI,
   Jensen–Shannon, Hellinger and the chi-square p-value on the prediction. Alarm:
-  ``pipeline.drift.thresholds.threshold`` for the window's and the reference's counts.
+  ``pipeline.scoring.drift.thresholds.threshold`` for the window's and the reference's counts.
 * change points: ``ADWINDetector`` and ``PageHinkleyDetector`` (defaults), one per window
   series: p50 and p99 latency, error rate, mean confidence, mean output tokens, cost per
   request, mean and std of ``x``, share of the top label. A shift is detected on the series
@@ -27,7 +27,7 @@ Methods, each on what it would watch in the pipeline:
 * anomaly: ``MedianMADScorer`` and ``HalfSpaceTreesScorer`` on the vector of those nine
   window metrics (score, then learn), alarm when the score is ≥ its threshold in
   ``ANOMALY_THRESHOLDS``; fed every window with every metric (as built) and as
-  ``pipeline.drift.thresholds`` recommends (windows of ≥ ``ANOMALY_MIN_REQUESTS`` requests,
+  ``pipeline.scoring.drift.thresholds`` recommends (windows of ≥ ``ANOMALY_MIN_REQUESTS`` requests,
   without ``ANOMALY_EXCLUDED_METRICS``, MAD with ``ANOMALY_MIN_SCALE``). And as the
   scoring stage ships it: each window's events go through ``WindowProfile.add_events`` /
   ``add_drift`` → ``finalize`` and ``drift_profile`` into ``SeriesMonitor.observe`` (default
@@ -59,7 +59,7 @@ Dataset, CC BY 4.0; Patel, Choukse, Zhang, Shah, Goiri, Maleki, Bianchini, "Spli
 Efficient generative LLM inference using phase splitting", ISCA 2024). Latency (TTFT = queue
 + prefill, latency = TTFT + time per output token × (output tokens − 1); a failed request
 reports neither TTFT nor time per output token), errors and cost are modelled from the
-tokens as ``pipeline.simulate`` replays a trace.
+tokens as ``pipeline.dev.simulate`` replays a trace.
 
 ``--calibrate`` runs the suite on another seed (``--seed`` + 1000) and prints, per method,
 the smallest threshold with ≤ 0.5 false alarms per 1,000 no-change windows there, and the
@@ -90,10 +90,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.aggregate.profile import WindowProfile, series_key  # noqa: E402
-from pipeline.anomaly import SCORERS, AnomalyScorer  # noqa: E402
 from pipeline.config import DriftSettings, MetricsSettings  # noqa: E402
-from pipeline.drift import (  # noqa: E402
+from pipeline.scoring.anomaly import SCORERS, AnomalyScorer  # noqa: E402
+from pipeline.scoring.detectors import DETECTORS, ChangeDetector  # noqa: E402
+from pipeline.scoring.drift import (  # noqa: E402
     CategoricalHistogram,
     DriftProfile,
     NumericHistogram,
@@ -102,10 +102,7 @@ from pipeline.drift import (  # noqa: E402
     evaluate,
     statistics_for,
 )
-from pipeline.drift.detectors import DETECTORS, ChangeDetector  # noqa: E402
-from pipeline.drift.monitor import MIN_SCALE, SeriesMonitor  # noqa: E402
-from pipeline.drift.profile import MonitorSpec  # noqa: E402
-from pipeline.drift.thresholds import (  # noqa: E402
+from pipeline.scoring.drift.thresholds import (  # noqa: E402
     ANOMALY_EXCLUDED_METRICS,
     ANOMALY_MIN_REQUESTS,
     ANOMALY_MIN_SCALE,
@@ -114,6 +111,9 @@ from pipeline.drift.thresholds import (  # noqa: E402
     THRESHOLD_COUNT,
     threshold,
 )
+from pipeline.scoring.monitor import MIN_SCALE, SeriesMonitor  # noqa: E402
+from pipeline.windows.drift_profile import MonitorSpec  # noqa: E402
+from pipeline.windows.profile import WindowProfile, series_key  # noqa: E402
 from schemas.event import InferenceEvent  # noqa: E402
 from schemas.metrics import WindowMetrics  # noqa: E402
 
@@ -134,7 +134,7 @@ LOW_TRAFFIC_KEEP = 0.1  # share of the trace's events kept in low-traffic stream
 SERIES = ("latency_p50_ms", "latency_p99_ms", "error_rate", "confidence_mean", "output_tokens_mean",
           "cost_per_request_usd", "x_mean", "x_std", "top_label_share")
 X, PREDICTION = "feature.x", "prediction"
-# The scoring stage as shipped (pipeline.drift.monitor): its metrics settings, one series
+# The scoring stage as shipped (pipeline.scoring.monitor): its metrics settings, one series
 STAGE_METRICS = MetricsSettings()
 STAGE_LABELS = {"model": "m"}
 STAGE_KEY = series_key(STAGE_LABELS)
@@ -278,7 +278,7 @@ def mix_at(scenario: Scenario, w: int, destination: int, season: float) -> np.nd
 def events(n: int, trace: Trace, rng: np.random.Generator,
            latency_factor: float) -> dict[str, np.ndarray]:
     """Operational fields of ``n`` requests: (input, output) tokens drawn from the trace;
-    latency, errors and cost modelled from them as ``pipeline.simulate`` replays a trace
+    latency, errors and cost modelled from them as ``pipeline.dev.simulate`` replays a trace
     (``replay_profile``: lognormal noise, 1 % of requests slowed by ``min(2·(1 + Pareto(1.5)),
     100)``, errors likelier with longer context, a 120 s timeout counted as an error).
     TTFT = queue + prefill and latency = TTFT + tpot·(output tokens − 1), all scaled by

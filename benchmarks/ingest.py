@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.config import Settings, load_settings  # noqa: E402
-from pipeline.devkafka import LocalKafka  # noqa: E402
-from pipeline.kafka import ensure_topics  # noqa: E402
-from pipeline.publish import publish  # noqa: E402
-from pipeline.simulate import TrafficModel  # noqa: E402
+from pipeline.dev.kafka import LocalKafka  # noqa: E402
+from pipeline.dev.publish import publish  # noqa: E402
+from pipeline.dev.simulate import TrafficModel  # noqa: E402
+from pipeline.runtime.kafka import ensure_topics  # noqa: E402
 from schemas.event import InferenceEvent  # noqa: E402
 
 

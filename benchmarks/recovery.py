@@ -45,8 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.config import Settings, load_settings  # noqa: E402
-from pipeline.devkafka import LocalKafka  # noqa: E402
-from pipeline.kafka import ensure_topics  # noqa: E402
+from pipeline.dev.kafka import LocalKafka  # noqa: E402
+from pipeline.runtime.kafka import ensure_topics  # noqa: E402
 
 TOPICS = ("events", "dlq", "resources", "partials", "metrics", "scores", "alerts",
           "silences", "baselines")

@@ -7,7 +7,7 @@ it stores again after a broker outage, on a private KRaft broker of its own.
 
    * *idle*: the worker ready, before any traffic (5 s);
    * *baseline*: as many valid messages as the hostile corpus has, holding as many
-     simulated events as its elements (``pipeline.simulate.synthetic``, JSON batches
+     simulated events as its elements (``pipeline.dev.simulate.synthetic``, JSON batches
      sent by the corpus's own producer), from the first send until both consumer groups have
      committed to the end of the events topic; then, on the same worker, the 8 KB gzip
      bomb of the corpus alone (4 million zeros, 8 MiB inflated), peak minus the RSS
@@ -66,11 +66,11 @@ from aiokafka.errors import KafkaError
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.codec import encode_events  # noqa: E402
 from pipeline.config import load_settings  # noqa: E402
-from pipeline.devkafka import LocalKafka  # noqa: E402
-from pipeline.query import QueryError  # noqa: E402
-from pipeline.simulate import synthetic  # noqa: E402
+from pipeline.dev.kafka import LocalKafka  # noqa: E402
+from pipeline.dev.simulate import synthetic  # noqa: E402
+from pipeline.sinks.clickhouse.query import QueryError  # noqa: E402
+from pipeline.sources.codec import encode_events  # noqa: E402
 from schemas.event import InferenceEvent  # noqa: E402
 from tests.integration import test_hostile_traffic as hostile  # noqa: E402
 from tests.integration.harness import Pipeline  # noqa: E402

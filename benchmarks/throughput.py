@@ -286,9 +286,9 @@ class Bench:
     # ------------------------------------------------------------------ data
     def dataset(self, name: str, label: str, events: int, batch: int,
                 models: Sequence[Any] | None) -> Dataset:
-        from pipeline.kafka import ensure_topics
-        from pipeline.publish import publish
-        from pipeline.simulate import DEFAULT_MODELS, TrafficModel
+        from pipeline.dev.publish import publish
+        from pipeline.dev.simulate import DEFAULT_MODELS, TrafficModel
+        from pipeline.runtime.kafka import ensure_topics
 
         topic = f"tp.{self.tag}.{name}.events"
         settings, _ = self.settings(name, topic)
@@ -306,7 +306,7 @@ class Bench:
     # ------------------------------------------------------------------ 1. pipeline
     def pipeline_rate(self, data: Dataset, workers: int, extra: dict[str, str] | None = None,
                       suffix: str = "") -> Rate:
-        from pipeline.kafka import ensure_topics
+        from pipeline.runtime.kafka import ensure_topics
 
         run = f"{data.name}-w{workers}{suffix}"
         settings, env = self.settings(run, data.topic)
@@ -391,8 +391,8 @@ class Bench:
 
     # ------------------------------------------------------------------ 3. delay
     def delay(self, rate: float, duration: float) -> dict[str, Any]:
-        from pipeline.kafka import ensure_topics
-        from pipeline.simulate import TrafficModel
+        from pipeline.dev.simulate import TrafficModel
+        from pipeline.runtime.kafka import ensure_topics
 
         settings, env = self.settings("delay")
         asyncio.run(ensure_topics(settings))
@@ -418,9 +418,9 @@ class Bench:
     def memory(self, series: int, windows: int, per_window: int) -> dict[str, Any]:
         import psutil
 
-        from pipeline.kafka import ensure_topics
-        from pipeline.publish import publish
-        from pipeline.simulate import ModelProfile, TrafficModel
+        from pipeline.dev.publish import publish
+        from pipeline.dev.simulate import ModelProfile, TrafficModel
+        from pipeline.runtime.kafka import ensure_topics
 
         settings, env = self.settings("memory")
         asyncio.run(ensure_topics(settings))
@@ -744,7 +744,7 @@ async def live_delay(settings: Settings, traffic: Any, rate: float, duration: fl
     """Publish live traffic; collect WindowMetrics; delays after window end + lateness."""
     from aiokafka import AIOKafkaConsumer
 
-    from pipeline.publish import publish
+    from pipeline.dev.publish import publish
 
     consumer = AIOKafkaConsumer(
         settings.topics.metrics, bootstrap_servers=settings.kafka.bootstrap_servers,
@@ -805,7 +805,7 @@ def quantile(values: Sequence[float], q: float) -> float:
 
 def hot_models(share: float = 0.9) -> list[Any]:
     """The default models with one series (gpt-chat 2024-06 chat) carrying ``share``."""
-    from pipeline.simulate import DEFAULT_MODELS
+    from pipeline.dev.simulate import DEFAULT_MODELS
 
     hot, *rest = DEFAULT_MODELS
     others = sum(m.share for m in rest)
@@ -814,7 +814,7 @@ def hot_models(share: float = 0.9) -> list[Any]:
 
 
 def broker(args: argparse.Namespace) -> Any:
-    from pipeline.devkafka import LocalKafka
+    from pipeline.dev.kafka import LocalKafka
 
     local = LocalKafka.private(OUT / "throughput-home", PORT, partitions=PARTITIONS, say=say)
     local.up()

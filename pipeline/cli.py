@@ -50,7 +50,7 @@ def dev() -> None:
 
 
 def _local(ctx: click.Context):  # -> LocalKafka
-    from pipeline.devkafka import LocalKafka
+    from pipeline.dev.kafka import LocalKafka
 
     return LocalKafka(_settings(ctx), say=lambda m: click.echo(m, err=True))
 
@@ -65,7 +65,7 @@ def dev_up(ctx: click.Context, timeout: float) -> None:
     """
     import asyncio
 
-    from pipeline.kafka import ensure_topics, wait_for_broker
+    from pipeline.runtime.kafka import ensure_topics, wait_for_broker
 
     settings = _settings(ctx)
     local = _local(ctx)
@@ -114,8 +114,8 @@ def worker(ctx: click.Context, roles: str | None, loglevel: str) -> None:
     Add processing workers to the consumer group to scale out. With the embedded
     store, run exactly one sink; it also answers `inferwatch query`.
     """
-    from pipeline.storage.owner import StoreBusyError
-    from pipeline.worker import run_worker
+    from pipeline.runtime.worker import run_worker
+    from pipeline.sinks.clickhouse.owner import StoreBusyError
 
     settings = _settings(ctx)
     chosen = [r.strip() for r in roles.split(",")] if roles else list(settings.worker.roles)
@@ -170,9 +170,9 @@ def simulate(ctx: click.Context, rate: float, duration: float, seed: int, speed:
     import asyncio
     import time
 
-    from pipeline.codec import JSON, MSGPACK
-    from pipeline.publish import PublishStats, publish
-    from pipeline.simulate import Incident, TrafficModel, replay
+    from pipeline.dev.publish import PublishStats, publish
+    from pipeline.dev.simulate import Incident, TrafficModel, replay
+    from pipeline.sources.codec import JSON, MSGPACK
 
     settings = _settings(ctx)
     try:
@@ -239,8 +239,8 @@ def query(ctx: click.Context, sql: str, fmt: str) -> None:
     currently owns the embedded store. Writes and DDL are refused.
     Tables: events, resources (database from config, default `inferwatch`).
     """
-    from pipeline.query import QueryError, format_result, run_query
-    from pipeline.storage.owner import StoreBusyError
+    from pipeline.sinks.clickhouse.owner import StoreBusyError
+    from pipeline.sinks.clickhouse.query import QueryError, format_result, run_query
 
     try:
         result = run_query(_settings(ctx), sql)
@@ -368,7 +368,7 @@ def silence_add(ctx: click.Context, matchers: tuple[str, ...], duration: str, co
     import time
 
     from pipeline.alerting.silences import new_silence
-    from pipeline.processors.alerting import publish_silence
+    from pipeline.runtime.alerting import publish_silence
 
     try:
         item = new_silence(list(matchers), duration=duration, now=time.time(),
@@ -383,7 +383,7 @@ def _silences(settings: Settings):  # -> Silences
     import asyncio
 
     from pipeline.alerting.silences import Silences
-    from pipeline.processors.alerting import read_silences
+    from pipeline.runtime.alerting import read_silences
 
     store = Silences()
     asyncio.run(read_silences(settings, store, follow=False))
@@ -417,7 +417,7 @@ def silence_expire(ctx: click.Context, silence_id: str) -> None:
     import asyncio
     import time
 
-    from pipeline.processors.alerting import publish_silence
+    from pipeline.runtime.alerting import publish_silence
 
     settings = _settings(ctx)
     store = _silences(settings)
@@ -488,7 +488,7 @@ def baseline_set(ctx: click.Context, series: str, start: str | None, end: str | 
 
     from aiokafka.errors import KafkaError
 
-    from pipeline.baselines import (
+    from pipeline.scoring.baselines import (
         BaselineError,
         build_from_clickhouse,
         build_from_file,
@@ -497,9 +497,9 @@ def baseline_set(ctx: click.Context, series: str, start: str | None, end: str | 
         publish_baseline,
         resolve_series,
     )
-    from pipeline.drift.profile import MonitorSpec
-    from pipeline.query import QueryError
-    from pipeline.storage.owner import StoreBusyError
+    from pipeline.sinks.clickhouse.owner import StoreBusyError
+    from pipeline.sinks.clickhouse.query import QueryError
+    from pipeline.windows.drift_profile import MonitorSpec
 
     settings = _settings(ctx)
     if path is None and (start is None or end is None):
@@ -557,8 +557,8 @@ def baseline_list(ctx: click.Context, series: str | None) -> None:
     """List the pinned baselines (series, version, created, source, events)."""
     import asyncio
 
-    from pipeline.aggregate.profile import series_key
-    from pipeline.baselines import format_time, parse_series_key, read_baselines
+    from pipeline.scoring.baselines import format_time, parse_series_key, read_baselines
+    from pipeline.windows.profile import series_key
 
     settings = _settings(ctx)
     wanted = None
@@ -595,8 +595,8 @@ def config_show(ctx: click.Context) -> None:
 @click.pass_context
 def migrate(ctx: click.Context) -> None:
     """Apply pending ClickHouse migrations (the sink also does this on start)."""
-    from pipeline.storage.clickhouse import apply_migrations, connect
-    from pipeline.storage.owner import StoreLock
+    from pipeline.sinks.clickhouse.client import apply_migrations, connect
+    from pipeline.sinks.clickhouse.owner import StoreLock
 
     settings = _settings(ctx)
     lock = StoreLock(settings.home_path) if settings.embedded else None

@@ -170,11 +170,12 @@ class DriftSettings(_Section):
     # auto: the series' pinned baseline when there is one, else the trailing windows
     reference: Literal["auto", "pinned", "trailing"] = "auto"
     trailing_windows: PositiveInt = 12
-    # Per-statistic thresholds overriding pipeline.drift.thresholds (e.g. {psi = 0.25}).
+    # Per-statistic thresholds overriding pipeline.scoring.drift.thresholds (e.g. {psi = 0.25}).
     thresholds: dict[str, float] = msgspec.field(default_factory=dict)
     detector: Literal["page_hinkley", "adwin"] = "page_hinkley"
     anomaly: Literal["mad", "half_space_trees"] = "mad"
-    # None: the scorer's recommended threshold (pipeline.drift.thresholds.ANOMALY_THRESHOLDS)
+    # None: the scorer's recommended threshold
+    # (pipeline.scoring.drift.thresholds.ANOMALY_THRESHOLDS)
     anomaly_threshold: Annotated[float, msgspec.Meta(gt=0, lt=1)] | None = None
     warm_up_windows: PositiveInt = 20  # no window is called anomalous before this many
     # Detector and scorer state go to the changelog every this many windows of a series.

@@ -41,7 +41,7 @@ class WindowMetrics(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Request metrics of one series over one closed event-time window.
 
     ``series_key`` is the stable string form of ``labels`` (see
-    ``pipeline.aggregate.series_key``). Times are Unix seconds, durations milliseconds.
+    ``pipeline.windows.series_key``). Times are Unix seconds, durations milliseconds.
     Rates are per second of window length; ``error_rate`` and ``slo_compliance`` are
     fractions of ``requests``.
     """

@@ -51,6 +51,6 @@ def kafka_bootstrap() -> Iterator[str]:
 
 def local_kafka(home: Path, port: int):  # -> LocalKafka
     """A LocalKafka for tests, sharing the jar cache of the main home."""
-    from pipeline.devkafka import LocalKafka
+    from pipeline.dev.kafka import LocalKafka
 
     return LocalKafka.private(home, port, say=lambda m: None)

@@ -49,7 +49,6 @@ from typing import Any
 
 import msgspec
 
-from pipeline.aggregate.profile import series_key as make_series_key
 from pipeline.alerting.conditions import Outcome
 from pipeline.alerting.history import CountHistory
 from pipeline.alerting.inhibit import inhibited_by
@@ -57,6 +56,7 @@ from pipeline.alerting.lifecycle import Lifecycle, Transition, fingerprint
 from pipeline.alerting.rules import Rule, RuleSet
 from pipeline.alerting.silences import Silences
 from pipeline.alerting.variables import window_vars
+from pipeline.windows.profile import series_key as make_series_key
 from schemas.alert import AlertEvent
 from schemas.metrics import WindowMetrics
 

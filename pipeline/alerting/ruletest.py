@@ -52,12 +52,12 @@ from typing import Annotated, Any
 
 import msgspec
 
-from pipeline.aggregate.profile import series_key as make_series_key
 from pipeline.alerting._yaml import Located, Problem, YamlProblem, convert, load_yaml
 from pipeline.alerting.durations import format_duration, parse_duration
 from pipeline.alerting.evaluator import Evaluator
 from pipeline.alerting.rules import RuleError, RuleSet, load_rules
 from pipeline.alerting.variables import ALIASES
+from pipeline.windows.profile import series_key as make_series_key
 from schemas.alert import AlertEvent
 from schemas.metrics import WindowMetrics
 

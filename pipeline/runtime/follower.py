@@ -15,9 +15,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from pipeline.codec import describe
 from pipeline.config import KafkaSettings
-from pipeline.kafka import client_options
+from pipeline.runtime.kafka import client_options
+from pipeline.sources.codec import describe
 
 __all__ = ["follow"]
 

@@ -11,7 +11,7 @@ import os
 import sys
 
 from pipeline.config import load_settings
-from pipeline.sinks.clickhouse import ClickHouseSink
+from pipeline.sinks.clickhouse.writer import ClickHouseSink
 
 
 class CrashAfterInsert(ClickHouseSink):

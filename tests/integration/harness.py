@@ -22,9 +22,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from pipeline.config import Settings, load_settings
-from pipeline.kafka import ensure_topics
-from pipeline.query import QueryError
-from pipeline.storage.owner import StoreLock
+from pipeline.runtime.kafka import ensure_topics
+from pipeline.sinks.clickhouse.owner import StoreLock
+from pipeline.sinks.clickhouse.query import QueryError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -162,7 +162,7 @@ class Pipeline:
 
     def owner_scalar(self, sql: str) -> Any:
         """Ask the running owner directly (cheap polling); never opens the store here."""
-        from pipeline.query import run_query
+        from pipeline.sinks.clickhouse.query import run_query
 
         if not self.settings.embedded:
             return run_query(self.settings, sql).rows[0][0]

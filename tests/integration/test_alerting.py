@@ -19,8 +19,8 @@ import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 
-from pipeline.publish import publish
-from pipeline.simulate import TrafficModel
+from pipeline.dev.publish import publish
+from pipeline.dev.simulate import TrafficModel
 from schemas.alert import AlertEvent
 from tests.integration.harness import ROOT, Pipeline
 

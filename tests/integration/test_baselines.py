@@ -20,16 +20,16 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from pipeline.aggregate.profile import series_key
-from pipeline.baselines import (
+from pipeline.dev.publish import publish
+from pipeline.scoring.baselines import (
     Baseline,
     build_from_file,
     follow_baselines,
     publish_baseline,
     read_baselines,
 )
-from pipeline.drift.profile import DriftProfile, MonitorSpec
-from pipeline.publish import publish
+from pipeline.windows.drift_profile import DriftProfile, MonitorSpec
+from pipeline.windows.profile import series_key
 from schemas.event import InferenceEvent
 from tests.integration.harness import ROOT, Pipeline
 

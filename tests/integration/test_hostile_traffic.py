@@ -25,7 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis_jsonschema import from_schema
 
-from pipeline.query import run_query
+from pipeline.sinks.clickhouse.query import run_query
 from schemas.event import InferenceEvent
 from schemas.export import json_schema
 from tests.integration.harness import Pipeline

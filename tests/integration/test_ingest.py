@@ -13,9 +13,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from pipeline.publish import publish
-from pipeline.query import QueryError
-from pipeline.simulate import synthetic
+from pipeline.dev.publish import publish
+from pipeline.dev.simulate import synthetic
+from pipeline.sinks.clickhouse.query import QueryError
 from schemas import InferenceEvent
 from tests.integration.harness import Pipeline
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from pipeline.codec import decode_events
 from pipeline.config import IngestLimits
-from pipeline.simulate import TrafficModel
+from pipeline.dev.simulate import TrafficModel
+from pipeline.sources.codec import decode_events
 from schemas.event import InferenceEvent
 from tests.conftest import ROOT, local_kafka
 from tests.integration.harness import Pipeline

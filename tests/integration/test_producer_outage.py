@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from pipeline.codec import decode_events
 from pipeline.config import IngestLimits, load_settings
-from pipeline.producer import Producer
+from pipeline.sdk.producer import Producer
+from pipeline.sources.codec import decode_events
 from tests.conftest import local_kafka
 
 pytestmark = pytest.mark.integration

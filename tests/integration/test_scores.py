@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.baselines import Baseline, publish_baseline
-from pipeline.drift.monitor import monitor_spec
-from pipeline.publish import publish
-from pipeline.simulate import Incident, TrafficModel
+from pipeline.dev.publish import publish
+from pipeline.dev.simulate import Incident, TrafficModel
+from pipeline.scoring.baselines import Baseline, publish_baseline
+from pipeline.scoring.monitor import monitor_spec
 from schemas.event import InferenceEvent
 from tests.integration.harness import Pipeline
 

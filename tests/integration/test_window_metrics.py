@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.publish import publish
-from pipeline.simulate import TrafficModel
+from pipeline.dev.publish import publish
+from pipeline.dev.simulate import TrafficModel
 from tests.integration.harness import Pipeline
 
 pytestmark = pytest.mark.integration

@@ -1,0 +1,717 @@
+"""Pinned drift baselines: build a reference from stored events or a file, keep it on Kafka.
+
+A :class:`Baseline` is one series' pinned :class:`~pipeline.scoring.drift.reference.Reference` plus
+where it came from. Baselines live on a compacted, single-partition topic
+(``inferwatch.baselines``, key = series key) that every worker reads from the start and
+follows, like the silences: durable, shared, written by ``inferwatch baseline set``.
+
+Versions only grow: :func:`publish_baseline` reads the topic and stores ``latest + 1`` for the
+series, so a drift value naming ``reference_version`` names exactly one baseline. Two
+publishers racing on one series may both pick the same number; the later write wins (the
+follower keeps the last record of the highest version), which is the compacted topic's own
+rule, so every worker converges on the same baseline.
+
+Builders: :func:`build_from_clickhouse` reads the raw ``events`` of a series and an event-time
+range through the read-only query path
+(:func:`pipeline.sinks.clickhouse.query.run_query`: a ClickHouse server,
+the worker that owns the embedded store, or the embedded store itself), a page at a time.
+:func:`build_from_file` reads a JSON array, JSON lines or Parquet file of ``InferenceEvent``
+records, validated with :mod:`pipeline.sources.codec`; Parquet is read with chDB's ``file()`` table
+function (chDB is already a dependency). The maths stays in :mod:`pipeline.scoring.drift`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+
+from pipeline.config import IngestLimits, Settings
+from pipeline.scoring.drift.reference import Reference
+from pipeline.sources.codec import decode_events
+from pipeline.windows.drift_profile import FEATURE_PREFIX, OPERATIONAL, DriftProfile, MonitorSpec
+from pipeline.windows.profile import series_key as make_series_key
+from schemas.event import InferenceEvent
+
+__all__ = [
+    "Baseline",
+    "BaselineError",
+    "NoEventsError",
+    "build_from_clickhouse",
+    "build_from_file",
+    "events_sql",
+    "follow_baselines",
+    "format_time",
+    "next_version",
+    "parse_events_json",
+    "parse_series_key",
+    "parse_time",
+    "publish_baseline",
+    "read_baselines",
+    "resolve_series",
+    "stamp",
+]
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 50_000  # events per read-only query when building from ClickHouse
+_CHUNK = 10_000  # records validated per decode call when reading a file
+_MAX_PROBLEMS = 5  # bad records named in an error; the rest are counted
+# A baseline file may hold old (or synthetic future) events: only the schema is enforced.
+_FILE_LIMITS = IngestLimits(
+    max_message_bytes=1 << 62, max_decompressed_bytes=1 << 62, max_batch_events=1 << 62,
+    max_future_seconds=1e12, max_past_seconds=1e12,
+)
+# Series labels that are String columns of the events table; others are read from attributes.
+_STRING_COLUMNS = frozenset({
+    "request_id", "trace_id", "span_id", "service", "environment", "tenant", "user", "region",
+    "model", "model_version", "provider", "operation", "status", "error_type", "finish_reason",
+})
+_EVENT_FIELDS = frozenset(InferenceEvent.__struct_fields__) - {"features", "attributes"}
+_ENCODER = msgspec.json.Encoder()
+
+
+class BaselineError(ValueError):
+    """A baseline cannot be built or read; the message says which series, file or range."""
+
+
+class NoEventsError(BaselineError):
+    """The series has no event in the requested range or file: nothing to pin."""
+
+
+# --------------------------------------------------------------------------- the record
+class Baseline(msgspec.Struct, kw_only=True, frozen=True):
+    """One series' pinned reference, as stored on the baselines topic (JSON, key = series).
+
+    ``version`` is 0 until :func:`publish_baseline` stamps it; stored baselines count from 1.
+    ``reference`` is :meth:`Reference.to_builtins` of the pinned reference, whose own version
+    equals ``version`` once stored. ``source`` says where the events came from
+    (``clickhouse:<from>..<to>`` or ``file:<path>``), ``events`` how many were used.
+
+    >>> from pipeline.windows.drift_profile import DriftProfile, MonitorSpec
+    >>> events = [InferenceEvent(event_id=str(i), timestamp=float(i), model="m",
+    ...                          latency_ms=float(i)) for i in range(1, 5)]
+    >>> spec = MonitorSpec(prediction="none", confidence=False)
+    >>> labels = {"model": "m", "model_version": "", "operation": ""}
+    >>> b = Baseline.of_events(events, spec, labels, source="file:/tmp/e.jsonl")
+    >>> b.series_key, b.events, b.to_reference()["latency_ms"].count
+    ('model=m|model_version=|operation=', 4, 4)
+    >>> msgspec.json.decode(msgspec.json.encode(b), type=Baseline) == b
+    True
+    """
+
+    series_key: Annotated[str, msgspec.Meta(min_length=1)]
+    labels: dict[str, str]
+    version: Annotated[int, msgspec.Meta(ge=0)] = 0
+    created_at: float = 0.0
+    created_by: str = ""
+    source: str
+    events: Annotated[int, msgspec.Meta(ge=1)]
+    type_mismatches: Annotated[int, msgspec.Meta(ge=0)] = 0
+    spec: MonitorSpec
+    reference: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        if make_series_key(self.labels) != self.series_key:
+            raise ValueError(f"series_key {self.series_key!r} does not match labels {self.labels}")
+        if self.to_reference().source != "pinned":
+            raise ValueError("a baseline's reference must be pinned")
+
+    def to_reference(self) -> Reference:
+        """The pinned :class:`Reference` (raises ``ValueError`` on a malformed payload)."""
+        try:
+            return Reference.from_builtins(self.reference)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed reference payload: {exc!r}") from exc
+
+    @property
+    def built_from(self) -> float:
+        """Start of the event-time range the reference covers (Unix seconds)."""
+        return float(self.reference["from"])
+
+    @property
+    def built_to(self) -> float:
+        """End of the event-time range the reference covers (Unix seconds)."""
+        return float(self.reference["to"])
+
+    def counts(self) -> dict[str, int]:
+        """Values per monitored name in the reference (sparse features show up here)."""
+        return {name: h.count for name, h in sorted(self.to_reference().histograms.items())}
+
+    @classmethod
+    def of_events(
+        cls,
+        events: Iterable[InferenceEvent] | Iterable[Sequence[InferenceEvent]],
+        spec: MonitorSpec,
+        labels: Mapping[str, str],
+        *,
+        source: str,
+        start: float | None = None,
+        end: float | None = None,
+        created_by: str = "",
+    ) -> Baseline:
+        """An unstored (version 0) baseline of ``events`` (or batches of them). Pure.
+
+        The reference covers ``[start, end]`` when given, else the events' own time span.
+        Raises :class:`NoEventsError` when there is no event.
+        """
+        profile = DriftProfile()
+        count, first, last = 0, math.inf, -math.inf
+        for batch in _batches(events):
+            if not batch:
+                continue
+            profile.add_events(batch, spec)
+            count += len(batch)
+            first = min(first, min(e.timestamp for e in batch))
+            last = max(last, max(e.timestamp for e in batch))
+        key = make_series_key(labels)
+        if count == 0:
+            raise NoEventsError(f"no events for series {key} ({source})")
+        reference = Reference.pinned(profile, version=0,
+                                     built_from=first if start is None else start,
+                                     built_to=last if end is None else end)
+        return cls(series_key=key, labels=dict(labels), source=source, events=count,
+                   type_mismatches=profile.type_mismatches, spec=spec,
+                   reference=reference.to_builtins(), created_by=created_by)
+
+
+def _batches(
+    events: Iterable[InferenceEvent] | Iterable[Sequence[InferenceEvent]],
+) -> Iterator[Sequence[InferenceEvent]]:
+    pending: list[InferenceEvent] = []
+    for item in events:
+        if isinstance(item, InferenceEvent):
+            pending.append(item)
+            if len(pending) >= _CHUNK:
+                yield pending
+                pending = []
+        else:
+            yield item
+    if pending:
+        yield pending
+
+
+# --------------------------------------------------------------------------- versions
+def next_version(current: Baseline | None) -> int:
+    """The version the next baseline of a series gets: one above the latest stored, from 1."""
+    return 1 if current is None else current.version + 1
+
+
+def stamp(baseline: Baseline, current: Baseline | None, now: float) -> Baseline:
+    """``baseline`` as it will be stored after ``current``: next version, created ``now``.
+
+    >>> from pipeline.windows.drift_profile import MonitorSpec
+    >>> e = InferenceEvent(event_id="a", timestamp=1.0, model="m", latency_ms=1.0)
+    >>> b = Baseline.of_events([e], MonitorSpec(), {"model": "m"}, source="test")
+    >>> v1 = stamp(b, None, now=10.0)
+    >>> v2 = stamp(b, v1, now=20.0)
+    >>> (v1.version, v2.version, v2.to_reference().version, v2.created_at)
+    (1, 2, 2, 20.0)
+    """
+    version = next_version(current)
+    reference = {**baseline.reference, "ver": version}
+    return msgspec.structs.replace(baseline, version=version, created_at=float(now),
+                                   reference=reference)
+
+
+# --------------------------------------------------------------------------- parsing
+def parse_time(text: str) -> float:
+    """ISO-8601 (naive means UTC) or Unix seconds → Unix seconds.
+
+    >>> parse_time("2024-06-01T00:00:00Z"), parse_time("2024-06-01"), parse_time("1717200000.5")
+    (1717200000.0, 1717200000.0, 1717200000.5)
+    """
+    raw = text.strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"invalid time {text!r}: Unix seconds must be finite and >= 0")
+        return value
+    try:
+        when = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(f"invalid time {text!r}: use ISO-8601 (2024-06-01T12:00:00Z) "
+                         "or Unix seconds (1717243200)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.timestamp()
+
+
+def format_time(seconds: float) -> str:
+    """Unix seconds → ISO-8601 UTC with ``Z`` (milliseconds only when there are some).
+
+    >>> format_time(1717200000.0), format_time(1717200000.25)
+    ('2024-06-01T00:00:00Z', '2024-06-01T00:00:00.250Z')
+    """
+    when = dt.datetime.fromtimestamp(seconds, dt.UTC)
+    spec = "seconds" if when.microsecond == 0 else "milliseconds"
+    return when.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+def parse_series_key(text: str) -> dict[str, str]:
+    """Inverse of :func:`pipeline.windows.profile.series_key` (backslash escapes honoured).
+
+    >>> parse_series_key("model=gpt-chat|model_version=2024-06|operation=chat")
+    {'model': 'gpt-chat', 'model_version': '2024-06', 'operation': 'chat'}
+    >>> parse_series_key(r"tenant=a\\|b|model=m")
+    {'tenant': 'a|b', 'model': 'm'}
+    """
+    labels: dict[str, str] = {}
+    name: list[str] = []
+    value: list[str] | None = None
+    chars = iter(text)
+
+    def finish() -> None:
+        if value is None or not name:
+            raise ValueError(f"invalid series key {text!r}: expected name=value|name=value")
+        key = "".join(name)
+        if key in labels:
+            raise ValueError(f"invalid series key {text!r}: label {key!r} given twice")
+        labels[key] = "".join(value)
+
+    for char in chars:
+        if char == "\\":
+            escaped = next(chars, None)
+            if escaped is None:
+                raise ValueError(f"invalid series key {text!r}: ends with a backslash")
+            (name if value is None else value).append(escaped)
+        elif char == "|":
+            finish()
+            name, value = [], None
+        elif char == "=" and value is None:
+            value = []
+        else:
+            (name if value is None else value).append(char)
+    finish()
+    return labels
+
+
+def resolve_series(
+    settings: Settings, series: str | Mapping[str, str]
+) -> tuple[str, dict[str, str]]:
+    """(canonical series key, labels), checked against ``metrics.series_labels``."""
+    try:
+        labels = parse_series_key(series) if isinstance(series, str) else dict(series)
+    except ValueError as exc:
+        raise BaselineError(str(exc)) from None
+    expected = list(settings.metrics.series_labels)
+    if set(labels) != set(expected):
+        example = "|".join(f"{n}=..." for n in sorted(expected))
+        raise BaselineError(
+            f"series {make_series_key(labels)!r} has labels {sorted(labels)} but "
+            f"metrics.series_labels is {sorted(expected)}; give e.g. {example!r}")
+    return make_series_key(labels), labels
+
+
+# --------------------------------------------------------------------------- ClickHouse
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _label_condition(name: str, value: str) -> str:
+    if name in _STRING_COLUMNS:
+        return f"{name} = {_sql_string(value)}"
+    if name in _EVENT_FIELDS:
+        raise BaselineError(f"series label {name!r} is not a string column of the events table")
+    return f"attributes[{_sql_string(name)}] = {_sql_string(value)}"  # missing key reads ''
+
+
+def _ms_time(ms: int) -> str:
+    return f"fromUnixTimestamp64Milli(toInt64({int(ms)}), 'UTC')"
+
+
+def events_sql(
+    database: str,
+    labels: Mapping[str, str],
+    start: float,
+    end: float,
+    spec: MonitorSpec,
+    *,
+    after: tuple[int, str] | None = None,
+    limit: int = PAGE_SIZE,
+) -> str:
+    """One page of a series' raw events in ``[start, end)``, ordered by (timestamp, event_id).
+
+    Only the columns ``spec`` monitors are read; ``after`` is the (timestamp ms, event_id) of
+    the last row of the previous page (keyset pagination: no OFFSET re-scans).
+
+    >>> sql = events_sql("iw", {"model": "m"}, 0.0, 60.0, MonitorSpec(), limit=10)
+    >>> "FROM iw.events FINAL" in sql and "model = 'm'" in sql and sql.endswith("LIMIT 10")
+    True
+    """
+    monitored = spec.monitored()
+    columns = ["event_id", "toUnixTimestamp64Milli(timestamp) AS ts_ms"]
+    features = sorted(n[len(FEATURE_PREFIX):] for n in monitored if n.startswith(FEATURE_PREFIX))
+    if features:
+        keys = "[" + ", ".join(_sql_string(f) for f in features) + "]"
+        columns += [f"mapFilter((k, v) -> has({keys}, k), features_num) AS features_num",
+                    f"mapFilter((k, v) -> has({keys}, k), features_cat) AS features_cat"]
+    columns += [n for n in ("prediction", "confidence", *OPERATIONAL) if n in monitored]
+    start_ms, end_ms = round(start * 1000), round(end * 1000)
+    where = [_label_condition(n, v) for n, v in sorted(labels.items())]
+    where += [f"timestamp >= {_ms_time(start_ms)}", f"timestamp < {_ms_time(end_ms)}"]
+    if after is not None:
+        where.append(f"(timestamp, event_id) > ({_ms_time(after[0])}, {_sql_string(after[1])})")
+    return (f"SELECT {', '.join(columns)} FROM {database}.events FINAL "
+            f"WHERE {' AND '.join(where)} ORDER BY timestamp, event_id LIMIT {int(limit)}")
+
+
+def _event_of_row(row: Mapping[str, Any], spec: MonitorSpec) -> InferenceEvent:
+    """The monitored fields of a stored event, shaped as the event the producer sent."""
+    prediction = row.get("prediction")
+    if prediction == "":
+        prediction = None  # the sink stores an absent prediction as ''
+    elif spec.prediction == "numeric" and isinstance(prediction, str):
+        # A string where a number was declared stays a string: counted as a type mismatch.
+        with contextlib.suppress(ValueError):
+            prediction = float(prediction)
+    features = {**(row.get("features_num") or {}), **(row.get("features_cat") or {})}
+    return InferenceEvent(
+        event_id=row["event_id"], timestamp=row["ts_ms"] / 1000.0, model="-",
+        latency_ms=row.get("latency_ms") or 0.0,
+        time_to_first_token_ms=row.get("time_to_first_token_ms"),
+        input_tokens=row.get("input_tokens"), output_tokens=row.get("output_tokens"),
+        cost_usd=row.get("cost_usd"), prediction=prediction,
+        confidence=row.get("confidence"), features=features,
+    )
+
+
+def _clickhouse_pages(
+    settings: Settings, labels: Mapping[str, str], start: float, end: float,
+    spec: MonitorSpec, page_size: int,
+) -> Iterator[list[InferenceEvent]]:
+    from pipeline.sinks.clickhouse.query import QueryError, run_query
+
+    after: tuple[int, str] | None = None
+    while True:
+        sql = events_sql(settings.clickhouse.database, labels, start, end, spec,
+                         after=after, limit=page_size)
+        try:
+            result = run_query(settings, sql)
+        except QueryError as exc:
+            if "UNKNOWN_TABLE" in str(exc) or "UNKNOWN_DATABASE" in str(exc):
+                raise BaselineError(
+                    f"no events table in ClickHouse database {settings.clickhouse.database!r} "
+                    f"({settings.clickhouse_dsn.split('@')[-1]}): has a sink stored events "
+                    "there yet?") from exc
+            raise
+        rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+        if rows:
+            yield [_event_of_row(row, spec) for row in rows]
+        if len(rows) < page_size:
+            return
+        after = (int(rows[-1]["ts_ms"]), str(rows[-1]["event_id"]))
+
+
+def build_from_clickhouse(
+    settings: Settings,
+    series: str | Mapping[str, str],
+    start: float,
+    end: float,
+    spec: MonitorSpec,
+    *,
+    created_by: str = "",
+    page_size: int = PAGE_SIZE,
+) -> Baseline:
+    """An unstored baseline of the series' raw events in ``[start, end)`` from ClickHouse.
+
+    Reads through the read-only query path (server, store owner over loopback, or the
+    embedded store). Raises :class:`NoEventsError` when the range holds no event, and
+    :class:`pipeline.sinks.clickhouse.query.QueryError` / ``StoreBusyError`` when the store
+    cannot answer.
+    """
+    if end <= start:
+        raise BaselineError(f"--to {format_time(end)} must be after --from {format_time(start)}")
+    key, labels = resolve_series(settings, series)
+    source = f"clickhouse:{format_time(start)}..{format_time(end)}"
+    pages = _clickhouse_pages(settings, labels, start, end, spec, page_size)
+    try:
+        return Baseline.of_events(pages, spec, labels, source=source, start=start, end=end,
+                                  created_by=created_by)
+    except NoEventsError:
+        raise NoEventsError(f"no events for series {key} between {format_time(start)} "
+                            f"and {format_time(end)}") from None
+
+
+# --------------------------------------------------------------------------- files
+class _Problems:
+    """Bad records of a file: the first few named, all counted."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.lines: list[str] = []
+        self.count = 0
+
+    def add(self, where: str, detail: str) -> None:
+        self.count += 1
+        if len(self.lines) < _MAX_PROBLEMS:
+            self.lines.append(f"{self.name}: {where}: {detail}")
+
+    def raise_if_any(self) -> None:
+        if self.count:
+            more = self.count - len(self.lines)
+            tail = [f"... and {more} more bad record(s)"] if more else []
+            raise BaselineError("\n".join([*self.lines, *tail]))
+
+
+def _line_of_byte(data: bytes, detail: str) -> str:
+    match = re.search(r"\(byte (\d+)\)", detail)
+    if match is None:
+        return "file"
+    line = data.count(b"\n", 0, int(match.group(1))) + 1
+    return f"line {line}"
+
+
+def _validate_records(records: Sequence[tuple[str, bytes]], problems: _Problems,
+                      now: float) -> list[InferenceEvent]:
+    """Decode (where, JSON object bytes) records as one batch; bad ones go to ``problems``."""
+    payload = b"[" + b",".join(raw for _, raw in records) + b"]"
+    decoded = decode_events(payload, {}, _FILE_LIMITS, now)
+    if any(r.index is None for r in decoded.rejections):  # malformed JSON: find which one
+        events: list[InferenceEvent] = []
+        for where, raw in records:
+            one = decode_events(raw, {}, _FILE_LIMITS, now)
+            events.extend(one.events)
+            for rejection in one.rejections:
+                problems.add(where, rejection.detail)
+        return events
+    for rejection in decoded.rejections:
+        problems.add(records[rejection.index or 0][0], rejection.detail)
+    return decoded.events
+
+
+def _chunks(records: Iterable[tuple[str, bytes]]) -> Iterator[list[tuple[str, bytes]]]:
+    chunk: list[tuple[str, bytes]] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) >= _CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def parse_events_json(data: bytes, name: str, *, now: float | None = None) -> list[InferenceEvent]:
+    """Events of a JSON array or JSON-lines document, validated; pure (``name`` is for errors).
+
+    Every bad record is reported as ``name: line N: problem`` (JSON lines) or
+    ``name: element N: problem`` (array, 1-based) in one :class:`BaselineError`.
+
+    >>> good = b'{"event_id": "a", "timestamp": 1, "model": "m", "latency_ms": 5}'
+    >>> [e.event_id for e in parse_events_json(good + b"\\n", "x.jsonl")]
+    ['a']
+    >>> parse_events_json(good + b'\\n{"event_id": "b"}\\n', "x.jsonl")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pipeline.scoring.baselines.BaselineError: x.jsonl: line 2: Object missing required field ...
+    """
+    now = time.time() if now is None else now
+    problems = _Problems(name)
+    body = data.lstrip()
+    events: list[InferenceEvent] = []
+    if not body:
+        raise BaselineError(f"{name}: the file is empty")
+    if body[:1] == b"[":
+        decoded = decode_events(data, {}, _FILE_LIMITS, now)
+        for rejection in decoded.rejections:
+            if rejection.index is not None:
+                problems.add(f"element {rejection.index + 1}", rejection.detail)
+                continue
+            detail = rejection.detail
+            try:  # the codec reads a malformed array as a bad single event: say where it breaks
+                msgspec.json.decode(data)
+            except msgspec.DecodeError as exc:
+                detail = str(exc)
+            problems.add(_line_of_byte(data, detail), detail)
+        events = decoded.events
+    else:
+        lines = ((f"line {n}", line.strip()) for n, line in enumerate(data.split(b"\n"), 1))
+        for chunk in _chunks((w, raw) for w, raw in lines if raw):
+            events.extend(_validate_records(chunk, problems, now))
+    problems.raise_if_any()
+    return events
+
+
+def _quote_ident(name: str) -> str:
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def _clean_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A Parquet row as an event object: nulls mean absent; map/struct/JSON-text features."""
+    out = {k: v for k, v in row.items() if v is not None}
+    for name in ("features", "attributes"):
+        value = out.get(name)
+        if isinstance(value, str):
+            try:
+                value = msgspec.json.decode(value)
+            except msgspec.DecodeError:
+                continue  # left as is: validation names the column
+        if isinstance(value, dict):
+            out[name] = {k: v for k, v in value.items() if v is not None}
+    return out
+
+
+def _parquet_records(path: Path) -> Iterator[tuple[str, bytes]]:
+    """(``row N``, event JSON) per row, read in file order by chDB's ``file()``."""
+    import chdb
+
+    source = f"file({_sql_string(str(path))}, Parquet)"
+    try:
+        described = chdb.query(f"DESCRIBE {source}", "JSONEachRow").bytes()
+        columns = [msgspec.json.decode(line) for line in described.splitlines() if line]
+        exprs = []
+        for column in columns:
+            ident = _quote_ident(column["name"])
+            if column["name"] == "timestamp" and "DateTime" in column["type"]:
+                ident = f"toUnixTimestamp64Milli(toDateTime64({ident}, 3, 'UTC')) / 1000 AS {ident}"
+            exprs.append(ident)
+        if not exprs:
+            raise BaselineError(f"{path}: the Parquet file has no columns")
+        rows = chdb.query(
+            f"SELECT {', '.join(exprs)} FROM {source} SETTINGS max_threads = 1, "
+            "input_format_parquet_preserve_order = 1, output_format_json_quote_64bit_integers = 0",
+            "JSONEachRow").bytes()
+    except BaselineError:
+        raise
+    except Exception as exc:  # chDB raises RuntimeError with ClickHouse's text
+        text = " ".join(str(exc).split())[:400] or repr(exc)
+        raise BaselineError(f"{path}: cannot read as Parquet: {text}") from exc
+    for number, line in enumerate((r for r in rows.split(b"\n") if r), 1):
+        yield f"row {number}", _ENCODER.encode(_clean_row(msgspec.json.decode(line)))
+
+
+def _read_file(path: Path, now: float) -> list[InferenceEvent]:
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            problems = _Problems(str(path))
+            events: list[InferenceEvent] = []
+            for chunk in _chunks(_parquet_records(path)):
+                events.extend(_validate_records(chunk, problems, now))
+            problems.raise_if_any()
+            if not events:
+                raise BaselineError(f"{path}: the file has no rows")
+            return events
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BaselineError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    return parse_events_json(data, str(path), now=now)
+
+
+def build_from_file(
+    path: str | Path,
+    spec: MonitorSpec,
+    series: str | Mapping[str, str],
+    *,
+    start: float | None = None,
+    end: float | None = None,
+    created_by: str = "",
+) -> Baseline:
+    """An unstored baseline of ``series`` from a file of ``InferenceEvent`` records.
+
+    JSON array, JSON lines (``.json``, ``.jsonl``, ``.ndjson``, sniffed by the first byte) or
+    Parquet (``.parquet``/``.pq``; columns named like the event's fields, ``features`` a map,
+    struct or JSON text, nulls meaning absent). The whole file is the reference of ``series``
+    (its events' own labels are not filtered on: it may be training data of another version);
+    ``start``/``end`` optionally keep only events in ``[start, end)``. Any invalid record fails
+    the build with the file name and line/row of each.
+    """
+    file = Path(path)
+    labels = parse_series_key(series) if isinstance(series, str) else dict(series)
+    events = _read_file(file, time.time())
+    kept = [e for e in events if (start is None or e.timestamp >= start)
+            and (end is None or e.timestamp < end)]
+    if not kept:
+        span = (f" between {format_time(start) if start is not None else '-'} and "
+                f"{format_time(end) if end is not None else '-'}")
+        raise NoEventsError(f"no events for series {make_series_key(labels)} in {file}{span} "
+                            f"(the file holds {len(events)})")
+    return Baseline.of_events(kept, spec, labels, source=f"file:{file.resolve()}",
+                              start=start, end=end, created_by=created_by)
+
+
+# --------------------------------------------------------------------------- Kafka
+_DECODER = msgspec.json.Decoder(Baseline)
+
+
+def _keep(into: dict[str, Baseline], key: str, baseline: Baseline | None) -> bool:
+    """Apply one record to ``into``; True when it changed. Tombstones remove the series."""
+    if baseline is None:
+        return into.pop(key, None) is not None
+    current = into.get(baseline.series_key)
+    if current is not None and baseline.version < current.version:
+        return False  # an older record behind a newer one (cannot happen on one partition)
+    into[baseline.series_key] = baseline
+    return True
+
+
+async def _consume(
+    settings: Settings,
+    into: dict[str, Baseline],
+    *,
+    follow: bool,
+    stop: asyncio.Event | None,
+    loaded: asyncio.Event | None,
+    on_update: Callable[[Baseline | None, str], None] | None,
+) -> None:
+    from pipeline.runtime.follower import follow as follow_topic
+
+    def apply(record: Any) -> None:
+        key = (record.key or b"").decode("utf-8", "replace")
+        baseline = None if record.value is None else _DECODER.decode(record.value)
+        if _keep(into, key, baseline) and on_update is not None:
+            on_update(baseline, key)
+
+    await follow_topic(settings.kafka, settings.topics.baselines, apply,
+                       keep_following=follow, loaded=loaded, stop=stop, missing_ok=True)
+
+
+async def read_baselines(settings: Settings) -> dict[str, Baseline]:
+    """The latest baseline of every series: the baselines topic read to its end."""
+    into: dict[str, Baseline] = {}
+    await _consume(settings, into, follow=False, stop=None, loaded=None, on_update=None)
+    return into
+
+
+async def follow_baselines(
+    settings: Settings,
+    into: dict[str, Baseline],
+    *,
+    stop: asyncio.Event | None = None,
+    loaded: asyncio.Event | None = None,
+    on_update: Callable[[Baseline | None, str], None] | None = None,
+) -> None:
+    """Keep ``into`` (series key → latest baseline) up to date until ``stop`` is set.
+
+    Reads the topic from the start, sets ``loaded`` once caught up with the end it saw on
+    start (or at once when the topic does not exist yet), then follows new baselines.
+    ``on_update(baseline, series_key)`` is called for each change (``None`` for a tombstone).
+    """
+    await _consume(settings, into, follow=True, stop=stop, loaded=loaded, on_update=on_update)
+
+
+async def publish_baseline(settings: Settings, baseline: Baseline,
+                           *, now: float | None = None) -> Baseline:
+    """Store ``baseline`` as its series' next version (acks=all); return what was stored.
+
+    Creates the compacted baselines topic if it is missing.
+    """
+    from pipeline.runtime.kafka import ensure_topics, send_one
+
+    await ensure_topics(settings, [settings.topics.baselines])
+    current = (await read_baselines(settings)).get(baseline.series_key)
+    stored = stamp(baseline, current, time.time() if now is None else now)
+    await send_one(settings.kafka, settings.topics.baselines, stored.series_key.encode(),
+                   _ENCODER.encode(stored))
+    return stored

@@ -1,0 +1,747 @@
+"""The producer SDK: one ``InferenceEvent`` per inference, to Kafka, off the request path.
+
+Model servers time an inference with ``track()`` (a context manager, sync or async,
+or a decorator) or hand over ready events with ``emit()``. Neither ever blocks on the
+network nor raises: events go into a bounded in-memory buffer, and one background
+thread (its own asyncio loop and aiokafka producer) sends them in batches::
+
+    producer = Producer(service="chat-api", environment="prod", region="eu-west-1")
+
+    with producer.track("gpt-x", request_id=request.id) as span:
+        for i, chunk in enumerate(generate(prompt)):
+            if i == 0:
+                span.first_token()
+            ...
+        span.set(input_tokens=812, output_tokens=64, cost_usd=0.0021)
+
+    async with producer.track("gpt-x") as span:       # the same, in async code
+        ...
+
+    @producer.track("classifier-v3", operation="classify")
+    async def classify(text: str) -> str:             # or a plain function, or a generator
+        Span.current().set(prediction="spam", confidence=0.93)
+        ...
+
+    producer.close(timeout=5)                         # or ``with Producer() as producer:``
+
+Behaviour:
+
+* Batching: up to ``batch_size`` events (or whatever arrived within ``linger`` seconds)
+  become one Kafka message whose value is a JSON array (or a MessagePack array), with
+  the ``content-type`` header set accordingly and ``key=None`` so batches spread over
+  partitions. With ``batch_size=1`` each message is one event keyed by its
+  ``event_id``. A message never exceeds ``settings.limits.max_message_bytes``, the
+  size the consumers accept. Kafka-level compression is gzip unless told otherwise.
+* Bounded buffer: at most ``buffer_size`` events wait (including the batch in flight).
+  When it is full the *newest* event is dropped and counted: the oldest are kept, in
+  order. ``emit()`` returns False for a dropped event; ``producer.stats`` counts them.
+* Kafka down: the sender retries with capped exponential backoff (and jitter), keeps
+  the unsent batch at the head of the buffer, recreates the aiokafka producer after
+  any failure, and recovers by itself when the broker is back. One warning per outage,
+  not one per attempt (aiokafka's own log records from the sender thread are muted
+  during an outage and rate-limited otherwise). Delivery is at least once: a batch whose
+  acknowledgement was lost is sent again; consumers deduplicate by ``event_id``.
+* ``flush(timeout)`` waits for the buffer to drain; ``close(timeout)`` flushes and stops
+  the thread. Producers not closed are flushed for up to 2 s at interpreter exit. A
+  forked child starts with an empty buffer and its own sender thread.
+
+Nothing listens on port 1, so this event stays buffered and ``close`` says so:
+
+>>> from pipeline.config import KafkaSettings, Settings
+>>> producer = Producer(Settings(kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1")))
+>>> with producer.track("gpt-x", request_id="r-1") as span:
+...     span.set(input_tokens=12, output_tokens=30)
+>>> producer.stats.buffered, producer.stats.dropped
+(1, 0)
+>>> producer.close(timeout=0.2)
+False
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import functools
+import inspect
+import itertools
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+import weakref
+from collections import deque
+from collections.abc import Callable
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgspec
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
+
+from pipeline.config import Settings, load_settings
+from pipeline.runtime.kafka import client_options
+from pipeline.sources.codec import JSON, MSGPACK, encode_events
+from schemas.event import InferenceEvent
+
+__all__ = ["Producer", "ProducerStats", "Span"]
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_FIELDS = frozenset(InferenceEvent.__struct_fields__)
+_DAY_MS = 86_400_000.0
+_LABEL_MAX = 128
+_COMPRESSIONS = (None, "gzip", "snappy", "lz4", "zstd")
+_FRAMING = 8  # bytes of array framing to reserve around a batch (JSON brackets, msgpack header)
+_DECODERS = {
+    JSON: msgspec.json.Decoder(InferenceEvent),
+    MSGPACK: msgspec.msgpack.Decoder(InferenceEvent),
+}
+_CURRENT: ContextVar[Span | None] = ContextVar("inferwatch_span", default=None)
+_LOG_EVERY = 60.0  # seconds between repeats of one aiokafka log message from a sender
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerStats:
+    """A snapshot of a producer's counters."""
+
+    buffered: int  # events waiting to be sent, including the batch in flight
+    sent: int  # events acknowledged by Kafka
+    dropped: int  # events refused: buffer full, producer closed, unencodable or oversize
+    send_errors: int  # failed attempts to connect or to send a batch
+    connected: bool  # whether the last connection or send attempt succeeded
+
+
+class Span:
+    """One inference being timed; yielded by ``Producer.track()``.
+
+    Entering starts the clock (``timestamp``, a fresh ``event_id``); leaving emits the
+    event with ``latency_ms``, and with ``status="error"`` and ``error_type`` set to the
+    exception's class name when the body raised. The exception always propagates.
+    Fields given to ``track()`` or ``set()`` win over measured ones. A span times one
+    inference at a time; used as a decorator, each call gets its own span.
+    """
+
+    __slots__ = ("_fields", "_first", "_producer", "_t0", "_token", "event_id", "timestamp")
+
+    def __init__(self, producer: Producer, fields: dict[str, Any]) -> None:
+        self._producer = producer
+        self._fields = fields
+        self._t0: float | None = None
+        self._first: float | None = None
+        self._token: Token[Span | None] | None = None
+        self.event_id: str = ""
+        self.timestamp: float = 0.0
+
+    @staticmethod
+    def current() -> Span | None:
+        """The span of the innermost running ``track()`` block or tracked call, if any."""
+        return _CURRENT.get()
+
+    def set(self, **fields: Any) -> None:
+        """Set event fields (``input_tokens=…``, ``cost_usd=…``, ``features={…}``, …).
+
+        Names that are not ``InferenceEvent`` fields are ignored with a warning.
+        """
+        self._fields.update(self._producer._known(fields))
+
+    def first_token(self) -> None:
+        """Mark the first token (or chunk) now; later calls keep the first mark."""
+        if self._t0 is not None and self._first is None:
+            self._first = time.perf_counter()
+
+    def __repr__(self) -> str:
+        model = self._fields.get("model", "")
+        return f"<Span model={model!r} event_id={self.event_id!r}>"
+
+    # context manager, sync and async
+
+    def __enter__(self) -> Span:
+        self._begin()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> None:
+        self._end(exc_type)
+
+    async def __aenter__(self) -> Span:
+        self._begin()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: object, tb: object
+    ) -> None:
+        self._end(exc_type)
+
+    # decorator
+
+    def __call__(self, fn: F) -> F:
+        """Track every call of ``fn``: a function, coroutine function or (async) generator.
+
+        For generators the span covers the whole iteration and the first item yielded
+        marks the first token; a consumer that stops early is not an error.
+        """
+        producer, template = self._producer, self._fields
+
+        def fresh() -> Span:
+            return Span(producer, dict(template))
+
+        wrapper: Callable[..., Any]
+        if inspect.isasyncgenfunction(fn):
+
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                async with fresh() as span, contextlib.aclosing(fn(*args, **kwargs)) as items:
+                    async for item in items:
+                        span.first_token()
+                        yield item
+
+        elif inspect.isgeneratorfunction(fn):
+
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                with fresh() as span, contextlib.closing(fn(*args, **kwargs)) as items:
+                    for item in items:
+                        span.first_token()
+                        yield item
+
+        elif inspect.iscoroutinefunction(fn):
+
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                async with fresh():
+                    return await fn(*args, **kwargs)
+
+        else:
+
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                with fresh():
+                    return fn(*args, **kwargs)
+
+        return functools.wraps(fn)(wrapper)  # type: ignore[return-value]
+
+    def _begin(self) -> None:
+        self._first = None
+        self.event_id = self._fields.get("event_id") or uuid.uuid4().hex
+        self.timestamp = time.time()
+        self._token = _CURRENT.set(self)
+        self._t0 = time.perf_counter()
+
+    def _end(self, exc_type: type[BaseException] | None) -> None:
+        end = time.perf_counter()
+        t0, self._t0 = self._t0, None
+        token, self._token = self._token, None
+        if token is not None:
+            with contextlib.suppress(ValueError):  # left in another context (generators)
+                _CURRENT.reset(token)
+        if t0 is None:
+            return
+        try:
+            fields = {**self._producer._defaults, **self._fields}
+            fields["event_id"] = self.event_id
+            fields["timestamp"] = self.timestamp
+            latency = min((end - t0) * 1000.0, _DAY_MS)
+            fields.setdefault("latency_ms", latency)
+            if self._first is not None:
+                ttft = min((self._first - t0) * 1000.0, latency)
+                fields.setdefault("time_to_first_token_ms", ttft)
+                out = fields.get("output_tokens")
+                if isinstance(out, int) and out > 1:
+                    fields.setdefault("time_per_output_token_ms", (latency - ttft) / (out - 1))
+            if exc_type is not None and not issubclass(exc_type, GeneratorExit):
+                fields["status"] = "error"
+                fields.setdefault("error_type", exc_type.__name__[:_LABEL_MAX])
+            event = InferenceEvent(**fields)
+        except Exception as exc:  # never fail the caller's request over telemetry
+            self._producer._reject("span", exc)
+            return
+        self._producer.emit(event)
+
+
+class _SenderThread(threading.Thread):
+    quiet = False  # True during an outage: mutes aiokafka's per-attempt log records
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.last_logged: dict[object, float] = {}  # aiokafka message template -> time
+
+
+class _QuietDuringOutage(logging.Filter):
+    """aiokafka records from a sender thread: none during an outage, else one a minute
+    per message template (a broker dying mid-send makes aiokafka log every retry)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        thread = threading.current_thread()
+        if not isinstance(thread, _SenderThread):
+            return True
+        if thread.quiet:
+            return False
+        now = time.monotonic()
+        if now - thread.last_logged.get(record.msg, -_LOG_EVERY) < _LOG_EVERY:
+            return False
+        thread.last_logged[record.msg] = now
+        return True
+
+
+_QUIET = _QuietDuringOutage()
+for _name in (
+    "aiokafka", "aiokafka.conn", "aiokafka.cluster",
+    "aiokafka.producer.producer", "aiokafka.producer.sender",
+):
+    logging.getLogger(_name).addFilter(_QUIET)
+
+
+class Producer:
+    """Batches inference events to Kafka from a background thread; never blocks callers.
+
+    ``settings`` default to ``load_settings()``; ``topic`` to ``settings.topics.events``.
+    ``service``, ``environment``, ``region`` and ``tenant`` are defaults for tracked
+    events. Nothing connects here: the sender thread starts with the first event.
+    """
+
+    # Retry timing of the sender; class attributes so tests can shorten them.
+    _BACKOFF_INITIAL = 0.2
+    _BACKOFF_MAX = 5.0
+    _CONNECT_TIMEOUT = 10.0
+    _SEND_TIMEOUT = 20.0
+    _STOP_TIMEOUT = 2.0
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        topic: str | None = None,
+        service: str = "",
+        environment: str = "",
+        region: str = "",
+        tenant: str = "",
+        batch_size: int = 500,
+        linger: float = 0.05,
+        buffer_size: int = 10_000,
+        content_type: str = JSON,
+        compression: str | None = "gzip",
+    ) -> None:
+        if content_type not in (JSON, MSGPACK):
+            raise ValueError(f"content_type must be {JSON!r} or {MSGPACK!r}, not {content_type!r}")
+        if compression not in _COMPRESSIONS:
+            raise ValueError(f"compression must be one of {_COMPRESSIONS}, not {compression!r}")
+        if batch_size < 1 or buffer_size < 1 or linger < 0:
+            raise ValueError("batch_size and buffer_size must be >= 1 and linger >= 0")
+        self._settings = settings if settings is not None else load_settings()
+        self.topic: str = topic or self._settings.topics.events
+        self._defaults = {
+            name: value
+            for name, value in (
+                ("service", service), ("environment", environment),
+                ("region", region), ("tenant", tenant),
+            )
+            if value
+        }
+        self._batch_size = min(batch_size, self._settings.limits.max_batch_events)
+        self._chunk = self._batch_size  # shrinks if Kafka says a message is too large
+        self._linger = linger
+        self._buffer_size = buffer_size
+        self._content_type = content_type
+        self._compression = compression
+        self._max_bytes = self._settings.limits.max_message_bytes
+        self._headers = [("content-type", content_type.encode())]
+
+        self._cond = threading.Condition(threading.Lock())  # guards _buf and the counters
+        self._start_lock = threading.Lock()
+        self._buf: deque[tuple[bytes | None, bytes]] = deque()  # (key, encoded event)
+        self._sent = 0
+        self._dropped = 0
+        self._send_errors = 0
+        self._connected = False
+        self._closed = False
+        self._abort = False  # close() gave up: the sender stops without sending the rest
+        self._flushing = 0
+        self._warned: set[str] = set()
+
+        self._thread: _SenderThread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None  # something to send, or a batch is full
+        self._kick: asyncio.Event | None = None  # flush/close: stop waiting (linger, backoff)
+        _LIVE.add(self)
+
+    # the caller's side: cheap, non-blocking, never raises
+
+    def track(self, model: str, *, request_id: str | None = None, **fields: Any) -> Span:
+        """A span timing one inference of ``model``: ``with``, ``async with`` or decorator.
+
+        ``fields`` are any ``InferenceEvent`` fields (``operation=``, ``attributes=``, …).
+        """
+        fields = dict(self._known(fields))
+        fields["model"] = model
+        if request_id is not None:
+            fields["request_id"] = request_id
+        return Span(self, fields)
+
+    def emit(self, event: InferenceEvent) -> bool:
+        """Buffer one event for sending: True if buffered, False if dropped (and counted)."""
+        try:
+            if not isinstance(event, InferenceEvent):
+                raise TypeError(f"expected an InferenceEvent, got {type(event).__name__}")
+            data = encode_events(event, self._content_type)
+        except Exception as exc:
+            return self._reject("unencodable", exc)
+        if len(data) + _FRAMING > self._max_bytes:
+            detail = f"{len(data)} bytes > max_message_bytes {self._max_bytes}"
+            return self._reject("oversize", ValueError(detail))
+        key = event.event_id.encode() if self._batch_size == 1 else None
+        with self._cond:
+            if self._closed or len(self._buf) >= self._buffer_size:
+                self._dropped += 1
+                return False
+            self._buf.append((key, data))
+            n = len(self._buf)
+        if self._thread is None:
+            self._start()
+        if n == 1 or n == self._batch_size:
+            self._signal(self._wake)
+        return True
+
+    @property
+    def stats(self) -> ProducerStats:
+        with self._cond:
+            return ProducerStats(
+                buffered=len(self._buf),
+                sent=self._sent,
+                dropped=self._dropped,
+                send_errors=self._send_errors,
+                connected=self._connected,
+            )
+
+    # lifecycle
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Wait until every buffered event is acknowledged; False on timeout.
+
+        Blocks the calling thread: from async code use ``await producer.aflush()``.
+        """
+        with self._cond:
+            if not self._buf:
+                return True
+            self._flushing += 1
+        try:
+            self._signal(self._wake)
+            self._signal(self._kick)
+            with self._cond:
+                return self._cond.wait_for(lambda: not self._buf, timeout)
+        finally:
+            with self._cond:
+                self._flushing -= 1
+
+    def close(self, timeout: float | None = 10.0) -> bool:
+        """Refuse new events, flush for up to ``timeout`` seconds, stop the sender thread.
+
+        Returns True if every event was delivered. Idempotent.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            self._closed = True
+            if self._abort:  # closed before, and gave up then: nothing sends any more
+                return not self._buf
+        self._signal(self._wake)
+        delivered = self.flush(timeout)
+        thread = self._thread
+        if thread is None:
+            return delivered
+        if not delivered:
+            with self._cond:
+                left = len(self._buf)
+            log.warning("producer closed with %d events undelivered", left)
+            self._abort = True
+            self._signal(self._wake)
+            self._signal(self._kick)
+            loop, task = self._loop, self._task
+            if loop is not None and task is not None:
+                with contextlib.suppress(RuntimeError):  # the loop already ended
+                    loop.call_soon_threadsafe(task.cancel)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        thread.join(None if remaining is None else remaining + self._STOP_TIMEOUT)
+        return delivered
+
+    async def aflush(self, timeout: float | None = 10.0) -> bool:
+        """``flush()`` for async code: waits in an executor thread, not on the loop."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.flush, timeout)
+
+    async def aclose(self, timeout: float | None = 10.0) -> bool:
+        """``close()`` for async code."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.close, timeout)
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Producer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        s = self.stats
+        return (
+            f"<Producer topic={self.topic!r} buffered={s.buffered} sent={s.sent} "
+            f"dropped={s.dropped} connected={s.connected}>"
+        )
+
+    # helpers shared with Span
+
+    def _known(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """``fields`` without names InferenceEvent does not have (warned once per name)."""
+        unknown = fields.keys() - _FIELDS
+        if not unknown:
+            return fields
+        for name in sorted(unknown):
+            self._warn_once(f"field:{name}", "ignoring unknown InferenceEvent field %r", name)
+        return {k: v for k, v in fields.items() if k in _FIELDS}
+
+    def _reject(self, reason: str, exc: Exception) -> bool:
+        with self._cond:
+            self._dropped += 1
+        self._warn_once(
+            f"reject:{reason}", "dropping an event (%s): %s: %s (further ones logged at debug)",
+            reason, type(exc).__name__, exc,
+        )
+        return False
+
+    def _warn_once(self, key: str, message: str, *args: Any) -> None:
+        if key in self._warned:
+            log.debug(message, *args)
+        else:
+            self._warned.add(key)
+            log.warning(message, *args)
+
+    def _pending(self) -> list[InferenceEvent]:
+        """The buffered events, decoded from the bytes that will be sent (tests, debugging)."""
+        with self._cond:
+            items = [data for _, data in self._buf]
+        decoder = _DECODERS[self._content_type]
+        return [decoder.decode(data) for data in items]
+
+    def _signal(self, event: asyncio.Event | None) -> None:
+        loop = self._loop
+        if loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has just closed
+                loop.call_soon_threadsafe(event.set)
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is not None:
+                return
+            thread = _SenderThread(
+                target=self._thread_main, name="inferwatch-producer", daemon=True
+            )
+            thread.start()
+            self._thread = thread
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: fresh locks, no thread; the parent delivers what it buffered."""
+        self._cond = threading.Condition(threading.Lock())
+        self._start_lock = threading.Lock()
+        self._buf.clear()
+        self._sent = self._dropped = self._send_errors = self._flushing = 0
+        self._connected = False
+        self._thread = self._loop = self._task = self._wake = self._kick = None
+
+    # the sender thread
+
+    def _thread_main(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._run())
+        except asyncio.CancelledError:
+            pass  # close() gave up waiting
+        except Exception:
+            log.exception("producer sender thread failed")
+        finally:
+            self._loop = None
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _run(self) -> None:
+        self._wake = asyncio.Event()
+        self._kick = asyncio.Event()
+        self._task = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()  # last: emit() signals only once all is set
+        kafka: AIOKafkaProducer | None = None
+        failures = 0
+        try:
+            while not self._abort and await self._batch_due():
+                try:
+                    if kafka is None:
+                        kafka = await self._connect()
+                    await self._send_batch(kafka)
+                except Exception as exc:
+                    failures += 1
+                    self._on_failure(exc, failures)
+                    if kafka is not None:
+                        await self._stop(kafka)
+                        kafka = None
+                    await self._backoff(failures)
+                else:
+                    if failures:
+                        self._on_recovery(failures)
+                        failures = 0
+        finally:
+            self._connected = False
+            if kafka is not None:
+                await self._stop(kafka)
+
+    async def _batch_due(self) -> bool:
+        """Wait until a batch is due (full, lingered, flushing); False once closed and empty."""
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        while True:
+            self._wake.clear()  # before looking: a later emit() sets it again
+            with self._cond:
+                n = len(self._buf)
+            if self._abort:
+                return False
+            if n == 0:
+                if self._closed:
+                    return False
+                deadline = None
+                await self._wake.wait()
+                continue
+            if n >= self._batch_size or self._closed or self._flushing:
+                return True
+            if deadline is None:
+                deadline = loop.time() + self._linger
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return True
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._wake.wait()
+
+    async def _connect(self) -> AIOKafkaProducer:
+        kafka = AIOKafkaProducer(
+            **client_options(self._settings.kafka),
+            acks="all",
+            compression_type=self._compression,
+            linger_ms=0,  # batching happens here; the one message in flight should go now
+            max_request_size=max(1 << 20, self._max_bytes + (64 << 10)),
+            request_timeout_ms=15_000,
+        )
+        try:
+            async with asyncio.timeout(self._CONNECT_TIMEOUT):
+                await kafka.start()
+        except BaseException:
+            await self._stop(kafka)
+            raise
+        self._connected = True
+        return kafka
+
+    async def _send_batch(self, kafka: AIOKafkaProducer) -> None:
+        """Send the head of the buffer as one message; remove it only once acknowledged."""
+        with self._cond:
+            items = list(itertools.islice(self._buf, self._chunk))
+        if self._batch_size == 1:
+            count = 1
+            key, value = items[0]
+        else:
+            count, size = 0, _FRAMING
+            for _, data in items:
+                if count and size + len(data) + 1 > self._max_bytes:
+                    break
+                size += len(data) + 1
+                count += 1
+            key = None
+            value = encode_events([msgspec.Raw(data) for _, data in items[:count]],
+                                  self._content_type)
+        try:
+            async with asyncio.timeout(self._SEND_TIMEOUT):
+                await kafka.send_and_wait(self.topic, value, key=key, headers=self._headers)
+        except (MessageSizeTooLargeError, RecordListTooLargeError) as exc:
+            if count > 1:  # the broker's limit is below ours: send smaller batches
+                self._chunk = max(1, count // 2)
+                log.warning("Kafka refused a %d-byte batch of %d events (%s); sending at most "
+                            "%d events per message", len(value), count, exc, self._chunk)
+                return
+            with self._cond:  # a single event Kafka will never take: drop it
+                self._buf.popleft()
+                if not self._buf:
+                    self._cond.notify_all()
+            self._reject("too large for Kafka", exc)
+            return
+        with self._cond:
+            for _ in range(count):
+                self._buf.popleft()
+            self._sent += count
+            self._connected = True
+            if not self._buf:
+                self._cond.notify_all()
+
+    def _on_failure(self, exc: Exception, failures: int) -> None:
+        self._send_errors += 1
+        self._connected = False
+        thread = threading.current_thread()
+        if failures == 1:
+            log.warning(
+                "Kafka at %s unavailable (%s); buffering up to %d events and retrying",
+                self._settings.kafka.bootstrap_servers, _describe(exc), self._buffer_size,
+            )
+            if isinstance(thread, _SenderThread):
+                thread.quiet = True
+        else:
+            log.debug("Kafka still unavailable (attempt %d): %s", failures, _describe(exc))
+
+    def _on_recovery(self, failures: int) -> None:
+        thread = threading.current_thread()
+        if isinstance(thread, _SenderThread):
+            thread.quiet = False
+        log.info("Kafka at %s reachable again after %d failed attempts; %d events dropped so far",
+                 self._settings.kafka.bootstrap_servers, failures, self._dropped)
+
+    async def _backoff(self, failures: int) -> None:
+        """Capped exponential backoff with jitter; flush() and close() cut it short."""
+        assert self._kick is not None
+        delay = min(self._BACKOFF_MAX, self._BACKOFF_INITIAL * 2.0 ** min(failures - 1, 30))
+        self._kick.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay * random.uniform(0.5, 1.0)):
+                await self._kick.wait()
+
+    async def _stop(self, kafka: AIOKafkaProducer) -> None:
+        try:
+            async with asyncio.timeout(self._STOP_TIMEOUT):
+                await kafka.stop()
+        except Exception as exc:
+            log.debug("stopping the Kafka producer: %s: %s", type(exc).__name__, exc)
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message``, without the doubled type name some aiokafka errors carry."""
+    name, text = type(exc).__name__, str(exc)
+    return text if text.startswith(name) else f"{name}: {text}" if text else name
+
+
+# Every producer, weakly: closed at interpreter exit, reset in forked children.
+_LIVE: weakref.WeakSet[Producer] = weakref.WeakSet()
+_EXIT_TIMEOUT = 2.0
+
+
+def _close_all_at_exit() -> None:
+    deadline = time.monotonic() + _EXIT_TIMEOUT
+    for producer in list(_LIVE):
+        if producer._thread is not None and producer._thread.is_alive():
+            producer.close(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def _reset_all_after_fork() -> None:
+    for producer in list(_LIVE):
+        producer._reset_after_fork()
+
+
+atexit.register(_close_all_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_all_after_fork)

@@ -1,0 +1,545 @@
+"""Kafka → ClickHouse sink: consume a batch, insert it, and only then commit its offsets.
+
+Why a bare aiokafka consumer rather than a faust agent: the sink's one promise is
+"offsets are committed only after the rows they cover are durable", which is a
+plain loop — getmany, insert, commit — with no per-message tasks in between. It
+runs in its own consumer group (``<app_id>-sink``), so it sees every event
+whatever the processing workers do, and scales by adding sink workers when the
+store is a ClickHouse server.
+
+It writes raw events and resource samples, the window and resource metrics of
+``inferwatch.metrics``, and refreshes the 1-minute / 1-hour roll-ups on a timer.
+A crash between insert and commit re-delivers the batch; the tables are
+ReplacingMergeTree keyed by event_id (metrics: by series, window and version), so
+each row is kept once. Rejected messages are skipped here and counted: the
+processing role owns the DLQ for what does not decode.
+
+One row the store refuses never blocks the sink. An insert that fails for its data
+(a value outside a column's range, a constraint) is split (:mod:`pipeline.sinks.clickhouse.isolate`)
+until the refused rows stand alone; the rest is stored, and each refused row goes to
+the dead-letter topic with reason ``store_refused`` and the database's error, before
+the offsets are committed. Its value is the original message when that message held
+this one row (and is at most ``_RAW_LIMIT`` bytes); otherwise (an element of a batch)
+it is the row re-encoded alone as JSON, with ``inferwatch-batch-index`` giving its
+position and ``inferwatch-original-content-type`` the message's own content type.
+Errors that are not about the data (store down, connection lost, too busy) keep the
+batch and retry it with capped backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from clickhouse_connect.driver.exceptions import (
+    ClickHouseError,
+    DataError,
+    OperationalError,
+)
+
+from pipeline.config import Settings
+from pipeline.runtime.kafka import client_options
+from pipeline.runtime.retry import Backoff
+from pipeline.sinks.clickhouse.client import apply_migrations, connect
+from pipeline.sinks.clickhouse.isolate import isolate
+from pipeline.sinks.clickhouse.rollups import refresh_rollups
+from pipeline.sinks.clickhouse.rows import (
+    ALERT_COLUMNS,
+    ANOMALY_COLUMNS,
+    DRIFT_COLUMNS,
+    EVENT_COLUMNS,
+    METRICS_COLUMNS,
+    RESOURCE_COLUMNS,
+    RESOURCE_METRICS_COLUMNS,
+    drift_row_columns,
+    event_columns,
+    resource_columns,
+    struct_columns,
+)
+from pipeline.sources.codec import Rejection, decode_events, describe
+from pipeline.sources.dlq import DeadLetter, dead_letter, deliver
+from schemas.alert import AlertEvent
+from schemas.event import InferenceEvent, ResourceSample
+from schemas.metrics import CONTRACT_HEADER, ResourceMetrics, WindowMetrics
+from schemas.scores import WindowScores
+
+__all__ = ["ClickHouseSink", "SinkStats", "refused_by_store"]
+
+log = logging.getLogger(__name__)
+_WINDOW = msgspec.json.Decoder(WindowMetrics)
+_HOST_WINDOW = msgspec.json.Decoder(ResourceMetrics)
+_ALERT = msgspec.json.Decoder(AlertEvent)
+_SCORES = msgspec.json.Decoder(WindowScores)
+_JSON = msgspec.json.Encoder()
+
+REASON = "store_refused"
+_RAW_LIMIT = 256 * 1024  # a refused row's own message up to this size is dead-lettered as is
+_ORIGINAL_CONTENT_TYPE = "inferwatch-original-content-type"
+
+# ClickHouse errors about the rows of an insert, not the state of the store.
+_DATA_ERRORS = {
+    6: "CANNOT_PARSE_TEXT",
+    27: "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
+    38: "CANNOT_PARSE_DATE",
+    41: "CANNOT_PARSE_DATETIME",
+    53: "TYPE_MISMATCH",
+    69: "ARGUMENT_OUT_OF_BOUND",
+    70: "CANNOT_CONVERT_TYPE",
+    72: "CANNOT_PARSE_NUMBER",
+    117: "INCORRECT_DATA",
+    131: "TOO_LARGE_STRING_SIZE",
+    321: "VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE",
+    349: "CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN",
+    407: "DECIMAL_OVERFLOW",
+    469: "VIOLATED_CONSTRAINT",
+    691: "UNKNOWN_ELEMENT_OF_ENUM",
+}
+# Raised while turning rows into columns or serialising them: the same rows fail again.
+_ROW_ERRORS = (ArithmeticError, LookupError, TypeError, ValueError, AttributeError,
+               UnicodeError, struct.error)
+
+
+def refused_by_store(exc: BaseException) -> bool:
+    """True when ``exc`` is about the rows inserted (retrying them cannot help).
+
+    clickhouse-connect raises ``DataError`` when it cannot serialise a value into its
+    column (65536 into ``UInt16``: both the HTTP and the chDB backends do this client
+    side), and a ``DatabaseError`` carrying the server's code for what the server
+    refuses (a constraint, a parse error). ``OperationalError`` (connection lost, store
+    down), any other server code (memory limit, too many parts, unknown table) and
+    ``OSError`` are transient or the store's own state: the batch is retried.
+
+    >>> refused_by_store(DataError("Unable to create native array for column `x`"))
+    True
+    >>> refused_by_store(OperationalError("Error executing HTTP request"))
+    False
+    >>> refused_by_store(ConnectionResetError())
+    False
+    """
+    if isinstance(exc, DataError):
+        return True
+    if isinstance(exc, OperationalError):
+        return False
+    if isinstance(exc, ClickHouseError):
+        code, name = getattr(exc, "code", None), getattr(exc, "name", None)
+        return code in _DATA_ERRORS or name in _DATA_ERRORS.values()
+    if isinstance(exc, (OSError, MemoryError)):
+        return False
+    return isinstance(exc, _ROW_ERRORS)
+
+
+class _QuietSerialisationErrors(logging.Filter):
+    """clickhouse-connect logs a traceback for every value it cannot serialise; the sink
+    turns that error into one ``store_refused`` line per row, so the traceback (repeated
+    at each bisection step) is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Error serializing column")
+
+
+_QUIET = _QuietSerialisationErrors()
+
+
+@dataclass
+class SinkStats:
+    events: int = 0
+    resources: int = 0
+    windows: int = 0
+    alerts: int = 0
+    scores: int = 0
+    rejected: int = 0
+    refused: int = 0  # rows the store refused, sent to the DLQ as store_refused
+    batches: int = 0
+    insert_failures: int = 0
+    commit_failures: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """Where a row came from: its Kafka record, and its position if the record held several."""
+
+    record: ConsumerRecord
+    element: int | None = None  # None: the record's value is this row alone
+
+
+@dataclass
+class _Rows:
+    """Decoded rows of one contract and, per row, its source record."""
+
+    items: list[Any] = field(default_factory=list)
+    sources: list[_Source] = field(default_factory=list)
+
+    def add(self, item: Any, source: _Source) -> None:
+        self.items.append(item)
+        self.sources.append(source)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class _Refusal:
+    table: str
+    row: Any  # the Struct the row was built from
+    source: _Source
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Table:
+    name: str
+    columns: list[str]
+    rows: list[Any]  # what the columns are built from, one per row
+    sources: list[_Source]
+    build: Callable[[Sequence[Any], Sequence[_Source]], list[list]]
+
+
+@dataclass
+class _Batch:
+    events: _Rows = field(default_factory=_Rows)
+    resources: _Rows = field(default_factory=_Rows)
+    windows: _Rows = field(default_factory=_Rows)
+    host_windows: _Rows = field(default_factory=_Rows)
+    alerts: _Rows = field(default_factory=_Rows)
+    scores: _Rows = field(default_factory=_Rows)
+    rejected: int = 0
+    next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    messages: int = 0
+    written: set[str] = field(default_factory=set)  # tables done: a retry skips them
+    refused: list[_Refusal] = field(default_factory=list)
+    letters: list[DeadLetter] = field(default_factory=list)  # undecodable records
+
+    def tables(self) -> list[_Table]:
+        """Every table this batch writes, with the rows and the builder of its columns."""
+        drift = [(w, d) for w in self.scores.items for d in w.drift]
+        drift_sources = [s for w, s in zip(self.scores.items, self.scores.sources, strict=True)
+                         for _ in w.drift]
+
+        def events(rows: Sequence[InferenceEvent], sources: Sequence[_Source]) -> list[list]:
+            return event_columns(rows, [s.record.partition for s in sources],
+                                 [s.record.offset for s in sources])
+
+        def structs(names: list[str]) -> Callable[[Sequence[Any], Sequence[_Source]], list[list]]:
+            return lambda rows, _: struct_columns(rows, names)
+
+        return [
+            _Table("events", EVENT_COLUMNS, self.events.items, self.events.sources, events),
+            _Table("resources", RESOURCE_COLUMNS, self.resources.items, self.resources.sources,
+                   lambda rows, _: resource_columns(rows)),
+            _Table("window_metrics", METRICS_COLUMNS, self.windows.items, self.windows.sources,
+                   structs(METRICS_COLUMNS)),
+            _Table("resource_metrics", RESOURCE_METRICS_COLUMNS, self.host_windows.items,
+                   self.host_windows.sources, structs(RESOURCE_METRICS_COLUMNS)),
+            _Table("alerts", ALERT_COLUMNS, self.alerts.items, self.alerts.sources,
+                   structs(ALERT_COLUMNS)),
+            _Table("anomaly_scores", ANOMALY_COLUMNS, self.scores.items, self.scores.sources,
+                   structs(ANOMALY_COLUMNS)),
+            _Table("drift_scores", DRIFT_COLUMNS, drift, drift_sources,
+                   lambda rows, _: drift_row_columns(rows)),
+        ]
+
+    def refused_in(self, table: str) -> int:
+        return sum(1 for r in self.refused if r.table == table)
+
+
+def _positions(count: int, rejections: Sequence[Rejection]) -> list[int | None]:
+    """Batch positions of the ``count`` decoded elements of one message (None: the message
+    held only this one, so its raw value is the row's own bytes)."""
+    if count == 1 and not rejections:
+        return [None]
+    skipped = {r.index for r in rejections if r.index is not None}
+    out: list[int | None] = []
+    index = 0
+    while len(out) < count:
+        if index not in skipped:
+            out.append(index)
+        index += 1
+    return out
+
+
+class ClickHouseSink:
+    """Writes raw events and resource samples to ClickHouse, at least once, deduplicated."""
+
+    def __init__(self, settings: Settings, client: Any | None = None) -> None:
+        self.settings = settings
+        self.stats = SinkStats()
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = connect(self.settings)
+        return self._client
+
+    def prepare(self) -> None:
+        """Connect and apply pending migrations (blocking: call from a thread)."""
+        apply_migrations(self.client, self.settings)
+        transform = logging.getLogger("clickhouse_connect.driver.transform")
+        if _QUIET not in transform.filters:
+            transform.addFilter(_QUIET)
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        topics = self.settings.topics
+        return AIOKafkaConsumer(
+            topics.events,
+            topics.resources,
+            topics.metrics,
+            topics.scores,
+            topics.alerts,
+            **client_options(self.settings.kafka),
+            group_id=f"{self.settings.worker.app_id}-sink",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(self.settings.worker.session_timeout_seconds * 1000),
+            group_instance_id=self.settings.worker.instance_id or None,  # static membership
+            max_partition_fetch_bytes=4 << 20,
+            fetch_max_bytes=64 << 20,
+        )
+
+    def _producer(self) -> AIOKafkaProducer:
+        """The dead-letter producer: acks from every in-sync replica before a commit."""
+        return AIOKafkaProducer(**client_options(self.settings.kafka), acks="all")
+
+    def collect(self, records: dict[TopicPartition, list[ConsumerRecord]], batch: _Batch) -> None:
+        """Decode fetched records into ``batch`` (pure apart from the wall clock)."""
+        topics = self.settings.topics
+        limits = self.settings.limits
+        now = time.time()
+        for tp, messages in records.items():
+            if tp.topic in (topics.metrics, topics.scores, topics.alerts):
+                for msg in messages:
+                    source = _Source(msg)
+                    try:
+                        if tp.topic == topics.alerts:
+                            batch.alerts.add(_ALERT.decode(msg.value), source)
+                        elif tp.topic == topics.scores:
+                            batch.scores.add(_SCORES.decode(msg.value), source)
+                        elif dict(msg.headers).get(CONTRACT_HEADER) == b"ResourceMetrics":
+                            batch.host_windows.add(_HOST_WINDOW.decode(msg.value), source)
+                        else:
+                            batch.windows.add(_WINDOW.decode(msg.value), source)
+                    except Exception as exc:  # our own topic: a bug or a stranger; DLQ it
+                        log.error("undecodable record at %s:%d: %s", tp, msg.offset, exc)
+                        batch.rejected += 1
+                        batch.letters.append(self.undecodable(msg, exc))
+                    batch.next_offsets[tp] = msg.offset + 1
+                    batch.messages += 1
+                continue
+            contract = ResourceSample if tp.topic == topics.resources else InferenceEvent
+            rows = batch.resources if contract is ResourceSample else batch.events
+            for msg in messages:
+                decoded = decode_events(msg.value, msg.headers, limits, now, contract)
+                batch.rejected += len(decoded.rejections)
+                positions = _positions(len(decoded.events), decoded.rejections)
+                for event, element in zip(decoded.events, positions, strict=True):
+                    rows.add(event, _Source(msg, element))
+                batch.next_offsets[tp] = msg.offset + 1
+                batch.messages += 1
+
+    def insert(self, batch: _Batch) -> None:
+        """Write one batch, isolating the rows the store refuses into ``batch.refused``.
+
+        Raises on a transient failure so the caller retries (blocking). Tables already
+        written are skipped on the retry.
+        """
+        for table in batch.tables():
+            if table.name in batch.written:
+                continue
+            if table.rows:
+                self._insert_table(table, batch)
+            batch.written.add(table.name)
+
+    def _insert_table(self, table: _Table, batch: _Batch) -> None:
+        def write(indices: Sequence[int]) -> None:
+            rows = [table.rows[i] for i in indices]
+            sources = [table.sources[i] for i in indices]
+            self.client.insert(table.name, table.build(rows, sources),
+                               column_names=table.columns, column_oriented=True)
+
+        for refused in isolate(range(len(table.rows)), write, refused_by_store):
+            source = table.sources[refused.row]
+            msg = source.record
+            log.warning("%s refused a row from %s[%d]@%d%s (to the DLQ as %s): %s",
+                        table.name, msg.topic, msg.partition, msg.offset,
+                        "" if source.element is None else f" element {source.element}",
+                        REASON, refused.error)
+            batch.refused.append(_Refusal(table.name, table.rows[refused.row], source,
+                                          refused.error))
+
+    def refresh_rollups(self) -> None:
+        """Re-aggregate the roll-up buckets touched since the last refresh (blocking).
+
+        Bounded per call; a backlog (late or replayed events of any age) is worked off
+        over the next calls, and the store records how far it got.
+        """
+        refresh_rollups(self.client, self.settings.clickhouse.database)
+
+    async def _insert_until_done(self, batch: _Batch, stop: asyncio.Event) -> bool:
+        """Retry the insert with capped backoff; False if asked to stop before it succeeded."""
+        backoff = Backoff(first=0.5, cap=self.settings.worker.sink_retry_max_seconds)
+        while True:
+            try:
+                await asyncio.to_thread(self.insert, batch)
+                return True
+            except Exception as exc:  # ClickHouse down or busy: keep the batch, retry
+                self.stats.insert_failures += 1
+                delay = backoff.next()
+                log.error("ClickHouse insert of %d rows failed (retry in %.1fs): %s",
+                          len(batch.events) + len(batch.resources), delay, exc)
+            if not await self._pause(stop, delay):
+                return False
+
+    async def _pause(self, stop: asyncio.Event, delay: float) -> bool:
+        """Sleep ``delay`` seconds; False if ``stop`` was set meanwhile."""
+        if stop.is_set():
+            return False
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+            return False
+        except TimeoutError:
+            return True
+
+    def undecodable(self, msg: ConsumerRecord, exc: Exception) -> DeadLetter:
+        """The DLQ record of a metrics, scores or alerts record that does not decode.
+
+        The sink reads all three topics whatever else runs, so it alone dead-letters
+        them (the alert agent only skips them): one letter per bad record."""
+        reason = ("schema" if isinstance(exc, msgspec.ValidationError)
+                  else "malformed" if isinstance(exc, msgspec.DecodeError) else "internal")
+        return dead_letter(Rejection(reason, describe(exc), msg.value or b""),  # type: ignore[arg-type]
+                           key=msg.key, headers=msg.headers, topic=msg.topic,
+                           partition=msg.partition, offset=msg.offset,
+                           max_bytes=self.settings.limits.max_dead_letter_bytes)
+
+    def letter(self, refusal: _Refusal) -> DeadLetter:
+        """The DLQ record of one refused row (see the module docstring for its value)."""
+        msg = refusal.source.record
+        row = refusal.row[0] if isinstance(refusal.row, tuple) else refusal.row  # drift: its window
+        headers = list(msg.headers or ())
+        element = refusal.source.element
+        if element is None and msg.value is not None and len(msg.value) <= _RAW_LIMIT:
+            value = msg.value
+        else:  # one element of a batch, or a message too large to copy: the row alone, as JSON
+            kept = [(k, v) for k, v in headers
+                    if k.lower() not in ("content-type", "content-encoding")]
+            original = dict((k.lower(), v) for k, v in headers).get("content-type")
+            headers = [*kept, ("content-type", b"application/json")]
+            if original is not None:
+                headers.append((_ORIGINAL_CONTENT_TYPE, original))
+            value = _JSON.encode(row)
+        rejection = Rejection(REASON, f"{refusal.table}: {refusal.error}",  # type: ignore[arg-type]
+                              value, element)
+        return dead_letter(rejection, key=msg.key, headers=headers, topic=msg.topic,
+                           partition=msg.partition, offset=msg.offset)
+
+    async def _deliver_refused(self, producer: AIOKafkaProducer, batch: _Batch,
+                               stop: asyncio.Event) -> bool:
+        """Send every refused row to the DLQ, acknowledged, before the offsets move on.
+
+        :func:`pipeline.sources.dlq.deliver` retries what failed (a delivered letter is not sent
+        again) and replaces a letter the broker refuses for good by its bounded reference.
+        False if asked to stop first: then nothing is committed and the batch returns.
+        """
+        if not batch.refused and not batch.letters:
+            return True
+        topic = self.settings.topics.dlq
+
+        async def send(letter: DeadLetter) -> Any:
+            future = await producer.send(topic, letter.value, key=letter.key,
+                                         headers=letter.headers)
+            return await future
+
+        delivery = asyncio.ensure_future(deliver(
+            [*batch.letters, *(self.letter(r) for r in batch.refused)], send,
+            self.settings.worker.sink_retry_max_seconds))
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({delivery, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not delivery.done():
+            delivery.cancel()
+            return False
+        delivery.result()
+        return True
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        """Consume until ``stop`` is set. Offsets are committed after each durable insert."""
+        await asyncio.to_thread(self.prepare)
+        worker = self.settings.worker
+        consumer = self._consumer()
+        producer = self._producer()
+        await producer.start()
+        try:
+            await consumer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        if ready is not None:
+            ready.set()
+        log.info("sink consuming %s, %s into %s", self.settings.topics.events,
+                 self.settings.topics.resources, self.settings.clickhouse.database)
+        next_rollup = time.monotonic() + worker.rollup_interval_seconds
+        try:
+            while not stop.is_set():
+                if time.monotonic() >= next_rollup:
+                    try:
+                        await asyncio.to_thread(self.refresh_rollups)
+                    except Exception as exc:  # the raw rows are safe; retry next interval
+                        log.error("roll-up refresh failed: %s", exc)
+                    next_rollup = time.monotonic() + worker.rollup_interval_seconds
+                batch = _Batch()
+                deadline = time.monotonic() + worker.sink_flush_seconds
+                while not stop.is_set() and batch.messages < worker.sink_batch_size:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    records = await consumer.getmany(
+                        timeout_ms=int(left * 1000), max_records=worker.sink_batch_size
+                    )
+                    self.collect(records, batch)
+                if not batch.next_offsets:
+                    continue
+                if not await self._insert_until_done(batch, stop):
+                    break  # stopping with an unwritten batch: do not commit, it is re-delivered
+                if not await self._deliver_refused(producer, batch, stop):
+                    break  # refused rows not in the DLQ yet: do not commit either
+                await self._commit(consumer, batch)
+        finally:
+            try:
+                await consumer.stop()
+            finally:
+                await producer.stop()
+
+    async def _commit(self, consumer: AIOKafkaConsumer, batch: _Batch) -> None:
+        try:
+            await consumer.commit(batch.next_offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # A rebalance took the partitions away; the new owner re-reads and dedup holds.
+            self.stats.commit_failures += 1
+            log.warning("offset commit failed after a durable insert (re-delivery is safe): %s",
+                        exc)
+        stats = self.stats
+        stored_events = len(batch.events) - batch.refused_in("events")
+        stats.events += stored_events
+        stats.resources += len(batch.resources) - batch.refused_in("resources")
+        stats.windows += (len(batch.windows) + len(batch.host_windows)
+                          - batch.refused_in("window_metrics")
+                          - batch.refused_in("resource_metrics"))
+        stats.alerts += len(batch.alerts) - batch.refused_in("alerts")
+        stats.scores += len(batch.scores) - batch.refused_in("anomaly_scores")
+        stats.rejected += batch.rejected
+        stats.refused += len(batch.refused)
+        stats.batches += 1
+        log.info("sink batch: %d events, %d resource samples, %d windows, %d rejected, "
+                 "%d refused (totals %d/%d/%d/%d/%d)", stored_events, len(batch.resources),
+                 len(batch.windows), batch.rejected, len(batch.refused), stats.events,
+                 stats.resources, stats.windows, stats.rejected, stats.refused)

@@ -1,0 +1,171 @@
+"""Stage 2: per partials partition, merge partials per series and finalize closed windows.
+
+A window closes when every source partition's watermark has passed its end (the
+minimum over sources, which stage 1 broadcasts). Each partial is merged once,
+identified by ``(src_partition, seq)``. A partial that arrives for a window already
+emitted is a correction: the window is emitted again with ``version + 1``. Windows
+are kept for ``correction_horizon_windows`` after they close, then forgotten. No I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from pipeline.config import MetricsSettings
+from pipeline.windows.kinds import Kind, event_kind
+from pipeline.windows.partials import Partial, PartialsMessage, Watermark
+
+__all__ = ["Stage2Partition"]
+
+META = "meta"
+_ENC = msgspec.msgpack.Encoder()
+_DEC = msgspec.msgpack.Decoder()
+
+
+@dataclass(slots=True)
+class _Window:
+    labels: dict[str, str]
+    end: float
+    profile: Any  # the kind's profile
+    seen: set[tuple[int, int]] = field(default_factory=set)
+    version: int = 0  # 0: not emitted yet
+    pending: bool = False  # a correction arrived since the last emission
+
+
+@dataclass
+class Stage2Partition:
+    """Merged windows of the series that hash to one partials partition."""
+
+    partition: int
+    settings: MetricsSettings
+    sources: int  # partitions of the source topic: all must pass a window's end
+    kind: Kind | None = None  # default: inference events
+    src_watermarks: dict[int, float] = field(default_factory=dict)
+    windows: dict[tuple[str, float], _Window] = field(default_factory=dict)
+    duplicates: int = 0
+    expired: int = 0  # partials for windows already forgotten (past the horizon): counted only
+    max_offset: int = -1  # every message of the partials partition up to here is applied
+    _dirty: set[tuple[str, float]] = field(default_factory=set)
+    _deleted: set[tuple[str, float]] = field(default_factory=set)
+    _meta_dirty: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind is None:
+            self.kind = event_kind(self.settings)
+
+    def apply(self, message: PartialsMessage) -> None:
+        if isinstance(message, Watermark):
+            if message.watermark > self.src_watermarks.get(message.src_partition, -math.inf):
+                self.src_watermarks[message.src_partition] = message.watermark
+                self._meta_dirty = True
+            return
+        self._merge(message)
+
+    def seen_through(self, offset: int) -> None:
+        """Every message of the partials partition up to ``offset`` has been applied."""
+        if offset > self.max_offset:
+            self.max_offset = offset
+            self._meta_dirty = True
+
+    def _merge(self, partial: Partial) -> None:
+        key = (partial.series_key, partial.window_start)
+        window = self.windows.get(key)
+        horizon = self.settings.correction_horizon_windows * self.settings.window_seconds
+        if window is None and partial.window_end + horizon <= self.low_watermark():
+            self.expired += 1  # re-creating it would publish a window with only this part
+            return
+        if window is None:
+            window = _Window(partial.labels, partial.window_end, self.kind.new())
+            self.windows[key] = window
+        ident = (partial.src_partition, partial.seq)
+        if ident in window.seen:
+            self.duplicates += 1  # a replay after a crash: already merged
+            return
+        window.seen.add(ident)
+        window.profile.merge(self.kind.load(partial.profile))
+        if window.version:
+            window.pending = True
+        self._dirty.add(key)
+
+    def low_watermark(self) -> float:
+        """The minimum watermark over all source partitions (-inf until all reported)."""
+        marks = self.src_watermarks
+        if any(p not in marks for p in range(self.sources)):
+            return -math.inf
+        return min(marks[p] for p in range(self.sources))
+
+    def close(self) -> list[msgspec.Struct]:
+        """Finalize windows that every source has passed, re-emit corrected ones, expire old."""
+        return [result for result, _ in self.close_with_profiles()]
+
+    def close_with_profiles(self) -> list[tuple[msgspec.Struct, Any]]:
+        """:meth:`close`, each result paired with the merged profile it came from (the
+        scores of a window are computed from its profile's drift histograms)."""
+        low = self.low_watermark()
+        if low == -math.inf:
+            return []
+        horizon = self.settings.correction_horizon_windows * self.settings.window_seconds
+        out = []
+        # in window order: scores learn each series' windows oldest first
+        for key, window in sorted(self.windows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            if window.end > low:
+                continue
+            if window.version == 0 or window.pending:
+                window.version += 1
+                window.pending = False
+                out.append((self.kind.finalize(
+                    window.profile, key[0], window.labels, key[1], window.end, window.version),
+                    window.profile))
+                self._dirty.add(key)
+            if window.end + horizon <= low:
+                del self.windows[key]
+                self._dirty.discard(key)
+                self._deleted.add(key)
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self) -> tuple[dict[str, bytes], list[str]]:
+        upserts = {}
+        for key in self._dirty:
+            w = self.windows[key]
+            upserts[_name(key)] = _ENC.encode([
+                w.labels, w.end, w.profile.to_builtins(), sorted(w.seen), w.version, w.pending,
+            ])
+        if self._meta_dirty:
+            upserts[META] = _ENC.encode([self.src_watermarks, self.max_offset])
+        deletes = [_name(k) for k in self._deleted]
+        self._dirty.clear()
+        self._deleted.clear()
+        self._meta_dirty = False
+        return upserts, deletes
+
+    @classmethod
+    def restore(cls, partition: int, settings: MetricsSettings, sources: int,
+                items: Iterable[tuple[str, bytes]], kind: Kind | None = None
+                ) -> Stage2Partition:
+        state = cls(partition, settings, sources, kind)
+        for name, raw in items:
+            data = _DEC.decode(raw)
+            if name == META:
+                marks, state.max_offset = data if isinstance(data, list) else (data, -1)
+                state.src_watermarks = {int(k): float(v) for k, v in marks.items()}
+                continue
+            labels, end, profile, seen, version, pending = data
+            state.windows[_parse(name)] = _Window(
+                labels, end, state.kind.load(profile),
+                {(int(a), int(b)) for a, b in seen}, version, pending)
+        return state
+
+
+def _name(key: tuple[str, float]) -> str:
+    return f"{key[1]!r}|{key[0]}"
+
+
+def _parse(name: str) -> tuple[str, float]:
+    start, series = name.split("|", 1)
+    return series, float(start)
