@@ -7,6 +7,11 @@ distributions and its range; the contract suite checks every registered statisti
 those promises. ``None`` means "not enough data to say" (empty reference, or a current
 window below ``min_count``), never "no drift".
 
+A statistic also carries its alarm facts: ``short_name`` (in scores, SQL and alert rules),
+``threshold`` (at an effective count of :data:`THRESHOLD_COUNT`), ``count_exponent`` and
+``floor``; :func:`pipeline.scoring.drift.thresholds.threshold` scales and floors it for a
+window's counts, and that module's docstring explains how the numbers were calibrated.
+
 :class:`BinnedStatistic` is the common base of divergences computed on the coarse bins of
 :func:`pipeline.windows.histogram.coarsen` (PSI, Jensen–Shannon, Hellinger); their formula is
 public as :meth:`BinnedStatistic.from_counts` so it can be checked on plain count arrays.
@@ -30,22 +35,39 @@ from pipeline.windows.histogram import (
     kind_of,
 )
 
-__all__ = ["KINDS", "BinnedStatistic", "Kind", "Statistic", "kind_of"]
+__all__ = ["KINDS", "THRESHOLD_COUNT", "BinnedStatistic", "Kind", "Statistic", "kind_of"]
+
+THRESHOLD_COUNT: float = 100.0
+"""The effective count at which each statistic's ``threshold`` holds (100 values, large
+reference)."""
+
 
 class Statistic(abc.ABC):
     """A drift statistic of a current window against a reference.
 
-    Subclasses set ``name``, ``kinds``, ``higher_is_drift``, ``no_drift`` (the value for
-    identical distributions) and ``bounds``, and implement :meth:`_compute`, which is only
-    called with two histograms of an accepted kind, a non-empty reference and a current
-    window of at least ``min_count`` values.
+    Subclasses set ``name``, ``short_name``, ``kinds``, ``higher_is_drift``, ``no_drift``
+    (the value for identical distributions), ``bounds`` and the alarm facts ``threshold``,
+    ``count_exponent`` and ``floor``, and implement :meth:`_compute`, which is only called
+    with two histograms of an accepted kind, a non-empty reference and a current window of
+    at least ``min_count`` values.
     """
 
     name: ClassVar[str]
+    """Registry name (``DriftValue.statistic``, keys of ``drift.thresholds``)."""
+    short_name: ClassVar[str]
+    """Name in scores, SQL and alert rules (``drift.<short_name>.<feature>``)."""
     kinds: ClassVar[frozenset[Kind]]
     higher_is_drift: ClassVar[bool] = True
     no_drift: ClassVar[float] = 0.0
     bounds: ClassVar[tuple[float, float]] = (0.0, math.inf)
+    threshold: ClassVar[float]
+    """The recommended alarm threshold at an effective count of :data:`THRESHOLD_COUNT`."""
+    count_exponent: ClassVar[float]
+    """With no drift the statistic shrinks like ``n_eff ** -count_exponent`` (0: count-free,
+    the threshold applies as is)."""
+    floor: ClassVar[float] = 0.0
+    """The count-scaled threshold never goes below this (busy windows must not alarm on
+    negligible drift)."""
 
     def __init__(self, *, min_count: int = 1) -> None:
         if min_count < 1:

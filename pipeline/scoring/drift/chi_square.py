@@ -64,10 +64,14 @@ class ChiSquare(Statistic):
     """
 
     name: ClassVar[str] = "chi_square"
+    short_name: ClassVar[str] = "chi2_p"
     kinds: ClassVar[frozenset[Kind]] = frozenset({"categorical"})
     higher_is_drift: ClassVar[bool] = False
     no_drift: ClassVar[float] = 1.0
     bounds: ClassVar[tuple[float, float]] = (0.0, 1.0)
+    threshold: ClassVar[float] = 6e-4  # calibrated (see thresholds); alarm below it
+    count_exponent: ClassVar[float] = 0.0  # a p-value already accounts for the counts
+    floor: ClassVar[float] = 0.0  # never applied: the threshold is count-free
 
     def __init__(self, *, min_count: int = 50, min_expected: float = MIN_EXPECTED) -> None:
         super().__init__(min_count=min_count)

@@ -27,7 +27,11 @@ class Hellinger(BinnedStatistic):
     """
 
     name: ClassVar[str] = "hellinger"
+    short_name: ClassVar[str] = "hellinger"
     bounds: ClassVar[tuple[float, float]] = (0.0, 1.0)
+    threshold: ClassVar[float] = 0.235  # calibrated on 10 bins (see thresholds)
+    count_exponent: ClassVar[float] = 0.5  # H² is ~ chi-square / 8n, so H ~ 1/√n
+    floor: ClassVar[float] = 0.04  # H of a 0.25 σ or 5 pp shift, the smaller (half a target)
 
     def from_counts(self, reference: np.ndarray, current: np.ndarray) -> float:
         """Hellinger distance of two aligned count vectors."""

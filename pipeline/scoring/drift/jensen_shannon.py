@@ -33,7 +33,11 @@ class JensenShannon(BinnedStatistic):
     """
 
     name: ClassVar[str] = "jensen_shannon"
+    short_name: ClassVar[str] = "js"
     bounds: ClassVar[tuple[float, float]] = (0.0, 1.0)
+    threshold: ClassVar[float] = 0.255  # calibrated on 10 bins (see thresholds)
+    count_exponent: ClassVar[float] = 0.5  # square root of a divergence whose noise is ~ 1/n
+    floor: ClassVar[float] = 0.05  # JS of a 0.25 σ or 5 pp shift, the smaller (half a target)
 
     def from_counts(self, reference: np.ndarray, current: np.ndarray) -> float:
         """JS distance of two aligned count vectors."""

@@ -30,7 +30,11 @@ class PSI(BinnedStatistic):
     """
 
     name: ClassVar[str] = "psi"
+    short_name: ClassVar[str] = "psi"
     bounds: ClassVar[tuple[float, float]] = (0.0, math.inf)
+    threshold: ClassVar[float] = 0.655  # calibrated on 10 bins (see thresholds)
+    count_exponent: ClassVar[float] = 1.0  # n·PSI is asymptotically chi-square: noise ~ 1/n
+    floor: ClassVar[float] = 0.015  # PSI of a 0.25 σ or 5 pp shift, the smaller (half a target)
 
     def __init__(self, *, bins: int = 10, epsilon: float = 1e-4, min_count: int = 1) -> None:
         super().__init__(bins=bins, min_count=min_count)

@@ -12,6 +12,9 @@ Hellinger and Kolmogorov–Smirnov did not change between 1 and 30.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 from pipeline.scoring.drift.base import KINDS, Kind, Statistic
 from pipeline.scoring.drift.chi_square import ChiSquare
 from pipeline.scoring.drift.hellinger import Hellinger
@@ -20,7 +23,7 @@ from pipeline.scoring.drift.kolmogorov_smirnov import KolmogorovSmirnov
 from pipeline.scoring.drift.psi import PSI
 from pipeline.scoring.drift.wasserstein import Wasserstein
 
-__all__ = ["MIN_COUNT", "STATISTICS", "statistics_for"]
+__all__ = ["BY_NAME", "MIN_COUNT", "STATISTICS", "statistics_for"]
 
 MIN_COUNT = 20
 
@@ -32,6 +35,13 @@ STATISTICS: tuple[Statistic, ...] = (
     KolmogorovSmirnov(min_count=MIN_COUNT),
     ChiSquare(min_count=MIN_COUNT),
 )
+
+BY_NAME: Mapping[str, Statistic] = MappingProxyType({s.name: s for s in STATISTICS})
+"""The registered statistics by registry name.
+
+>>> BY_NAME["kolmogorov_smirnov"].short_name, BY_NAME["chi_square"].threshold
+('ks', 0.0006)
+"""
 
 
 def statistics_for(kind: Kind) -> tuple[Statistic, ...]:

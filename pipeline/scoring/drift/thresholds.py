@@ -10,16 +10,21 @@ evaluated on another seed.
 Jensen–Shannon, Hellinger, Wasserstein-1 and Kolmogorov–Smirnov like ``1/√n`` in the
 *effective count* ``n_eff = n·m / (n + m)`` of a window of ``n`` values against a reference
 of ``m``. One fixed value is too strict for busy windows and too loose for quiet ones (10 s
-windows of real traffic hold ~35–100 requests, half that at night). So
-:data:`DEFAULT_THRESHOLDS` hold at ``n_eff =`` :data:`THRESHOLD_COUNT` and :func:`threshold`
-scales them by ``(THRESHOLD_COUNT / n_eff) ** COUNT_EXPONENTS[name]``, never below
-:data:`MIN_THRESHOLDS` (busy windows must not alarm on negligible drift). At the same
-false-alarm rate this detects more than a fixed threshold for every statistic (target shifts
-within 3 windows: Wasserstein-1 88 → 97 %, Kolmogorov–Smirnov 74 → 92 %, Jensen–Shannon on a
-label mix 9 → 32 %). The chi-square p-value already accounts for the counts: its threshold
+windows of real traffic hold ~35–100 requests, half that at night). So each statistic's
+``threshold`` class attribute holds at ``n_eff =`` :data:`THRESHOLD_COUNT`, and
+:func:`threshold` scales it by ``(THRESHOLD_COUNT / n_eff) ** count_exponent``, never below
+its ``floor`` (the smaller of its values for a 0.25 σ and a 5 pp shift, half a target: busy
+windows must not alarm on negligible drift). At the same false-alarm rate this detects more
+than a fixed threshold for every statistic (target shifts within 3 windows: Wasserstein-1
+88 → 97 %, Kolmogorov–Smirnov 74 → 92 %, Jensen–Shannon on a label mix 9 → 32 %). The
+chi-square p-value already accounts for the counts (``count_exponent = 0``): its threshold
 applies as is. PSI, Jensen–Shannon and Hellinger are calibrated on 10 quantile bins; on a
 categorical name their noise grows with the number of categories, so prefer the chi-square
 p-value there.
+
+The numbers live on the statistic classes (one file each beside
+:mod:`~pipeline.scoring.drift.base`); :data:`DEFAULT_THRESHOLDS` is their name → threshold
+view, which ``drift.thresholds`` in the configuration overrides by name.
 
 **The anomaly threshold holds for the recommended feeding**: windows of at least
 :data:`ANOMALY_MIN_REQUESTS` requests, the vector without :data:`ANOMALY_EXCLUDED_METRICS`
@@ -44,7 +49,8 @@ import math
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from pipeline.scoring.drift.registry import STATISTICS
+from pipeline.scoring.drift.base import THRESHOLD_COUNT
+from pipeline.scoring.drift.registry import BY_NAME, STATISTICS
 
 __all__ = [
     "ANOMALY_EXCLUDED_METRICS",
@@ -52,46 +58,16 @@ __all__ = [
     "ANOMALY_MIN_SCALE",
     "ANOMALY_THRESHOLD",
     "ANOMALY_THRESHOLDS",
-    "COUNT_EXPONENTS",
     "DEFAULT_THRESHOLDS",
-    "MIN_THRESHOLDS",
     "THRESHOLD_COUNT",
     "effective_count",
     "is_drift",
     "threshold",
 ]
 
-THRESHOLD_COUNT: float = 100.0
-"""The effective count at which :data:`DEFAULT_THRESHOLDS` hold (100 values, large reference)."""
-
-DEFAULT_THRESHOLDS: Mapping[str, float] = MappingProxyType({
-    "psi": 0.655,
-    "jensen_shannon": 0.255,
-    "hellinger": 0.235,
-    "wasserstein": 0.27,
-    "kolmogorov_smirnov": 0.185,
-    "chi_square": 6e-4,
-})
-"""Per statistic (registry name): the threshold at THRESHOLD_COUNT; see :func:`threshold`."""
-
-COUNT_EXPONENTS: Mapping[str, float] = MappingProxyType({
-    "psi": 1.0,
-    "jensen_shannon": 0.5,
-    "hellinger": 0.5,
-    "wasserstein": 0.5,
-    "kolmogorov_smirnov": 0.5,
-    "chi_square": 0.0,
-})
-"""Per statistic: its no-drift noise shrinks like ``n_eff ** -exponent`` (0: count-free)."""
-
-MIN_THRESHOLDS: Mapping[str, float] = MappingProxyType({
-    "psi": 0.015,
-    "jensen_shannon": 0.05,
-    "hellinger": 0.04,
-    "wasserstein": 0.15,
-    "kolmogorov_smirnov": 0.09,
-})
-"""Floors: the smaller of a statistic's values for a 0.25 σ and a 5 pp shift (half a target)."""
+DEFAULT_THRESHOLDS: Mapping[str, float] = MappingProxyType(
+    {s.name: s.threshold for s in STATISTICS})
+"""Per statistic (registry name): its ``threshold`` at THRESHOLD_COUNT; see :func:`threshold`."""
 
 ANOMALY_THRESHOLDS: Mapping[str, float] = MappingProxyType({
     "median_mad": 0.96,
@@ -111,9 +87,6 @@ ANOMALY_EXCLUDED_METRICS: tuple[str, ...] = ("latency_p50_ms", "latency_p99_ms")
 ANOMALY_MIN_SCALE: Mapping[str, float] = MappingProxyType({"error_rate": 0.02})
 """``min_scale`` of MedianMADScorer: one error in a window must not look like an anomaly."""
 
-_HIGHER_IS_DRIFT: Mapping[str, bool] = {s.name: s.higher_is_drift for s in STATISTICS}
-
-
 def effective_count(current_count: int, reference_count: int) -> float:
     """``n·m / (n + m)``: the sample size that sets the noise of a two-sample statistic
     (``n`` when the reference is much larger); 0 when either side is empty."""
@@ -129,14 +102,13 @@ def threshold(statistic: str, current_count: int | None = None,
     reference of ``reference_count``: ``thresholds[statistic]`` scaled from
     :data:`THRESHOLD_COUNT` to their effective count, never below its floor. Without counts,
     ``thresholds[statistic]`` itself. ``KeyError`` for a statistic without a threshold."""
-    base = thresholds[statistic]
-    exponent = COUNT_EXPONENTS.get(statistic, 0.0)
-    if current_count is None or reference_count is None or exponent == 0.0:
+    base, stat = thresholds[statistic], BY_NAME[statistic]
+    if current_count is None or reference_count is None or stat.count_exponent == 0.0:
         return base
     n_eff = effective_count(current_count, reference_count)
     if n_eff == 0.0:
-        return math.inf if _HIGHER_IS_DRIFT[statistic] else 0.0
-    return max(MIN_THRESHOLDS.get(statistic, 0.0), base * (THRESHOLD_COUNT / n_eff) ** exponent)
+        return math.inf if stat.higher_is_drift else 0.0
+    return max(stat.floor, base * (THRESHOLD_COUNT / n_eff) ** stat.count_exponent)
 
 
 def is_drift(statistic: str, value: float | None,
@@ -148,4 +120,4 @@ def is_drift(statistic: str, value: float | None,
     limit = threshold(statistic, current_count, reference_count, thresholds)
     if value is None:
         return False
-    return value > limit if _HIGHER_IS_DRIFT[statistic] else value < limit
+    return value > limit if BY_NAME[statistic].higher_is_drift else value < limit

@@ -38,7 +38,11 @@ class Wasserstein(Statistic):
     """
 
     name: ClassVar[str] = "wasserstein"
+    short_name: ClassVar[str] = "wasserstein"
     kinds: ClassVar[frozenset[Kind]] = frozenset({"numeric"})
+    threshold: ClassVar[float] = 0.27  # calibrated, IQR-normalised (see thresholds)
+    count_exponent: ClassVar[float] = 0.5  # integrates empirical-CDF noise, which is ~ 1/√n
+    floor: ClassVar[float] = 0.15  # W1 of a 0.25 σ or 5 pp shift, the smaller (half a target)
 
     def __init__(self, *, normalize: Normalize = "iqr", min_count: int = 1) -> None:
         super().__init__(min_count=min_count)

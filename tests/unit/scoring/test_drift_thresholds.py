@@ -11,33 +11,36 @@ import pytest
 
 from pipeline.scoring.anomaly import SCORERS
 from pipeline.scoring.drift import STATISTICS, KolmogorovSmirnov, NumericHistogram
+from pipeline.scoring.drift.registry import BY_NAME
 from pipeline.scoring.drift.thresholds import (
     ANOMALY_EXCLUDED_METRICS,
     ANOMALY_MIN_REQUESTS,
     ANOMALY_MIN_SCALE,
     ANOMALY_THRESHOLD,
     ANOMALY_THRESHOLDS,
-    COUNT_EXPONENTS,
     DEFAULT_THRESHOLDS,
-    MIN_THRESHOLDS,
     THRESHOLD_COUNT,
     effective_count,
     is_drift,
     threshold,
 )
+from pipeline.scoring.monitor import SHORT_NAMES
 from schemas.metrics import WindowMetrics
 
 NAMES = [s.name for s in STATISTICS]
+SCALED = [s.name for s in STATISTICS if s.count_exponent > 0]
 HUGE = 10**12  # a reference so large that n_eff is the window's count
 
 
 def test_every_registered_statistic_and_scorer_has_a_threshold():
-    assert set(DEFAULT_THRESHOLDS) == set(NAMES) == set(COUNT_EXPONENTS)
-    assert set(MIN_THRESHOLDS) <= set(NAMES)
+    assert set(DEFAULT_THRESHOLDS) == set(NAMES) == set(BY_NAME)
     for s in STATISTICS:
         low, high = s.bounds
-        assert low < DEFAULT_THRESHOLDS[s.name] < high
-        assert MIN_THRESHOLDS.get(s.name, 0.0) < DEFAULT_THRESHOLDS[s.name]
+        assert DEFAULT_THRESHOLDS[s.name] == s.threshold
+        assert low < s.threshold < high
+        assert 0.0 <= s.floor < s.threshold and s.count_exponent >= 0.0
+    # the short names of scores, SQL and alert rules are the classes' (monitor keeps a copy)
+    assert {s.name: s.short_name for s in STATISTICS} == SHORT_NAMES
     assert set(ANOMALY_THRESHOLDS) == set(SCORERS)
     assert all(0.0 < t <= 1.0 for t in ANOMALY_THRESHOLDS.values())
     assert ANOMALY_THRESHOLDS["median_mad"] == ANOMALY_THRESHOLD
@@ -57,18 +60,18 @@ def test_without_counts_or_at_the_threshold_count_the_base_value_applies(name):
     assert threshold(name, int(THRESHOLD_COUNT), HUGE) == pytest.approx(base, rel=1e-9)
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if COUNT_EXPONENTS[n] > 0])
+@pytest.mark.parametrize("name", SCALED)
 def test_thresholds_scale_with_the_effective_count(name):
-    base, exponent = DEFAULT_THRESHOLDS[name], COUNT_EXPONENTS[name]
+    base, exponent = DEFAULT_THRESHOLDS[name], BY_NAME[name].count_exponent
     quarter = threshold(name, int(THRESHOLD_COUNT) // 4, HUGE)
     assert quarter == pytest.approx(base * 4**exponent, rel=1e-9)
     assert threshold(name, 25, 25) > threshold(name, 25, 2500) > threshold(name, 2500, 2500)
 
 
-@pytest.mark.parametrize("name", sorted(MIN_THRESHOLDS))
+@pytest.mark.parametrize("name", SCALED)
 def test_busy_windows_stop_at_the_floor(name):
-    assert threshold(name, 10**9, HUGE) == MIN_THRESHOLDS[name]
-    assert threshold(name, 200, HUGE) > MIN_THRESHOLDS[name]
+    assert threshold(name, 10**9, HUGE) == BY_NAME[name].floor
+    assert threshold(name, 200, HUGE) > BY_NAME[name].floor
 
 
 def test_the_chi_square_p_value_threshold_ignores_the_counts():
