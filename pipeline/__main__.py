@@ -1,5 +1,6 @@
 """``python -m pipeline`` is the ``inferwatch`` command."""
 
-from pipeline.cli import main
+from pipeline.launcher import main
 
-main()
+if __name__ == "__main__":
+    main()

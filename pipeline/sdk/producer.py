@@ -84,7 +84,7 @@ from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 
 from pipeline.config import Settings, load_settings
 from pipeline.runtime.kafka import client_options
-from pipeline.sources.codec import JSON, MSGPACK, encode_events
+from pipeline.sdk.wire import JSON, MSGPACK, encode_events
 from schemas.event import InferenceEvent
 
 __all__ = ["Producer", "ProducerStats", "Span"]

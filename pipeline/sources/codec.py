@@ -20,6 +20,7 @@ from typing import Any, Literal
 import msgspec
 
 from pipeline.config import IngestLimits
+from pipeline.sdk.wire import JSON, MSGPACK, encode_events
 from pipeline.sources.shape import json_array_length, msgpack_array_length
 from schemas.event import InferenceEvent, ResourceSample
 
@@ -32,8 +33,6 @@ __all__ = [
     "encode_events",
 ]
 
-JSON = "application/json"
-MSGPACK = "application/msgpack"
 _MSGPACK_ALIASES = {MSGPACK, "application/x-msgpack", "application/vnd.msgpack"}
 
 Reason = Literal[
@@ -80,7 +79,6 @@ class _Codec:
         self.elements = module.Decoder(list[msgspec.Raw])
         self.syntax = module.Decoder(msgspec.Raw)  # well-formed? (builds nothing)
         self.length = json_array_length if module is msgspec.json else msgpack_array_length
-        self.encoder = module.Encoder()
 
 
 _CODECS = {
@@ -307,8 +305,3 @@ def _one(codec: _Codec, payload: bytes, raw: bytes) -> Rejection:
     except RecursionError:
         return Rejection("malformed", _TOO_DEEP, raw)
     return Rejection("schema", "not a record of the contract", raw)
-
-
-def encode_events(events: Any, content_type: str = JSON) -> bytes:
-    """Encode one record or a batch (a list), in the given content type."""
-    return _CODECS[content_type, InferenceEvent].encoder.encode(events)
