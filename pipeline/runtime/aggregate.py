@@ -270,6 +270,8 @@ class Aggregator:
             mark = state.watermark(wall, idle_ok)
             if mark > self._sent_watermarks.get(key, float("-inf")):
                 marks.append((key, mark))
+            elif idle_ok and key not in self._sent_watermarks and state.empty():
+                marks.append((key, mark))  # sent as "empty": stage 2 does not wait for it
             upserts, deletes = state.checkpoint()
             _write(self.stage1_table, key, upserts, deletes)
             if state.outbox:
@@ -282,7 +284,8 @@ class Aggregator:
             for _, partial in items:
                 futures.append(await send_partial(partial.series_key, encode_partial(partial)))
         for key, mark in marks:
-            payload = encode_partial(Watermark(kind=key[0], src_partition=key[1], watermark=mark))
+            payload = encode_partial(Watermark(kind=key[0], src_partition=key[1], watermark=mark,
+                                               empty=mark == float("-inf")))
             for target in range(self.sinks):
                 futures.append(await send_watermark(target, payload))
         await asyncio.gather(*futures)

@@ -4,7 +4,8 @@
 on-time partial; 1, 2, … are corrections from events later than the lateness.
 ``(src_partition, seq)`` identifies a partial, so stage 2 merges each one once.
 ``Watermark``: a source partition's watermark, sent to every partials partition so
-stage 2 knows when all sources have passed a window's end.
+stage 2 knows when all sources have passed a window's end; ``empty`` marks a partition
+that has had no event at all, which stage 2 then does not wait for.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ class Watermark(msgspec.Struct, tag="watermark", kw_only=True):
     kind: str = "events"
     src_partition: int
     watermark: float
+    # The source partition has had no event and nothing is unread: it holds no window
+    # open (a producer keying every event alike leaves the other partitions empty).
+    empty: bool = False
 
 
 PartialsMessage = Partial | Watermark

@@ -77,6 +77,7 @@ class Stage1Partition:
     _outbox_new: set[SlotKey] = field(default_factory=set)  # not checkpointed yet
     _outbox_done: set[SlotKey] = field(default_factory=set)  # sent: delete at checkpoint
     _keys: dict[tuple[str, ...], str] = field(default_factory=dict)  # label values → key
+    _last_meta: bytes = b""  # the META record as last checkpointed
 
     def __post_init__(self) -> None:
         if self.kind is None:
@@ -154,6 +155,10 @@ class Stage1Partition:
         self.clock.observe(event.timestamp, wall)
 
     # ------------------------------------------------------------------ closing
+    def empty(self) -> bool:
+        """No event yet (bad records and empty messages do not count): holds no window."""
+        return not math.isfinite(self.clock.max_event_time) and not self.slots
+
     def watermark(self, wall: float, caught_up: bool = True) -> float:
         """The partition's watermark; the idle advance applies only when ``caught_up``.
 
@@ -208,9 +213,12 @@ class Stage1Partition:
                        for k in self._outbox_new)
         deletes = [_slot_name(k) for k in self._deleted]
         deletes += [OUTBOX + _slot_name(k) for k in self._outbox_done]
-        # dicts keep insertion order: META goes out after every slot it vouches for
-        upserts[META] = _ENC.encode([self.clock.to_builtins(), self.closed_watermark,
-                                     dict(self.late), dict(self.too_late), self.max_offset])
+        # dicts keep insertion order: META goes out after every slot it vouches for, and
+        # only when it changed (a quiet partition's tick writes nothing)
+        meta = _ENC.encode([self.clock.to_builtins(), self.closed_watermark,
+                            dict(self.late), dict(self.too_late), self.max_offset])
+        if meta != self._last_meta:
+            upserts[META] = self._last_meta = meta
         self._dirty.clear()
         self._deleted.clear()
         self._outbox_new.clear()
@@ -227,6 +235,7 @@ class Stage1Partition:
         for name, raw in items:
             data = _DEC.decode(raw)
             if name == META:
+                state._last_meta = raw
                 clock, closed, late, too_late, state.max_offset = data
                 state.clock = PartitionClock.from_builtins(clock, state.spec.lateness,
                                                            state.spec.idle_timeout)

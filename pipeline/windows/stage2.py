@@ -46,6 +46,7 @@ class Stage2Partition:
     sources: int  # partitions of the source topic: all must pass a window's end
     kind: Kind | None = None  # default: inference events
     src_watermarks: dict[int, float] = field(default_factory=dict)
+    empty_sources: set[int] = field(default_factory=set)  # no event yet: not waited for
     windows: dict[tuple[str, float], _Window] = field(default_factory=dict)
     duplicates: int = 0
     expired: int = 0  # partials for windows already forgotten (past the horizon): counted only
@@ -60,8 +61,14 @@ class Stage2Partition:
 
     def apply(self, message: PartialsMessage) -> None:
         if isinstance(message, Watermark):
-            if message.watermark > self.src_watermarks.get(message.src_partition, -math.inf):
-                self.src_watermarks[message.src_partition] = message.watermark
+            source = message.src_partition
+            if message.empty:
+                if source not in self.src_watermarks and source not in self.empty_sources:
+                    self.empty_sources.add(source)
+                    self._meta_dirty = True
+            elif message.watermark > self.src_watermarks.get(source, -math.inf):
+                self.src_watermarks[source] = message.watermark
+                self.empty_sources.discard(source)
                 self._meta_dirty = True
             return
         self._merge(message)
@@ -93,11 +100,12 @@ class Stage2Partition:
         self._dirty.add(key)
 
     def low_watermark(self) -> float:
-        """The minimum watermark over all source partitions (-inf until all reported)."""
+        """The minimum watermark over the source partitions that have had events (-inf
+        until every source reported a watermark or that it is empty)."""
         marks = self.src_watermarks
-        if any(p not in marks for p in range(self.sources)):
+        if any(p not in marks and p not in self.empty_sources for p in range(self.sources)):
             return -math.inf
-        return min(marks[p] for p in range(self.sources))
+        return min((marks[p] for p in range(self.sources) if p in marks), default=-math.inf)
 
     def close(self) -> list[msgspec.Struct]:
         """Finalize windows that every source has passed, re-emit corrected ones, expire old."""
@@ -137,7 +145,8 @@ class Stage2Partition:
                 w.labels, w.end, w.profile.to_builtins(), sorted(w.seen), w.version, w.pending,
             ])
         if self._meta_dirty:
-            upserts[META] = _ENC.encode([self.src_watermarks, self.max_offset])
+            upserts[META] = _ENC.encode([self.src_watermarks, self.max_offset,
+                                         sorted(self.empty_sources)])
         deletes = [_name(k) for k in self._deleted]
         self._dirty.clear()
         self._deleted.clear()
@@ -152,8 +161,10 @@ class Stage2Partition:
         for name, raw in items:
             data = _DEC.decode(raw)
             if name == META:
-                marks, state.max_offset = data if isinstance(data, list) else (data, -1)
+                data = data if isinstance(data, list) else [data, -1]
+                marks, state.max_offset = data[0], data[1]
                 state.src_watermarks = {int(k): float(v) for k, v in marks.items()}
+                state.empty_sources = {int(p) for p in (data[2] if len(data) > 2 else ())}
                 continue
             labels, end, profile, seen, version, pending = data
             state.windows[_parse(name)] = _Window(
