@@ -1,11 +1,12 @@
-"""Glue between faust and the pure stages: per-partition state, checkpoints, emission.
+"""Glue between faust and stage 2: per-partition state, checkpoints, emission.
 
-State lives in two changelog-backed faust tables whose keys name their changelog
+State lives in a changelog-backed faust table whose keys name their changelog
 partition (``"<partition>|<slot>"``), so a partition's windows are written to, and
 recovered from, the changelog partition of the same number: they survive a crash and
-move with the partition on rebalance. In memory, each owned partition has a live
-``Stage1Partition`` / ``Stage2Partition``, rebuilt from the table the first time the
-partition is seen after an assignment and dropped when it is revoked.
+move with the partition on rebalance. In memory, each owned partials partition has a
+live ``Stage2Partition``, rebuilt from the table the first time the partition is seen
+after an assignment and dropped when it is revoked. (Stage 1 left faust for the
+runtime's own consumer; stage 2 follows it there next, and this module goes.)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import faust
@@ -23,11 +24,9 @@ from pipeline.config import Settings
 from pipeline.runtime.offsets import Admitted, GapGuard
 from pipeline.runtime.scoring import Scoring
 from pipeline.scoring.monitor import monitor_spec
-from pipeline.windows.guard import CardinalityGuard
 from pipeline.windows.kinds import EVENTS, RESOURCES, Kind, event_kind, resource_kind
-from pipeline.windows.partials import Watermark, decode_partials, encode_partial
-from pipeline.windows.stage1 import META, Failed, Stage1Partition
-from pipeline.windows.stage2 import Stage2Partition
+from pipeline.windows.partials import decode_partials
+from pipeline.windows.stage2 import META, Stage2Partition
 from schemas.metrics import WindowMetrics
 
 __all__ = ["Aggregator", "PartitionKeyedTable", "admit"]
@@ -93,10 +92,10 @@ def admit(gaps: GapGuard, topic: str, partition: int, done: int,
 
 
 class Aggregator:
-    """Runs stage 1 on event batches and stage 2 on partials batches for one worker."""
+    """Runs stage 2 on partials batches for one worker (stage 1 runs on the runtime's
+    own consumer: pipeline.windows.partial_stage)."""
 
-    def __init__(self, settings: Settings, stage1_table: faust.Table,
-                 stage2_table: faust.Table, sources: int, sinks: int,
+    def __init__(self, settings: Settings, stage2_table: faust.Table, sources: int,
                  flush: Callable[[], Awaitable[None]],
                  seek: Callable[[str, int, int], Awaitable[None]],
                  scoring: Scoring | None = None) -> None:
@@ -106,22 +105,14 @@ class Aggregator:
         self.scoring = scoring  # drift and anomaly scores of closed windows, when enabled
         self.flush = flush  # makes every table write so far durable (the producer's flush)
         self.metrics = settings.metrics
-        self.stage1_table = stage1_table
         self.stage2_table = stage2_table
         self.sources = sources  # partitions of the events topic
-        self.sinks = sinks  # partitions of the partials topic
-        self.guard = CardinalityGuard(settings.metrics.max_series_per_worker,
-                                      tuple(settings.metrics.series_labels))
-        self.host_guard = CardinalityGuard(settings.metrics.max_series_per_worker,
-                                           ("host", "server", "model"))
         spec = monitor_spec(settings.drift, settings.metrics.relative_accuracy,
                             operational=False)  # those come from the window's sketches
         drift = spec if scoring is not None and spec.monitored() else None
         self.kinds: dict[str, Kind] = {EVENTS: event_kind(self.metrics, drift),
                                        RESOURCES: resource_kind(self.metrics)}
-        self.stage1: dict[StateKey, Stage1Partition] = {}
         self.stage2: dict[StateKey, Stage2Partition] = {}
-        self._sent_watermarks: dict[StateKey, float] = {}
         # (topic, partition) this worker owns now; a batch fetched before a rebalance may
         # still hold messages of a partition that moved, and must not touch its state
         self.owned: set[tuple[str, int]] = set()
@@ -149,47 +140,27 @@ class Aggregator:
         topics = self.settings.topics
         for topic, partition in partitions:
             self.owned.discard((topic, partition))
-            if topic in (topics.events, topics.resources):
-                kind = EVENTS if topic == topics.events else RESOURCES
-                self.stage1.pop((kind, partition), None)
-                self._sent_watermarks.pop((kind, partition), None)
-            elif topic == topics.partials:
+            if topic == topics.partials:
                 for kind in self.kinds:
                     self.stage2.pop((kind, partition), None)
                 if self.scoring is not None:
                     self.scoring.release(partition)
 
     async def adopt(self, partitions: Iterable[tuple[str, int]]) -> None:
-        """Load the state of every assigned source partition once recovery is done.
-
-        A partition whose events were all processed (and committed) before it moved
-        gets no new events, yet its watermark must keep advancing (idle timeout) or
-        stage 2 would never close the windows it holds.
-        """
+        """Load the state of every assigned partials partition once recovery is done,
+        and resume it where that state ends."""
         topics = self.settings.topics
         async with self.lock:
             for topic, partition in partitions:
                 self.owned.add((topic, partition))
                 self.gaps.forget((topic, partition))
-                if topic in (topics.events, topics.resources):
-                    kind = EVENTS if topic == topics.events else RESOURCES
-                    done = self._stage1((kind, partition)).max_offset
-                elif topic == topics.partials:
+                if topic == topics.partials:
                     done = min(self._stage2((k, partition)).max_offset for k in self.kinds)
                 else:
                     continue
                 if done >= 0:  # resume where the durable state ends, whatever was committed
                     await self.seek(topic, partition, done + 1)
             self.settled.set()
-
-    def _stage1(self, key: StateKey) -> Stage1Partition:
-        state = self.stage1.get(key)
-        if state is None:
-            guard = self.guard if key[0] == EVENTS else self.host_guard
-            state = Stage1Partition.restore(key[1], self.metrics, guard,
-                                            _items(self.stage1_table, key), self.kinds[key[0]])
-            self.stage1[key] = state
-        return state
 
     def _stage2(self, key: StateKey) -> Stage2Partition:
         state = self.stage2.get(key)
@@ -199,36 +170,6 @@ class Aggregator:
             self.stage2[key] = state
         return state
 
-    # ------------------------------------------------------------------ stage 1
-    async def add_records(
-        self, kind: str, batches: dict[int, list[tuple[int, Sequence[Any]]]],
-        send_partial: Send, send_watermark: Send,
-        dead_letters: Callable[[list[tuple[int, Failed]]], Awaitable[None]] | None = None,
-    ) -> None:
-        """Stage 1 for one batch: absorb, close, send partials and watermarks, checkpoint.
-
-        Records stage 1 could not absorb go, by partition, to ``dead_letters``, which
-        must make them durable: it runs before the checkpoint that covers their offsets."""
-        topic = self.settings.topics.events if kind == EVENTS else self.settings.topics.resources
-        await self.settled.wait()
-        async with self.lock:
-            wall = time.time()
-            mine = [p for p in batches if (topic, p) in self.owned]
-            seeks = []
-            failed: list[tuple[int, Failed]] = []
-            for partition in mine:
-                state = self._stage1((kind, partition))
-                messages = batches[partition]
-                take = self._admit(topic, partition, state.max_offset,
-                                   [offset for offset, _ in messages], seeks)
-                failed += [(partition, f) for f in state.add(messages[:take], wall)]
-            if failed and dead_letters is not None:
-                await dead_letters(failed)
-            await self._flush_stage1([(kind, p) for p in mine], wall, send_partial,
-                                     send_watermark)
-            for args in seeks:
-                await self.seek(*args)
-
     def _admit(self, topic: str, partition: int, max_offset: int, offsets: list[int],
                seeks: list[tuple[str, int, int]]) -> int:
         """How many leading messages continue the partition; queue a seek back on a gap."""
@@ -236,63 +177,6 @@ class Aggregator:
         if admitted.seek is not None:
             seeks.append((topic, partition, admitted.seek))
         return admitted.take
-
-    async def tick(self, send_partial: Send, send_watermark: Send,
-                   caught_up: Callable[[str, int], bool]) -> None:
-        """Advance idle partitions by the wall clock (called by a timer).
-
-        ``caught_up(kind, partition)`` says whether the partition has no unread messages;
-        only then may its watermark advance with the wall clock.
-        """
-        if not self.settled.is_set():
-            return  # the partitions this worker will own are not known yet
-        async with self.lock:
-            wall = time.time()
-            self.guard.expire(older_than=wall - 10 * self.metrics.window_seconds
-                              - self.metrics.idle_timeout_seconds)
-            await self._flush_stage1(list(self.stage1), wall, send_partial, send_watermark,
-                                     caught_up)
-
-    async def _flush_stage1(self, keys: Iterable[StateKey], wall: float,
-                            send_partial: Send, send_watermark: Send,
-                            caught_up: Callable[[str, int], bool] | None = None) -> None:
-        """Close, checkpoint, make the checkpoint durable, then send outbox and watermarks.
-
-        Nothing leaves before the state that produced it is in the changelog, so a
-        restart re-sends the same partials (and never rebuilds different ones).
-        """
-        outgoing: list[tuple[Stage1Partition, list[tuple[Any, Any]]]] = []
-        marks: list[tuple[StateKey, float]] = []
-        for key in keys:
-            state = self._stage1(key)
-            idle_ok = caught_up is not None and caught_up(*key)  # never while events flow
-            state.close(wall, idle_ok)
-            mark = state.watermark(wall, idle_ok)
-            if mark > self._sent_watermarks.get(key, float("-inf")):
-                marks.append((key, mark))
-            elif idle_ok and key not in self._sent_watermarks and state.empty():
-                marks.append((key, mark))  # sent as "empty": stage 2 does not wait for it
-            upserts, deletes = state.checkpoint()
-            _write(self.stage1_table, key, upserts, deletes)
-            if state.outbox:
-                outgoing.append((state, list(state.outbox.items())))
-        if not outgoing and not marks:
-            return
-        await self.flush()
-        futures = []
-        for _state, items in outgoing:
-            for _, partial in items:
-                futures.append(await send_partial(partial.series_key, encode_partial(partial)))
-        for key, mark in marks:
-            payload = encode_partial(Watermark(kind=key[0], src_partition=key[1], watermark=mark,
-                                               empty=mark == float("-inf")))
-            for target in range(self.sinks):
-                futures.append(await send_watermark(target, payload))
-        await asyncio.gather(*futures)
-        for state, items in outgoing:
-            state.sent(slot for slot, _ in items)
-        for key, mark in marks:
-            self._sent_watermarks[key] = mark
 
     # ------------------------------------------------------------------ stage 2
     async def add_partials(self, batches: dict[int, list[tuple[int, bytes]]], send_metrics: Send,
@@ -358,13 +242,9 @@ class Aggregator:
             return emitted
 
     def summary(self) -> str:
-        late = sum(sum(s.late.values()) for s in self.stage1.values())
-        replayed = sum(s.replayed for s in self.stage1.values())
-        too_late = sum(sum(s.too_late.values()) for s in self.stage1.values())
-        slots = sum(len(s.slots) for s in self.stage1.values())
-        overflow = dict(self.guard.overflow) or "none"
+        windows = sum(len(s.windows) for s in self.stage2.values())
+        duplicates = sum(s.duplicates for s in self.stage2.values())
+        expired = sum(s.expired for s in self.stage2.values())
         scores = f", {self.scoring.summary()}" if self.scoring is not None else ""
-        return (f"open slots {slots}, active series {self.guard.active}, late {late}, "
-                f"too late {too_late}, replayed messages skipped {replayed}, "
-                f"windows emitted {self.windows_emitted}, cardinality overflow {overflow}"
-                f"{scores}")
+        return (f"stage 2: open windows {windows}, windows emitted {self.windows_emitted}, "
+                f"duplicate partials skipped {duplicates}, expired partials {expired}{scores}")

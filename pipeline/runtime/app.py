@@ -1,27 +1,25 @@
-"""The processing role: a faust app with the two aggregation stages of design.md.
+"""The processing role's faust app: stage 2 and alerting of design.md.
 
-- ``ingest`` (on ``inferwatch.events``) and ``ingest_resources`` (on
-  ``inferwatch.resources``): decode and validate; bad input to the DLQ with its
-  reason; valid records into stage 1 (partial window profiles per source
-  partition), which sends partials and watermarks to ``inferwatch.partials``.
+Stage 1 (decode, validate, dead-letter, partial windows) runs on the runtime's own
+aiokafka consumer (:mod:`pipeline.runtime.consumer`, :mod:`pipeline.windows.partial_stage`)
+and sends partials and watermarks to ``inferwatch.partials``. Here:
+
 - ``finalize`` (on ``inferwatch.partials``, keyed by series): stage 2 merges
   partials and publishes one ``WindowMetrics`` per closed window and series (and a
   ``ResourceMetrics`` per window and host) on ``inferwatch.metrics``; the
-  ``inferwatch-contract`` header names which.
+  ``inferwatch-contract`` header names which. It takes events in batches
+  (``take_events``); a batch is acked only after its metrics, scores, dead letters and
+  state checkpoints are sent.
+- With ``alerts.rules`` set, an ``alert`` agent on ``inferwatch.metrics`` evaluates the
+  rules per series (see ``pipeline/runtime/alerting.py``).
 
-Both take events in batches (``take_events``), so faust's per-message overhead is
-paid once per batch; a batch is acked (its offsets become committable) only after
-its DLQ records, partials, metrics and state checkpoints are sent.
-With ``alerts.rules`` set, an ``alert`` agent on ``inferwatch.metrics`` evaluates the
-rules per series (see ``pipeline/runtime/alerting.py``). The raw copy of events in
-ClickHouse is the sink role's job.
+The raw copy of events in ClickHouse is the sink role's job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -39,12 +37,9 @@ from pipeline.runtime.kafka import faust_broker_options
 from pipeline.runtime.offsets import GapGuard
 from pipeline.runtime.retry import forever
 from pipeline.runtime.scoring import PinnedReferences, Scoring, follow_pinned
-from pipeline.sources.codec import Rejection, decode_events, describe
+from pipeline.sources.codec import Rejection, describe
 from pipeline.sources.dlq import DeadLetter, dead_letter, deliver
-from pipeline.windows.kinds import EVENTS, RESOURCES
-from pipeline.windows.stage1 import Failed
 from schemas.alert import AlertEvent
-from schemas.event import InferenceEvent, ResourceSample
 from schemas.metrics import CONTRACT_HEADER, ResourceMetrics, WindowMetrics
 from schemas.scores import WindowScores
 
@@ -97,11 +92,6 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
         stream_wait_empty=False,
         broker_client_id=settings.kafka.client_id,
     )
-    events_topic, resources_topic = (
-        app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
-                  value_serializer="raw", allow_empty=True)
-        for name in (settings.topics.events, settings.topics.resources)
-    )
     dlq_topic = app.topic(
         settings.topics.dlq, key_serializer="raw", value_serializer="raw",
     )
@@ -120,7 +110,7 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
             key_type=str, value_type=bytes,
             help=f"{name} window state, keyed '<partition>|<slot>'",
         ))
-        for name in ("stage1", "stage2")
+        for name in ("stage2",)
     }
     async def flush_producer() -> None:
         """Every table write so far is acknowledged by Kafka. faust's buffer flush gives
@@ -137,9 +127,8 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
         await app.consumer.seek_wait({TP(topic, partition): offset})
 
     scoring = _scoring(app, settings) if settings.drift.enabled else None
-    aggregator = Aggregator(settings, tables["stage1"], tables["stage2"],
-                            sources=partitions, sinks=partitions, flush=flush_producer, seek=seek,
-                            scoring=scoring)
+    aggregator = Aggregator(settings, tables["stage2"], sources=partitions,
+                            flush=flush_producer, seek=seek, scoring=scoring)
 
     alerting = (_alerting(app, settings, metrics_topic, aggregator.owned, aggregator.settled,
                           seek)
@@ -162,12 +151,6 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
         if alerting is not None:
             alerting.adopt(tp.partition for tp in assignment
                            if tp.topic == settings.topics.metrics)
-
-    async def send_partial(key: str, value: bytes) -> Any:
-        return await partials_topic.send(key=key.encode(), value=value)
-
-    async def send_watermark(partition: int, value: bytes) -> Any:
-        return await partials_topic.send(key=b"__watermark__", value=value, partition=partition)
 
     async def send_metrics(kind: str, result: WindowMetrics | ResourceMetrics) -> Any:
         """WindowMetrics keyed by series, ResourceMetrics by host; the header names which."""
@@ -202,54 +185,6 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
                            topic=topic, partition=partition, offset=offset,
                            max_bytes=dlq_bytes)
 
-    read: dict[tuple[str, int], int] = {}  # last offset read per source partition
-    topic_of = {EVENTS: settings.topics.events, RESOURCES: settings.topics.resources}
-
-    async def process(stream: faust.StreamT, kind: str, contract: type) -> None:
-        """Decode and validate each batch, DLQ the rejects, feed stage 1 of ``kind``."""
-        limits = settings.limits
-        async for batch in stream.take_events(
-            worker.process_batch_size, within=worker.process_batch_seconds
-        ):
-            now = time.time()
-            letters = []
-            records: dict[int, list] = defaultdict(list)  # partition -> (offset, records)
-            for event in batch:
-                message = event.message
-                read[kind, message.partition] = message.offset
-                decoded = decode_events(message.value, event.headers or {}, limits, now,
-                                        contract)
-                stats.messages += 1
-                stats.events += len(decoded.events)
-                # every offset, events or not: stage 1 checks the partition is contiguous
-                records[message.partition].append((message.offset, decoded.events))
-                for rejection in decoded.rejections:
-                    stats.rejected[rejection.reason] += 1
-                    letters.append(dead_letter(
-                        rejection, key=message.key, headers=event.headers,
-                        topic=message.topic, partition=message.partition, offset=message.offset,
-                        max_bytes=dlq_bytes,
-                    ))
-            if letters:
-                await send_dead_letters(letters)
-
-            async def unabsorbed(failed: list[tuple[int, Failed]]) -> None:
-                stats.events -= len(failed)
-                await send_dead_letters([
-                    failure_letter(exc, _JSON.encode(record), topic_of[kind], partition, offset)
-                    for partition, (offset, record, exc) in failed])
-
-            await aggregator.add_records(kind, records, send_partial, send_watermark,
-                                         unabsorbed)
-
-    @app.agent(events_topic, name="ingest")
-    async def ingest(stream: faust.StreamT) -> None:
-        await process(stream, EVENTS, InferenceEvent)
-
-    @app.agent(resources_topic, name="ingest_resources")
-    async def ingest_resources(stream: faust.StreamT) -> None:
-        await process(stream, RESOURCES, ResourceSample)
-
     @app.agent(partials_topic, name="finalize")
     async def finalize(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(
@@ -269,25 +204,6 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
                                    messages[partition, offset].headers)
                     for partition, offset, raw, exc in failed])
 
-
-    def caught_up(kind: str, partition: int) -> bool:
-        """No unread messages on this source partition (so a quiet one is really idle)."""
-        try:
-            highwater = app.consumer.highwater(TP(topic_of[kind], partition))
-        except (AssertionError, KeyError):  # not (or no longer) assigned here
-            return False
-        state = aggregator.stage1.get((kind, partition))
-        last = read.get((kind, partition), state.max_offset if state else -1)
-        return highwater is None or last + 1 >= highwater
-
-    @app.timer(interval=1.0)
-    async def advance_idle_partitions() -> None:
-        if app.rebalancing:  # never write state while tables are being recovered
-            return
-        try:
-            await aggregator.tick(send_partial, send_watermark, caught_up)
-        except Exception:  # a timer that raises crashes the worker: log, retry next tick
-            log.exception("advancing idle partitions failed; retrying in 1 s")
 
     @app.timer(interval=10.0)
     async def report() -> None:

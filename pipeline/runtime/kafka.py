@@ -120,6 +120,23 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) 
         await admin.close()
 
 
+async def ensure_changelog(settings: Settings, name: str) -> None:
+    """Create a stage's state topic if missing: compacted, one partition per source
+    partition (partition ``p`` holds the state of source partition ``p``)."""
+    admin = AIOKafkaAdminClient(**client_options(settings.kafka))
+    await admin.start()
+    try:
+        if name in set(await admin.list_topics()):
+            return
+        topic = NewTopic(name, settings.topics.partitions, settings.topics.replication_factor,
+                         topic_configs={"cleanup.policy": "compact"})
+        with contextlib.suppress(TopicAlreadyExistsError):  # raced another worker: fine
+            await admin.create_topics([topic])
+        log.info("created state topic %s", name)
+    finally:
+        await admin.close()
+
+
 async def send_one(kafka: KafkaSettings, topic: str, key: bytes, value: bytes) -> None:
     """Write one record and wait until every in-sync replica has it (acks=all): for the
     durable-state topics a command writes once (silences, baselines)."""

@@ -1,6 +1,7 @@
 """``inferwatch worker``: run the processing role, the sink role, or both in one process.
 
-- ``process``: the faust app (decode, validate, DLQ; the windowed stages build on it).
+- ``process``: stage 1 (decode, validate, DLQ, partial windows) on the runtime's own
+  aiokafka consumer, and the faust app for stage 2 and alerting.
 - ``sink``: Kafka → ClickHouse writer. With the embedded store it also owns the
   chDB directory and answers read-only queries for ``inferwatch query``.
 
@@ -48,6 +49,42 @@ async def run_sink(settings: Settings, stop: asyncio.Event) -> None:
             lock.release()
 
 
+def partial_stage(settings: Settings):  # -> PartialStage
+    """Stage 1 as configured: with drift on, each window also keeps the histograms of
+    the distributions scored in stage 2 (the operational ones come from its sketches)."""
+    from pipeline.scoring.monitor import monitor_spec
+    from pipeline.windows.partial_stage import PartialStage
+
+    spec = monitor_spec(settings.drift, settings.metrics.relative_accuracy, operational=False)
+    drift = spec if settings.drift.enabled and spec.monitored() else None
+    return PartialStage(settings, drift)
+
+
+class _StageService(mode.Service):
+    """Stage 1 on the runtime's consumer, sharing the faust worker's loop and lifecycle."""
+
+    def __init__(self, settings: Settings, **kwargs: object) -> None:
+        self.settings = settings
+        self._stop = asyncio.Event()
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        self.add_future(self._run())
+
+    async def _run(self) -> None:
+        from pipeline.runtime.consumer import KafkaRunner
+
+        try:
+            await KafkaRunner(self.settings, partial_stage(self.settings), "stage1").run(
+                self._stop)
+        except Exception as exc:  # crash the worker loudly rather than limp on
+            log.exception("stage 1 failed")
+            await self.crash(exc)
+
+    async def on_stop(self) -> None:
+        self._stop.set()
+
+
 class _SinkService(mode.Service):
     """The sink as a mode service, so it shares the faust worker's loop and lifecycle."""
 
@@ -84,7 +121,9 @@ def run_worker(settings: Settings, roles: Sequence[str], loglevel: str = "info")
     from pipeline.runtime.app import build_app
 
     app = build_app(settings)
-    services = [_SinkService(settings)] if "sink" in roles else []
+    services: list[mode.Service] = [_StageService(settings)]
+    if "sink" in roles:
+        services.append(_SinkService(settings))
     worker = _Worker(app, *services, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()  # returns only via SystemExit
     return 0

@@ -68,6 +68,7 @@ class PartialStage:
         }
         self.states: dict[tuple[str, int], Stage1Partition] = {}
         self._sent_watermarks: dict[tuple[str, int], float] = {}
+        self._queued: set[tuple[tuple[str, int], Any]] = set()  # outbox partials in a step
         self.counts = IngestCounts()
 
     # ------------------------------------------------------------------ partitions
@@ -84,6 +85,7 @@ class PartialStage:
         key = (self._kind_of[topic], partition)
         self.states.pop(key, None)
         self._sent_watermarks.pop(key, None)
+        self._queued = {q for q in self._queued if q[0] != key}
 
     # ------------------------------------------------------------------ records
     def on_batch(self, topic: str, partition: int, records: Sequence[Any],
@@ -136,7 +138,9 @@ class PartialStage:
         upserts, deletes = state.checkpoint()
         step.changes.setdefault(partition, {}).update(_ordered(kind, upserts, deletes))
         partials = self.settings.topics.partials
-        outbox = list(state.outbox.items())
+        outbox = [(slot, p) for slot, p in state.outbox.items()
+                  if (key, slot) not in self._queued]  # not already in a step under way
+        self._queued.update((key, slot) for slot, _ in outbox)
         for _, partial in outbox:
             step.outputs.append(Output(partials, partial.series_key.encode(),
                                        encode_partial(partial)))
@@ -152,6 +156,7 @@ class PartialStage:
 
         def done() -> None:
             state.sent(slot for slot, _ in outbox)
+            self._queued.difference_update((key, slot) for slot, _ in outbox)
             if marker is not None:
                 self._sent_watermarks[key] = max(mark, self._sent_watermarks.get(key, mark))
 

@@ -356,7 +356,7 @@ def test_hostile_and_generated_traffic_is_conserved_and_stalls_nothing(pipe: Pip
     assert worker.poll() is None, pipe.log(worker)
 
     # neither group is left behind on any partition (offsets committed to the end)
-    groups = [settings_.worker.app_id, f"{settings_.worker.app_id}-sink"]
+    groups = [f"{settings_.worker.app_id}-stage1", f"{settings_.worker.app_id}-sink"]
     deadline = time.monotonic() + 60
     behind = asyncio.run(lagging(bootstrap, topics.events, topics.partitions, groups))
     while behind and time.monotonic() < deadline:

@@ -122,6 +122,10 @@ def test_the_reference_run_has_late_data_errors_and_dead_letters():
     run(runner.assign(ALL))
     run(finish(runner))
     assert len(dead_lettered(world)) == len(range(5, 300, 37))
+    partials = [decode_partials(r.value) for r in world.topics.records(PARTIALS)]
+    identities = [(p.series_key, p.window_start, p.src_partition, p.seq)
+                  for p in partials if not hasattr(p, "watermark")]
+    assert len(identities) == len(set(identities))  # without a crash, each partial once
 
 
 @pytest.mark.parametrize("phase", ["dead_letters", "changes", "outputs", "commit"])
