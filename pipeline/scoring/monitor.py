@@ -31,6 +31,7 @@ from pipeline.scoring.detectors import ADWINDetector, PageHinkleyDetector
 from pipeline.scoring.detectors.base import ChangeDetector
 from pipeline.scoring.drift.evaluate import evaluate
 from pipeline.scoring.drift.reference import Reference, TrailingReference
+from pipeline.scoring.drift.registry import STATISTICS
 from pipeline.scoring.drift.thresholds import (
     ANOMALY_MIN_REQUESTS,
     ANOMALY_MIN_SCALE,
@@ -47,11 +48,9 @@ __all__ = ["CHANGE_METRICS", "SHORT_NAMES", "SeriesMonitor", "anomaly_vector", "
            "window_vector"]
 
 CHECKPOINT_FORMAT = 1
-# Registry name -> the short name used in scores, SQL and alert rules (drift.js.<name>)
-SHORT_NAMES: Mapping[str, str] = {
-    "psi": "psi", "jensen_shannon": "js", "hellinger": "hellinger",
-    "wasserstein": "wasserstein", "kolmogorov_smirnov": "ks", "chi_square": "chi2_p",
-}
+# Registry name -> the short name used in scores, SQL and alert rules (drift.js.<name>);
+# each statistic class carries its own
+SHORT_NAMES: Mapping[str, str] = {s.name: s.short_name for s in STATISTICS}
 # The per-window series watched for change points (issue 4: p99 latency, error rate,
 # mean confidence, output tokens, cost per request)
 CHANGE_METRICS = ("latency_p99_ms", "error_rate", "confidence_mean",
