@@ -1,26 +1,17 @@
-"""The processing role's faust app: stage 2 and alerting of design.md.
+"""The alert agent, the last faust part of the processing role.
 
-Stage 1 (decode, validate, dead-letter, partial windows) runs on the runtime's own
-aiokafka consumer (:mod:`pipeline.runtime.consumer`, :mod:`pipeline.windows.partial_stage`)
-and sends partials and watermarks to ``inferwatch.partials``. Here:
-
-- ``finalize`` (on ``inferwatch.partials``, keyed by series): stage 2 merges
-  partials and publishes one ``WindowMetrics`` per closed window and series (and a
-  ``ResourceMetrics`` per window and host) on ``inferwatch.metrics``; the
-  ``inferwatch-contract`` header names which. It takes events in batches
-  (``take_events``); a batch is acked only after its metrics, scores, dead letters and
-  state checkpoints are sent.
-- With ``alerts.rules`` set, an ``alert`` agent on ``inferwatch.metrics`` evaluates the
-  rules per series (see ``pipeline/runtime/alerting.py``).
-
-The raw copy of events in ClickHouse is the sink role's job.
+Stage 1 and stage 2 run on the runtime's own consumers (:mod:`pipeline.runtime.consumer`);
+with ``alerts.rules`` set, this faust app evaluates the rules per series on
+``inferwatch.metrics`` (see :mod:`pipeline.runtime.alerting`) and publishes
+``AlertEvent``s on ``inferwatch.alerts``. It follows the stages onto the runtime next.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, defaultdict
+import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -31,49 +22,49 @@ from faust.types import TP
 
 from pipeline.alerting.rules import load_rules
 from pipeline.config import Settings
-from pipeline.runtime.aggregate import Aggregator, PartitionKeyedTable, admit
 from pipeline.runtime.alerting import AlertStage, read_silences
 from pipeline.runtime.kafka import faust_broker_options
-from pipeline.runtime.offsets import GapGuard
+from pipeline.runtime.offsets import Admitted, GapGuard
 from pipeline.runtime.retry import forever
-from pipeline.runtime.scoring import PinnedReferences, Scoring, follow_pinned
-from pipeline.sources.codec import Rejection, describe
-from pipeline.sources.dlq import DeadLetter, dead_letter, deliver
+from pipeline.sources.codec import describe
 from schemas.alert import AlertEvent
-from schemas.metrics import CONTRACT_HEADER, ResourceMetrics, WindowMetrics
-from schemas.scores import WindowScores
+from schemas.metrics import CONTRACT_HEADER, WindowMetrics
 
-__all__ = ["IngestStats", "build_app"]
+__all__ = ["build_app"]
 
 log = logging.getLogger(__name__)
-_JSON = msgspec.json.Encoder()
 _WINDOW = msgspec.json.Decoder(WindowMetrics)
 
 
-class IngestStats:
-    """Counters of the processing role, logged periodically."""
+class PartitionKeyedTable(faust.Table):
+    """A table whose key names its changelog partition: ``"<partition>|<rest>"``.
 
-    def __init__(self) -> None:
-        self.messages = 0
-        self.events = 0
-        self.rejected: Counter[str] = Counter()
-        self.dead_letters = 0
-        self.dlq_replaced = 0  # too large for the broker: sent as a bounded reference
-
-    def summary(self) -> str:
-        reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected.items())) or "none"
-        return (f"{self.messages} messages, {self.events} valid events, rejected: {reasons}, "
-                f"dead letters {self.dead_letters} ({self.dlq_replaced} as references)")
-
-
-def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App:
-    """The faust app: validation, both aggregation stages, and alerting when rules are set.
-
-    Configured from ``settings`` only; topics, tables and agents are all named here.
+    faust picks a changelog partition from the *current event*, which inside a batch
+    (``take_events``) may belong to another partition; the key is unambiguous.
     """
-    stats = stats or IngestStats()
+
+    def partition_for_key(self, key: Any) -> int:
+        return int(str(key).split("|", 1)[0])
+
+
+def admit(gaps: GapGuard, topic: str, partition: int, done: int,
+          offsets: list[int]) -> Admitted:
+    """:meth:`GapGuard.admit` for a stage whose state covers ``topic[partition]`` up to
+    offset ``done`` (-1: nothing yet), with the gap and the give-up logged."""
+    admitted = gaps.admit((topic, partition), done + 1 if done >= 0 else None, offsets,
+                          time.monotonic())
+    if admitted.seek is not None:
+        log.warning("%s[%d]: offset %d never arrived (got %d next): re-reading from it",
+                    topic, partition, admitted.seek, offsets[admitted.take])
+    if admitted.skipped:
+        log.error("%s[%d]: %d offsets missing after repeated re-reads: skipped",
+                  topic, partition, admitted.skipped)
+    return admitted
+
+
+def build_app(settings: Settings) -> faust.App:
+    """The faust app of the alert agent (``settings.alerts.rules`` must be set)."""
     worker = settings.worker
-    dlq_bytes = settings.limits.max_dead_letter_bytes
     app = faust.App(
         worker.app_id,
         **faust_broker_options(settings.kafka),
@@ -92,26 +83,13 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
         stream_wait_empty=False,
         broker_client_id=settings.kafka.client_id,
     )
-    dlq_topic = app.topic(
-        settings.topics.dlq, key_serializer="raw", value_serializer="raw",
-    )
-    partials_topic = app.topic(
-        settings.topics.partials, key_type=bytes, value_type=bytes,
-        key_serializer="raw", value_serializer="raw",
-    )
     metrics_topic = app.topic(settings.topics.metrics, key_serializer="raw",
                               value_serializer="raw")
-    scores_topic = app.topic(settings.topics.scores, key_serializer="raw",
-                             value_serializer="raw")
-    partitions = settings.topics.partitions
-    tables = {
-        name: app.tables.add(PartitionKeyedTable(
-            app, name=name, default=None, beacon=app.tables.beacon, partitions=partitions,
-            key_type=str, value_type=bytes,
-            help=f"{name} window state, keyed '<partition>|<slot>'",
-        ))
-        for name in ("stage2",)
-    }
+    owned: set[tuple[str, int]] = set()
+    # Set while no rebalance is in progress: a batch fetched before a rebalance waits for
+    # it, so it never drops (and acks) messages of a partition that comes straight back.
+    settled = asyncio.Event()
+
     async def flush_producer() -> None:
         """Every table write so far is acknowledged by Kafka. faust's buffer flush gives
         up after 0.1 s without progress, so drain it until empty, then flush aiokafka."""
@@ -126,109 +104,31 @@ def build_app(settings: Settings, stats: IngestStats | None = None) -> faust.App
         the consumer's thread."""
         await app.consumer.seek_wait({TP(topic, partition): offset})
 
-    scoring = _scoring(app, settings) if settings.drift.enabled else None
-    aggregator = Aggregator(settings, tables["stage2"], sources=partitions,
-                            flush=flush_producer, seek=seek, scoring=scoring)
-
-    alerting = (_alerting(app, settings, metrics_topic, aggregator.owned, aggregator.settled,
-                          seek)
-                if settings.alerts.rules else None)
+    alerting = _alerting(app, settings, metrics_topic, owned, settled, seek)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
-        await aggregator.revoke([(tp.topic, tp.partition) for tp in revoked])
-        if alerting is not None:  # as for the aggregator: let the batch in flight finish
-            async with alerting.lock:
-                alerting.revoke(tp.partition for tp in revoked
-                                if tp.topic == settings.topics.metrics)
-            await flush_producer()
+        settled.clear()
+        async with alerting.lock:  # let the batch in flight finish
+            for tp in revoked:
+                owned.discard((tp.topic, tp.partition))
+            alerting.revoke(tp.partition for tp in revoked
+                            if tp.topic == settings.topics.metrics)
+        await flush_producer()
 
     @app.on_rebalance_complete.connect
     async def on_rebalance_complete(app: faust.App, **kwargs: Any) -> None:
-        # tables are recovered by now: load every assigned source partition's windows
         assignment = app.consumer.assignment()
-        await aggregator.adopt((tp.topic, tp.partition) for tp in assignment)
-        if alerting is not None:
-            alerting.adopt(tp.partition for tp in assignment
-                           if tp.topic == settings.topics.metrics)
-
-    async def send_metrics(kind: str, result: WindowMetrics | ResourceMetrics) -> Any:
-        """WindowMetrics keyed by series, ResourceMetrics by host; the header names which."""
-        key = result.series_key if isinstance(result, WindowMetrics) else result.host
-        return await metrics_topic.send(key=key.encode(), value=_JSON.encode(result), headers=[
-            ("content-type", b"application/json"),
-            (CONTRACT_HEADER, type(result).__name__.encode()),
-        ])
-
-    async def send_scores(scores: WindowScores) -> Any:
-        return await scores_topic.send(key=scores.series_key.encode(), value=_JSON.encode(scores),
-                                       headers=[("content-type", b"application/json"),
-                                                (CONTRACT_HEADER, b"WindowScores")])
-
-    async def send_letter(letter: DeadLetter) -> Any:
-        return await (await dlq_topic.send(key=letter.key, value=letter.value,
-                                           headers=letter.headers))
-
-    async def send_dead_letters(letters: list[DeadLetter]) -> None:
-        """Deliver every DLQ record before the batch is acked: nothing is lost, nothing
-        sent twice, and one the broker refuses for its size goes as a bounded reference."""
-        stats.dlq_replaced += await deliver(letters, send_letter)
-        stats.dead_letters += len(letters)
-
-    def failure_letter(exc: Exception, raw: bytes, topic: str, partition: int, offset: int,
-                       key: bytes | None = None, headers: Any = None) -> DeadLetter:
-        """The DLQ record for a message (or record) that failed past decoding."""
-        stats.rejected["internal"] += 1
-        log.error("%s[%d]@%d failed (%s): to the DLQ", topic, partition, offset, describe(exc))
-        return dead_letter(Rejection("internal", describe(exc), raw), key=key,
-                           headers=headers or [("content-type", b"application/json")],
-                           topic=topic, partition=partition, offset=offset,
-                           max_bytes=dlq_bytes)
-
-    @app.agent(partials_topic, name="finalize")
-    async def finalize(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(
-            worker.process_batch_size, within=worker.process_batch_seconds
-        ):
-            by_partition: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
-            for event in batch:
-                message = event.message
-                by_partition[message.partition].append((message.offset, message.value or b""))
-            failed: list[tuple[int, int, bytes, Exception]] = []
-            await aggregator.add_partials(by_partition, send_metrics, send_scores, failed)
-            if failed:
-                messages = {(e.message.partition, e.message.offset): e for e in batch}
-                await send_dead_letters([
-                    failure_letter(exc, raw, settings.topics.partials, partition, offset,
-                                   messages[partition, offset].message.key,
-                                   messages[partition, offset].headers)
-                    for partition, offset, raw, exc in failed])
-
+        owned.update((tp.topic, tp.partition) for tp in assignment)
+        alerting.adopt(tp.partition for tp in assignment
+                       if tp.topic == settings.topics.metrics)
+        settled.set()
 
     @app.timer(interval=10.0)
     async def report() -> None:
-        alerts = f"; {alerting.summary()}" if alerting is not None else ""
-        log.info("processing: %s; %s%s", stats.summary(), aggregator.summary(), alerts)
+        log.info("alerting: %s", alerting.summary())
 
     return app
-
-
-def _scoring(app: faust.App, settings: Settings) -> Scoring:
-    """Drift and anomaly scoring in stage 2: the monitors' table and the pinned baselines."""
-    table = app.tables.add(PartitionKeyedTable(
-        app, name="monitors", default=None, beacon=app.tables.beacon,
-        partitions=settings.topics.partitions, key_type=str, value_type=bytes,
-        help="drift reference, detectors and anomaly scorer per series, "
-             "keyed '<partition>|<series key>'",
-    ))
-    pinned = PinnedReferences()
-    scoring = Scoring(settings, table, pinned)
-
-    @app.task
-    async def follow_baselines() -> None:  # a broker hiccup must not stop baselines
-        await forever("reading baselines", lambda: follow_pinned(settings, pinned))
-
-    return scoring
 
 
 def _alerting(app: faust.App, settings: Settings, metrics_topic: Any,

@@ -55,6 +55,7 @@ class KafkaRunner:
         self.producer: AIOKafkaProducer | None = None
         self.changelog: KafkaChangelog | None = None
         self.batches = 0
+        self.assigned_once = asyncio.Event()  # set at the first assignment
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
@@ -190,14 +191,18 @@ class KafkaRunner:
                 if resume is not None:  # where the durable state ends, whatever was committed
                     self.consumer.seek(tp, resume)
                 self.owned.add(tp)
+        self.assigned_once.set()
         log.info("%s: assigned %s", self.name, _names(partitions))
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         async with self.lock:  # the batch in flight finishes its checkpoint first
+            step = Step()
             for tp in partitions:
                 if tp in self.owned:
-                    self.stage.on_revoke(tp.topic, tp.partition)
+                    step.extend(self.stage.on_revoke(tp.topic, tp.partition) or Step())
                     self.owned.discard(tp)
+            if step:  # the last state, durable before the next owner reads it
+                await self._checkpoint(step, {}, asyncio.Event())
         if partitions:
             log.info("%s: revoked %s", self.name, _names(partitions))
 

@@ -92,11 +92,13 @@ class MemoryRunner:
             self.positions[tp] = resume if resume is not None else self.committed.get(tp, 0)
             self.assigned.append(tp)
 
-    def revoke(self, partitions: Iterable[TP]) -> None:
+    async def revoke(self, partitions: Iterable[TP]) -> None:
+        step = Step()
         for tp in list(partitions):
-            self.stage.on_revoke(*tp)
+            step.extend(self.stage.on_revoke(*tp) or Step())
             self.assigned.remove(tp)
             self.positions.pop(tp, None)
+        await self._checkpoint(step, {})
 
     async def restart(self) -> None:
         """A new process after a crash: fresh stage, same partitions, state from the log."""

@@ -77,8 +77,9 @@ class Stage(Protocol):
         """Take over a partition with its changelog state; the offset to resume from
         (None: the group's committed offset)."""
 
-    def on_revoke(self, topic: str, partition: int) -> None:
-        """Forget a partition (its state is durable already)."""
+    def on_revoke(self, topic: str, partition: int) -> Step | None:
+        """Forget a partition; a step of last state changes (no outputs) to make durable
+        before the next owner reads the changelog, or None."""
 
     def on_batch(self, topic: str, partition: int, records: Sequence[Any],
                  wall: float) -> Step:

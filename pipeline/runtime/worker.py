@@ -1,7 +1,8 @@
 """``inferwatch worker``: run the processing role, the sink role, or both in one process.
 
-- ``process``: stage 1 (decode, validate, DLQ, partial windows) on the runtime's own
-  aiokafka consumer, and the faust app for stage 2 and alerting.
+- ``process``: stage 1 (decode, validate, DLQ, partial windows) and stage 2 (merge,
+  score, emit) on the runtime's own aiokafka consumers; with alert rules set, the faust
+  app of the alert agent beside them (faust is not started without rules).
 - ``sink``: Kafka → ClickHouse writer. With the embedded store it also owns the
   chDB directory and answers read-only queries for ``inferwatch query``.
 
@@ -15,6 +16,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Sequence
+from typing import Any
 
 import faust
 import mode
@@ -49,19 +51,54 @@ async def run_sink(settings: Settings, stop: asyncio.Event) -> None:
             lock.release()
 
 
-def partial_stage(settings: Settings):  # -> PartialStage
-    """Stage 1 as configured: with drift on, each window also keeps the histograms of
-    the distributions scored in stage 2 (the operational ones come from its sketches)."""
+def stages(settings: Settings) -> tuple[Any, Any, Any]:
+    """Stage 1 and stage 2 as configured, and the pinned baselines stage 2 reads.
+
+    With drift on, each window also keeps the histograms of the distributions stage 2
+    scores (the operational ones come from the window's own sketches)."""
     from pipeline.scoring.monitor import monitor_spec
+    from pipeline.scoring.series import PinnedReferences
+    from pipeline.scoring.stage import MergeStage
     from pipeline.windows.partial_stage import PartialStage
 
     spec = monitor_spec(settings.drift, settings.metrics.relative_accuracy, operational=False)
     drift = spec if settings.drift.enabled and spec.monitored() else None
-    return PartialStage(settings, drift)
+    pinned = PinnedReferences()
+    return PartialStage(settings, drift), MergeStage(settings, drift, pinned), pinned
+
+
+async def run_process(settings: Settings, stop: asyncio.Event) -> None:
+    """The processing role's two stages on the runtime until ``stop``, with the pinned
+    baselines followed for stage 2. Logs ``processing ready`` once both own partitions."""
+    from pipeline.runtime.consumer import KafkaRunner
+    from pipeline.runtime.retry import forever
+    from pipeline.scoring.series import follow_pinned
+
+    first, second, pinned = stages(settings)
+    runners = [KafkaRunner(settings, first, "stage1"), KafkaRunner(settings, second, "stage2")]
+    tasks = [asyncio.create_task(r.run(stop)) for r in runners]
+    if settings.drift.enabled:
+        tasks.append(asyncio.create_task(
+            forever("reading baselines", lambda: follow_pinned(settings, pinned), stop=stop)))
+
+    async def announce() -> None:
+        await asyncio.gather(*(r.assigned_once.wait() for r in runners))
+        log.info("processing ready: stage 1 and stage 2 consuming")
+
+    tasks.append(asyncio.create_task(announce()))
+    try:
+        done, _ = await asyncio.wait(tasks[:2], return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()  # a stage that failed fails the worker, loudly
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class _StageService(mode.Service):
-    """Stage 1 on the runtime's consumer, sharing the faust worker's loop and lifecycle."""
+    """The stages on the runtime, sharing the faust worker's loop when alerting runs."""
 
     def __init__(self, settings: Settings, **kwargs: object) -> None:
         self.settings = settings
@@ -72,13 +109,10 @@ class _StageService(mode.Service):
         self.add_future(self._run())
 
     async def _run(self) -> None:
-        from pipeline.runtime.consumer import KafkaRunner
-
         try:
-            await KafkaRunner(self.settings, partial_stage(self.settings), "stage1").run(
-                self._stop)
+            await run_process(self.settings, self._stop)
         except Exception as exc:  # crash the worker loudly rather than limp on
-            log.exception("stage 1 failed")
+            log.exception("processing failed")
             await self.crash(exc)
 
     async def on_stop(self) -> None:
@@ -112,13 +146,13 @@ def run_worker(settings: Settings, roles: Sequence[str], loglevel: str = "info")
     roles = sorted(set(roles))
     settings.home_path.mkdir(parents=True, exist_ok=True)
     asyncio.run(_prepare(settings))
-    if "process" not in roles:
+    if "process" not in roles or not settings.alerts.rules:
         logging.basicConfig(level=loglevel.upper(),
                             format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
         install_repeat_filter()
-        return asyncio.run(_sink_only(settings))
+        return asyncio.run(_without_faust(settings, roles))
 
-    from pipeline.runtime.app import build_app
+    from pipeline.runtime.app import build_app  # the alert agent: the last faust part
 
     app = build_app(settings)
     services: list[mode.Service] = [_StageService(settings)]
@@ -143,10 +177,25 @@ async def _prepare(settings: Settings) -> None:
     await ensure_topics(settings)
 
 
-async def _sink_only(settings: Settings) -> int:
+async def _without_faust(settings: Settings, roles: Sequence[str]) -> int:
+    """The roles on one asyncio loop until SIGINT/SIGTERM; a role that fails stops all."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await run_sink(settings, stop)
+    jobs = []
+    if "process" in roles:
+        jobs.append(asyncio.create_task(run_process(settings, stop)))
+    if "sink" in roles:
+        jobs.append(asyncio.create_task(run_sink(settings, stop)))
+    try:
+        done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
+        for job in done:
+            job.result()
+    except Exception:
+        log.exception("worker failed")
+        return 1
+    finally:
+        stop.set()
+        await asyncio.gather(*jobs, return_exceptions=True)
     return 0

@@ -68,7 +68,7 @@ class Pipeline:
         self._wait_log(proc, "sink consuming", timeout)
 
     def wait_processor_ready(self, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-        self._wait_log(proc, "Worker ready", timeout)
+        self._wait_log(proc, "processing ready", timeout)
 
     def _wait_log(self, proc: subprocess.Popen, needle: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout

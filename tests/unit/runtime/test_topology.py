@@ -162,7 +162,7 @@ def test_a_partition_moving_mid_window_gives_the_same_windows():
         for _ in range(4):
             await a.poll(max_records=11, wall=WALL)
         moved = [(EVENTS, 1), (EVENTS, 2)]
-        a.revoke(moved)
+        await a.revoke(moved)
         await b.assign(moved)
         await finish(a, b)
     run(go())

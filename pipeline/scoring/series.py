@@ -1,8 +1,8 @@
-"""Glue between stage 2 and the pure :class:`~pipeline.scoring.monitor.SeriesMonitor`.
+"""Score closed windows: one :class:`~pipeline.scoring.monitor.SeriesMonitor` per series.
 
 One monitor per series of the partials partitions this worker owns, created on the
-series' first closed window or restored from the ``monitors`` changelog table (keyed
-``"<partition>|<series key>"`` like the stage tables, so it moves with its partition).
+series' first closed window or restored from the stage's state (any mapping keyed
+``"<partition>|<series key>"``, so it moves with its partition). No I/O here.
 A monitor is written every ``drift.checkpoint_every_windows`` windows and when its
 partition is revoked, never per event: a SIGKILL loses at most that many windows of
 learning, which the detectors and the trailing reference absorb.
@@ -11,9 +11,8 @@ learning, which the detectors and the trailing reference absorb.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 
-import faust
 import msgspec
 
 from pipeline.config import Settings
@@ -66,7 +65,8 @@ def _name(partition: int, series_key: str) -> str:
 class Scoring:
     """Scores closed windows of the owned series; checkpoints their monitors."""
 
-    def __init__(self, settings: Settings, table: faust.Table, pinned: PinnedLookup) -> None:
+    def __init__(self, settings: Settings, table: MutableMapping[str, bytes],
+                 pinned: PinnedLookup) -> None:
         self.drift = settings.drift
         self.table = table
         self.pinned = pinned  # series key -> its pinned baseline's reference, if any
