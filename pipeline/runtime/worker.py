@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
@@ -97,10 +97,15 @@ async def run_process(settings: Settings, stop: asyncio.Event) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-class _StageService(mode.Service):
-    """The stages on the runtime, sharing the faust worker's loop when alerting runs."""
+class _RoleService(mode.Service):
+    """A role (``run(settings, stop)``) as a mode service, so it shares the faust worker's
+    loop and lifecycle when the alert agent runs; a role that fails crashes the worker
+    loudly rather than let it limp on."""
 
-    def __init__(self, settings: Settings, **kwargs: object) -> None:
+    def __init__(self, role: str, run: Callable[[Settings, asyncio.Event], Awaitable[None]],
+                 settings: Settings, **kwargs: object) -> None:
+        self.role = role
+        self.run_role = run
         self.settings = settings
         self._stop = asyncio.Event()
         super().__init__(**kwargs)
@@ -110,31 +115,9 @@ class _StageService(mode.Service):
 
     async def _run(self) -> None:
         try:
-            await run_process(self.settings, self._stop)
-        except Exception as exc:  # crash the worker loudly rather than limp on
-            log.exception("processing failed")
-            await self.crash(exc)
-
-    async def on_stop(self) -> None:
-        self._stop.set()
-
-
-class _SinkService(mode.Service):
-    """The sink as a mode service, so it shares the faust worker's loop and lifecycle."""
-
-    def __init__(self, settings: Settings, **kwargs: object) -> None:
-        self.settings = settings
-        self._stop = asyncio.Event()
-        super().__init__(**kwargs)
-
-    async def on_start(self) -> None:
-        self.add_future(self._run())
-
-    async def _run(self) -> None:
-        try:
-            await run_sink(self.settings, self._stop)
-        except Exception as exc:  # crash the whole worker loudly, never limp on without a sink
-            log.exception("sink failed")
+            await self.run_role(self.settings, self._stop)
+        except Exception as exc:
+            log.exception("%s failed", self.role)
             await self.crash(exc)
 
     async def on_stop(self) -> None:
@@ -155,9 +138,9 @@ def run_worker(settings: Settings, roles: Sequence[str], loglevel: str = "info")
     from pipeline.runtime.app import build_app  # the alert agent: the last faust part
 
     app = build_app(settings)
-    services: list[mode.Service] = [_StageService(settings)]
+    services: list[mode.Service] = [_RoleService("processing", run_process, settings)]
     if "sink" in roles:
-        services.append(_SinkService(settings))
+        services.append(_RoleService("sink", run_sink, settings))
     worker = _Worker(app, *services, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()  # returns only via SystemExit
     return 0
