@@ -253,8 +253,8 @@ class _Batch:
 def _positions(count: int, rejections: Sequence[Rejection]) -> list[int | None]:
     """Batch positions of the ``count`` decoded elements of one message (None: the message
     held only this one, so its raw value is the row's own bytes)."""
-    if count == 1 and not rejections:
-        return [None]
+    if not rejections:
+        return [None] if count == 1 else list(range(count))
     skipped = {r.index for r in rejections if r.index is not None}
     out: list[int | None] = []
     index = 0
@@ -339,8 +339,8 @@ class ClickHouseSink:
                 decoded = decode_events(msg.value, msg.headers, limits, now, contract)
                 batch.rejected += len(decoded.rejections)
                 positions = _positions(len(decoded.events), decoded.rejections)
-                for event, element in zip(decoded.events, positions, strict=True):
-                    rows.add(event, _Source(msg, element))
+                rows.items.extend(decoded.events)  # a whole message at once, not row by row
+                rows.sources.extend([_Source(msg, element) for element in positions])
                 batch.next_offsets[tp] = msg.offset + 1
                 batch.messages += 1
 
