@@ -107,6 +107,17 @@ _ROW_ERRORS = (ArithmeticError, LookupError, TypeError, ValueError, AttributeErr
                UnicodeError, struct.error)
 
 
+# Errors that say the store is away or overloaded, never that a row is bad.
+_OUTAGES = (OperationalError, OSError, MemoryError)
+_SUSPECT_AFTER = 3  # failures of one batch with another error before rows are isolated
+
+
+def _refused_by_anything_but_an_outage(exc: BaseException) -> bool:
+    """The lenient test for a batch that keeps failing: any error but an outage counts
+    as a refusal of the rows inserted (an unknown error code must not loop the sink)."""
+    return not isinstance(exc, _OUTAGES)
+
+
 def refused_by_store(exc: BaseException) -> bool:
     """True when ``exc`` is about the rows inserted (retrying them cannot help).
 
@@ -215,6 +226,7 @@ class _Batch:
     messages: int = 0
     written: set[str] = field(default_factory=set)  # tables done: a retry skips them
     refused: list[_Refusal] = field(default_factory=list)
+    suspect: bool = False  # failing repeatedly for no known reason: isolate any error
     letters: list[DeadLetter] = field(default_factory=list)  # undecodable records
 
     def tables(self) -> list[_Table]:
@@ -364,7 +376,13 @@ class ClickHouseSink:
             self.client.insert(table.name, table.build(rows, sources),
                                column_names=table.columns, column_oriented=True)
 
-        for refused in isolate(range(len(table.rows)), write, refused_by_store):
+        refused_by = _refused_by_anything_but_an_outage if batch.suspect else refused_by_store
+        refusals = isolate(range(len(table.rows)), write, refused_by)
+        if batch.suspect and len(refusals) == len(table.rows) > 1:
+            # every row refused even alone: the store's problem, not the rows'
+            raise RuntimeError(f"{table.name} refused all {len(table.rows)} rows one by one: "
+                               f"{refusals[0].error}")
+        for refused in refusals:
             source = table.sources[refused.row]
             msg = source.record
             log.warning("%s refused a row from %s[%d]@%d%s (to the DLQ as %s): %s",
@@ -385,12 +403,21 @@ class ClickHouseSink:
     async def _insert_until_done(self, batch: _Batch, stop: asyncio.Event) -> bool:
         """Retry the insert with capped backoff; False if asked to stop before it succeeded."""
         backoff = Backoff(first=0.5, cap=self.settings.worker.sink_retry_max_seconds)
+        failures = 0
         while True:
             try:
                 await asyncio.to_thread(self.insert, batch)
                 return True
             except Exception as exc:  # ClickHouse down or busy: keep the batch, retry
                 self.stats.insert_failures += 1
+                if not isinstance(exc, _OUTAGES):
+                    failures += 1
+                if failures >= _SUSPECT_AFTER and not batch.suspect:
+                    # an error that is neither an outage nor a known data error, again and
+                    # again: suspect a row the store cannot take, and isolate it next time
+                    batch.suspect = True
+                    log.warning("insert failed %d times with %s: isolating rows next",
+                                failures, type(exc).__name__)
                 delay = backoff.next()
                 log.error("ClickHouse insert of %d rows failed (retry in %.1fs): %s",
                           len(batch.events) + len(batch.resources), delay, exc)

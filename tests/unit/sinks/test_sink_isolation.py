@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -343,3 +343,71 @@ def record(tp: TopicPartition, offset: int, events: list[InferenceEvent]) -> Con
                           value, None, 0, len(value),
                           [("content-type", b"application/msgpack"), ("x-trace", b"abc")])
 
+
+
+def _unknown_refusal(rows_of: Callable[[Any], list[str]], client: Any) -> Any:
+    """The real client, except a row with event_id 'odd-bad' makes the store fail with an
+    error code the sink does not know (neither an outage nor a listed data error)."""
+
+    class Odd:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def insert(self, table: str, data: Any, **kw: Any) -> None:
+            self.calls += 1
+            if table == "events" and "odd-bad" in rows_of(data):
+                raise DatabaseError("Code: 999. DB::Exception: something nobody listed")
+            client.insert(table, data, **kw)
+
+    return Odd()
+
+
+def test_a_row_failing_with_an_unknown_error_is_isolated_after_a_few_tries(store) -> None:
+    """No error code list is complete: a batch that keeps failing with an error that is
+    not an outage is isolated row by row instead of retried forever."""
+    client, settings = store
+    odd = _unknown_refusal(lambda columns: columns[0], client)
+    sink = ClickHouseSink(settings, odd)
+    sink._pause = _no_pause  # type: ignore[method-assign]
+    batch = _Batch()
+    tp = TopicPartition(settings.topics.events, 2)
+    sink.collect({tp: [record(tp, 5, [event("odd-good1"), event("odd-bad"),
+                                      event("odd-good2")])]}, batch)
+
+    assert asyncio.run(sink._insert_until_done(batch, asyncio.Event()))
+
+    assert stored_ids(client, "odd-") == ["odd-good1", "odd-good2"]
+    assert [r.row.event_id for r in batch.refused] == ["odd-bad"]
+    assert "Code: 999" in batch.refused[0].error
+    assert sink.stats.insert_failures == 3  # then isolated, not retried forever
+
+
+def test_a_store_that_refuses_every_row_alone_is_retried_not_dead_lettered(store) -> None:
+    _, settings = store
+
+    class Broken:
+        def insert(self, table: str, data: Any, **kw: Any) -> None:
+            raise DatabaseError("Code: 998. DB::Exception: the store is unwell")
+
+    sink = ClickHouseSink(settings, Broken())
+    sink._pause = _stop_after(6)  # type: ignore[method-assign]
+    batch = _Batch()
+    tp = TopicPartition(settings.topics.events, 2)
+    sink.collect({tp: [record(tp, 6, [event("all-1"), event("all-2")])]}, batch)
+
+    assert not asyncio.run(sink._insert_until_done(batch, asyncio.Event()))
+    assert batch.refused == []  # nothing dead-lettered for the store's own trouble
+
+
+async def _no_pause(stop: asyncio.Event, delay: float) -> bool:
+    return True
+
+
+def _stop_after(n: int) -> Callable[[asyncio.Event, float], Any]:
+    calls = {"n": 0}
+
+    async def pause(stop: asyncio.Event, delay: float) -> bool:
+        calls["n"] += 1
+        return calls["n"] < n
+
+    return pause
