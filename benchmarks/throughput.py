@@ -4,8 +4,9 @@ One run, one broker, the same generated workload for every consumer:
 
 1. events/s of ``inferwatch worker --roles process`` (stage 1 on the runtime's aiokafka
    consumer, ``KafkaRunner`` in group ``<app_id>-stage1``: getmany batches, decode,
-   validate, dead letters, partial windows; the faust app in the same process runs
-   stage 2, ``finalize``, and alerting), with 1 and 2 workers, on single-event messages
+   validate, dead letters, partial windows; stage 2 in the same process, a second runner
+   in ``<app_id>-stage2`` since efdafd5, the faust ``finalize`` agent in group
+   ``<app_id>`` before), with 1 and 2 workers, on single-event messages
    and on batched messages (500 events per message), and on a hot-key mix (90 % of the
    events in one series) with 1 vs 2 workers. Rate = committed offsets of the stage-1
    group on the events topic, read between commit instants while every partition still
@@ -88,9 +89,11 @@ def stage1_group(settings: Settings) -> str:
 
 async def wait_worker(bootstrap: str, settings: Settings, procs: Sequence[subprocess.Popen],
                       timeout: float) -> None:
-    """Both consumer groups of one worker Stable: stage 1 (events) and faust (stage 2)."""
-    for group in (stage1_group(settings), settings.worker.app_id):
-        await wait_stable(bootstrap, group, len(procs), procs, timeout)
+    """The worker's stage-1 group Stable, then its stage-2 group: the runner's
+    ``<app_id>-stage2`` or, in trees where stage 2 is still a faust agent, ``<app_id>``."""
+    app_id = settings.worker.app_id
+    await wait_stable(bootstrap, [stage1_group(settings)], len(procs), procs, timeout)
+    await wait_stable(bootstrap, [f"{app_id}-stage2", app_id], len(procs), procs, timeout)
 
 
 def say(message: str) -> None:
@@ -590,20 +593,23 @@ def check_alive(procs: Sequence[subprocess.Popen]) -> None:
                                f"({proc.returncode}); see its log under {RUNS}")
 
 
-async def wait_stable(bootstrap: str, group: str, members: int,
+async def wait_stable(bootstrap: str, groups: Sequence[str], members: int,
                       procs: Sequence[subprocess.Popen], timeout: float) -> None:
+    """Until one of ``groups`` is Stable with ``members`` members."""
     admin = admin_client(bootstrap)
     await admin.start()
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             check_alive(procs)
-            with contextlib.suppress(Exception):
-                state, n = await group_state(admin, group)
-                if state == "Stable" and n == members:
-                    return
+            for group in groups:
+                with contextlib.suppress(Exception):
+                    state, n = await group_state(admin, group)
+                    if state == "Stable" and n == members:
+                        return
             await asyncio.sleep(0.25)
-        raise RuntimeError(f"group {group} not stable with {members} members in {timeout}s")
+        raise RuntimeError(f"none of the groups {', '.join(groups)} stable with {members} "
+                           f"members in {timeout}s")
     finally:
         await admin.close()
 
@@ -983,7 +989,7 @@ def report(bench: Bench | None, args: argparse.Namespace, datasets: dict[str, Da
         lines += [
             "- worker: `python -m pipeline worker --roles process` (stage 1 on aiokafka "
             "getmany, group `<app_id>-stage1`: decode + validate + DLQ + partial windows; "
-            "faust `finalize`: stage 2 → metrics topic), rate = messages committed by the "
+            "stage 2 → metrics topic in the same process), rate = messages committed by the "
             "stage-1 group × events per message, read between commit instants while every "
             "partition had a backlog",
             "- a) faust agent iterating the raw stream, counting messages × events per message "
