@@ -56,6 +56,7 @@ class KafkaRunner:
         self.changelog: KafkaChangelog | None = None
         self.batches = 0
         self.assigned_once = asyncio.Event()  # set at the first assignment
+        self._committed: dict[TopicPartition, int] = {}  # offsets committed, never backwards
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
@@ -101,7 +102,9 @@ class KafkaRunner:
                 step, ends = Step(), {}
                 wall = time.time()
                 for tp, records in batch.items():
-                    if tp in self.owned and records:  # else: moved away meanwhile
+                    # records of a partition that moved away meanwhile are the new owner's;
+                    # ones fetched before this worker's own seek are skipped by the state
+                    if records and tp in self.owned:
                         step.extend(self.stage.on_batch(tp.topic, tp.partition, records, wall))
                         ends[tp] = records[-1].offset + 1
                 if loop.time() >= next_tick:
@@ -156,11 +159,13 @@ class KafkaRunner:
 
     async def _commit(self, ends: dict[TopicPartition, int]) -> None:
         assert self.consumer is not None
-        mine = {tp: offset for tp, offset in ends.items() if tp in self.owned}
+        mine = {tp: offset for tp, offset in ends.items()
+                if tp in self.owned and offset > self._committed.get(tp, -1)}
         if not mine:
             return
         try:
             await self.consumer.commit(mine)
+            self._committed.update(mine)
         except CommitFailedError as exc:  # a rebalance took them; the state covers them
             log.warning("%s: offset commit after a durable checkpoint failed (the next "
                         "owner resumes from the state): %s", self.name, exc)
@@ -188,8 +193,11 @@ class KafkaRunner:
                 if tp.partition not in states:
                     states[tp.partition] = await self.changelog.load(tp.partition)
                 resume = self.stage.on_assign(tp.topic, tp.partition, states[tp.partition])
+                self._committed.pop(tp, None)
                 if resume is not None:  # where the durable state ends, whatever was committed
                     self.consumer.seek(tp, resume)
+                    self._committed[tp] = resume  # a batch fetched before the seek never
+                    # commits below what the state already covers
                 self.owned.add(tp)
         self.assigned_once.set()
         log.info("%s: assigned %s", self.name, _names(partitions))
