@@ -12,11 +12,10 @@ worker's sink batches, through the sink's three stages:
 Variants, timed in the same run, alternating order, several repetitions (ratios only
 mean something within one run: the machine is shared):
 
-  * ``per_event``  — the columns builder before issue 9 (one loop appending to 36 lists,
-    kept here verbatim as the reference) + ``client.insert`` (Native, clickhouse-connect);
-  * ``rows``       — ``pipeline.sinks.clickhouse.rows.event_columns`` (what the sink runs)
-    + ``client.insert``; while it is the same loop as ``per_event``, this pair is an A/A
-    test: how far apart two identical variants land is the run's noise;
+  * ``per_event``  — ``pipeline.sinks.clickhouse.rows.event_columns`` (what the sink runs:
+    one loop appending to 36 lists) + ``client.insert`` (Native, clickhouse-connect);
+  * ``rows``       — the very same, timed again: an A/A test, how far apart two identical
+    variants land is the run's noise;
   * ``vectorised`` — one ``operator.attrgetter`` of every field per event, ``zip(*rows)``,
     then fix-ups of the transformed columns + ``client.insert``;
   * ``arrow``      — ``rows`` columns as a pyarrow Table (maps built from flat keys and
@@ -66,63 +65,6 @@ INSERT_EVENTS = 10_000  # events per insert, as the worker's sink batches there
 HEADERS = [("content-type", b"application/json")]
 SETTINGS = Settings()
 TP = TopicPartition(SETTINGS.topics.events, 0)
-
-
-def per_event_columns(
-    events: Sequence[InferenceEvent], partitions: Sequence[int], offsets: Sequence[int]
-) -> list[list]:
-    """The ``event_columns`` of before issue 9, verbatim: the reference and the baseline."""
-    cols: list[list] = [[] for _ in EVENT_COLUMNS]
-    (event_id, ts, version, request_id, trace_id, span_id, service, environment, tenant, user,
-     region, model, model_version, provider, operation, status, error_type, http_status,
-     finish_reason, latency, ttft, queue_wait, tpot, input_tokens, output_tokens, cache_read,
-     cache_hit, cost, prediction, confidence, feedback, f_num, f_cat, attributes, part,
-     offset) = cols
-    for e, p, o in zip(events, partitions, offsets, strict=True):
-        event_id.append(e.event_id)
-        ts.append(_ticks(e.timestamp, "timestamp"))
-        version.append(e.schema_version)
-        request_id.append(e.request_id or "")
-        trace_id.append(e.trace_id or "")
-        span_id.append(e.span_id or "")
-        service.append(e.service)
-        environment.append(e.environment)
-        tenant.append(e.tenant)
-        user.append(e.user)
-        region.append(e.region)
-        model.append(e.model)
-        model_version.append(e.model_version)
-        provider.append(e.provider)
-        operation.append(e.operation)
-        status.append(e.status)
-        error_type.append(e.error_type or "")
-        http_status.append(e.http_status or 0)
-        finish_reason.append(e.finish_reason or "")
-        latency.append(e.latency_ms)
-        ttft.append(e.time_to_first_token_ms)
-        queue_wait.append(e.queue_wait_ms)
-        tpot.append(e.time_per_output_token_ms)
-        input_tokens.append(e.input_tokens)
-        output_tokens.append(e.output_tokens)
-        cache_read.append(e.cache_read_tokens)
-        cache_hit.append(e.cache_hit)
-        cost.append(e.cost_usd)
-        prediction.append("" if e.prediction is None else str(e.prediction))
-        confidence.append(e.confidence)
-        feedback.append(e.feedback_score)
-        numeric: dict[str, float] = {}
-        categorical: dict[str, str] = {}
-        for key, value in e.features.items():
-            if isinstance(value, str):
-                categorical[key] = value
-            else:
-                numeric[key] = float(value)
-        f_num.append(numeric)
-        f_cat.append(categorical)
-        attributes.append(e.attributes)
-        part.append(p)
-        offset.append(o)
-    return cols
 
 
 _FIELDS = ["features" if c == "features_num" else c
@@ -227,7 +169,7 @@ def insert_json(client: Any, table: str, cols: list[list]) -> None:
 Columns = Callable[[Sequence[InferenceEvent], Sequence[int], Sequence[int]], list[list]]
 Insert = Callable[[Any, str, list[list]], None]
 VARIANTS: dict[str, tuple[Columns, Insert]] = {
-    "per_event": (per_event_columns, insert_native),
+    "per_event": (event_columns, insert_native),
     "rows": (event_columns, insert_native),
     "vectorised": (vectorised_columns, insert_native),
     "arrow": (event_columns, insert_arrow),
