@@ -429,7 +429,7 @@ def latency_bench(bootstrap: str, incidents_n: int, rate: float, batch: int) -> 
                 [sys.executable, "-m", "pipeline", "worker", "--roles", "process"],
                 env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         say(f"time to alert: worker pid {proc.pid} starting (log {log}) …")
-        wait_log(proc, log, "Worker ready", 180)
+        wait_log(proc, log, "processing ready", 180)
         collector = Collector(settings)
         collector.ready.wait(30)
         if collector.error is not None:

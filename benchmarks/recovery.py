@@ -13,8 +13,9 @@ same settings. Two groups are watched from outside with the admin API, every 0.1
   (the sink commits only after a ClickHouse insert; faust commits every 2.8 s, so its
   figure includes up to one commit interval).
 
-The faust (``process``) group gets its instance id through faust's own environment
-variable ``CONSUMER_GROUP_INSTANCE_ID``; the sink through ``INFERWATCH_WORKER__INSTANCE_ID``.
+The ``process`` group watched is stage 1's (``<app_id>-stage1``, the runtime's own
+consumer); every group gets its instance id from ``INFERWATCH_WORKER__INSTANCE_ID``
+(faust, now only the alert agent, also from ``CONSUMER_GROUP_INSTANCE_ID``).
 
 Usage:  .venv/bin/python benchmarks/recovery.py [--runs 2] [--port 19192]
 Starts the project's KRaft broker on ``--port`` (its own home under .inferwatch/) unless
@@ -79,7 +80,7 @@ class Run:
         self.settings: Settings = load_settings(environ=self.env)
         asyncio.run(ensure_topics(self.settings))
         self.groups = {"sink": f"{self.settings.worker.app_id}-sink",
-                       "process": self.settings.worker.app_id}
+                       "process": f"{self.settings.worker.app_id}-stage1"}
         self.procs: list[subprocess.Popen] = []
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen:
