@@ -1,5 +1,8 @@
-"""The one way a stage meets Kafka: compacted-topic follower, retry with backoff.
+"""The one way a stage meets Kafka.
 
-(Design: ../shared/design.md, "runtime/". The state store, the checkpoint order and
-the in-memory runner land here as the stages move off faust, issue 9.)
+A stage is a plain class with four verbs (``stage.py``); the runtime makes its steps
+durable in one checkpoint order (``checkpoint.py``) on changelog state (``state.py``),
+from an aiokafka consumer group (``consumer.py``) or, in tests, in memory
+(``memory.py``). Beside them: the compacted-topic follower, retry with backoff, the
+worker process and thin aiokafka helpers.
 """

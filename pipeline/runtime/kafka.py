@@ -40,32 +40,6 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
     return options
 
 
-def faust_broker_options(kafka: KafkaSettings) -> dict[str, Any]:
-    """faust App settings for the same connection (faust takes its own option names)."""
-    import faust
-
-    options: dict[str, Any] = {
-        "broker": ";".join(f"kafka://{s.strip()}" for s in kafka.bootstrap_servers.split(",")),
-    }
-    if kafka.security_protocol == "PLAINTEXT":
-        return options
-    context = client_options(kafka).get("ssl_context")
-    if kafka.security_protocol.startswith("SASL"):
-        mechanism = kafka.sasl_mechanism or "PLAIN"
-        if mechanism == "PLAIN":
-            options["broker_credentials"] = faust.SASLCredentials(
-                username=kafka.sasl_username, password=kafka.sasl_password, ssl_context=context
-            )
-        else:
-            options["broker_credentials"] = faust.SASLCredentials(
-                username=kafka.sasl_username, password=kafka.sasl_password,
-                ssl_context=context, mechanism=mechanism,
-            )
-    else:
-        options["broker_credentials"] = faust.SSLCredentials(context)
-    return options
-
-
 async def wait_for_broker(kafka: KafkaSettings, timeout: float = 60.0) -> None:
     """Return once the cluster answers a metadata request; raise TimeoutError otherwise."""
     deadline = asyncio.get_running_loop().time() + timeout

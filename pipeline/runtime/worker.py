@@ -1,8 +1,8 @@
 """``inferwatch worker``: run the processing role, the sink role, or both in one process.
 
-- ``process``: stage 1 (decode, validate, DLQ, partial windows) and stage 2 (merge,
-  score, emit) on the runtime's own aiokafka consumers; with alert rules set, the faust
-  app of the alert agent beside them (faust is not started without rules).
+- ``process``: stage 1 (decode, validate, DLQ, partial windows), stage 2 (merge, score,
+  emit) and, with alert rules set, alerting, each on the runtime's own aiokafka consumer
+  group (``<app_id>-stage1``, ``-stage2``, ``-alerts``), all on one asyncio loop.
 - ``sink``: Kafka → ClickHouse writer. With the embedded store it also owns the
   chDB directory and answers read-only queries for ``inferwatch query``.
 
@@ -15,11 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-import faust
-import mode
 
 from pipeline.config import Settings
 from pipeline.logs import install as install_repeat_filter
@@ -76,18 +73,32 @@ async def run_process(settings: Settings, stop: asyncio.Event) -> None:
 
     first, second, pinned = stages(settings)
     runners = [KafkaRunner(settings, first, "stage1"), KafkaRunner(settings, second, "stage2")]
-    tasks = [asyncio.create_task(r.run(stop)) for r in runners]
+    followers = []
     if settings.drift.enabled:
-        tasks.append(asyncio.create_task(
-            forever("reading baselines", lambda: follow_pinned(settings, pinned), stop=stop)))
+        followers.append(forever("reading baselines", lambda: follow_pinned(settings, pinned),
+                                 stop=stop))
+    if settings.alerts.rules:
+        from pipeline.alerting.rules import load_rules
+        from pipeline.alerting.stage import AlertRuleStage
+        from pipeline.runtime.alerting import read_silences
+
+        rules = load_rules(settings.alerts.rules)  # RuleError names file:line:col
+        alerting = AlertRuleStage(settings, rules)
+        runners.append(KafkaRunner(settings, alerting, "alerts"))
+        followers.append(forever("reading silences",
+                                 lambda: read_silences(settings, alerting.silences), stop=stop))
+        log.info("alerting with %d rules from %s", len(rules), settings.alerts.rules)
+    tasks = [asyncio.create_task(r.run(stop)) for r in runners]
+    stages_running = list(tasks)
+    tasks += [asyncio.create_task(f) for f in followers]
 
     async def announce() -> None:
         await asyncio.gather(*(r.assigned_once.wait() for r in runners))
-        log.info("processing ready: stage 1 and stage 2 consuming")
+        log.info("processing ready: %s consuming", ", ".join(r.name for r in runners))
 
     tasks.append(asyncio.create_task(announce()))
     try:
-        done, _ = await asyncio.wait(tasks[:2], return_when=asyncio.FIRST_EXCEPTION)
+        done, _ = await asyncio.wait(stages_running, return_when=asyncio.FIRST_EXCEPTION)
         for task in done:
             task.result()  # a stage that failed fails the worker, loudly
     finally:
@@ -97,62 +108,15 @@ async def run_process(settings: Settings, stop: asyncio.Event) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-class _RoleService(mode.Service):
-    """A role (``run(settings, stop)``) as a mode service, so it shares the faust worker's
-    loop and lifecycle when the alert agent runs; a role that fails crashes the worker
-    loudly rather than let it limp on."""
-
-    def __init__(self, role: str, run: Callable[[Settings, asyncio.Event], Awaitable[None]],
-                 settings: Settings, **kwargs: object) -> None:
-        self.role = role
-        self.run_role = run
-        self.settings = settings
-        self._stop = asyncio.Event()
-        super().__init__(**kwargs)
-
-    async def on_start(self) -> None:
-        self.add_future(self._run())
-
-    async def _run(self) -> None:
-        try:
-            await self.run_role(self.settings, self._stop)
-        except Exception as exc:
-            log.exception("%s failed", self.role)
-            await self.crash(exc)
-
-    async def on_stop(self) -> None:
-        self._stop.set()
-
-
 def run_worker(settings: Settings, roles: Sequence[str], loglevel: str = "info") -> int:
     """Run the given roles until SIGINT/SIGTERM; return the process exit code."""
     roles = sorted(set(roles))
     settings.home_path.mkdir(parents=True, exist_ok=True)
     asyncio.run(_prepare(settings))
-    if "process" not in roles or not settings.alerts.rules:
-        logging.basicConfig(level=loglevel.upper(),
-                            format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
-        install_repeat_filter()
-        return asyncio.run(_without_faust(settings, roles))
-
-    from pipeline.runtime.app import build_app  # the alert agent: the last faust part
-
-    app = build_app(settings)
-    services: list[mode.Service] = [_RoleService("processing", run_process, settings)]
-    if "sink" in roles:
-        services.append(_RoleService("sink", run_sink, settings))
-    worker = _Worker(app, *services, loglevel=loglevel, quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()  # returns only via SystemExit
-    return 0
-
-
-class _Worker(faust.Worker):
-    """faust's worker, with repeats rate-limited on the handlers faust's logging set-up made
-    (an outage would otherwise log thousands of identical connection errors a second)."""
-
-    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
-        super().on_setup_root_logger(logger, level)
-        install_repeat_filter(logger.handlers)
+    logging.basicConfig(level=loglevel.upper(),
+                        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    install_repeat_filter()
+    return asyncio.run(_run_roles(settings, roles))
 
 
 async def _prepare(settings: Settings) -> None:
@@ -160,7 +124,7 @@ async def _prepare(settings: Settings) -> None:
     await ensure_topics(settings)
 
 
-async def _without_faust(settings: Settings, roles: Sequence[str]) -> int:
+async def _run_roles(settings: Settings, roles: Sequence[str]) -> int:
     """The roles on one asyncio loop until SIGINT/SIGTERM; a role that fails stops all."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
