@@ -48,7 +48,8 @@ def simulate(ctx: click.Context, rate: float, duration: float, seed: int, speed:
     import time
 
     from pipeline.dev.publish import PublishStats, publish
-    from pipeline.dev.simulate import Incident, TrafficModel, replay
+    from pipeline.dev.replay import replay
+    from pipeline.dev.simulate import Incident, TrafficModel
     from pipeline.sources.codec import JSON, MSGPACK
 
     settings = _settings(ctx)

@@ -10,8 +10,9 @@ the offsets, at some speed factor) is the caller's business.
   (lognormal body × occasional Pareto tail), errors by type, prompt caching, cost,
   quality signals, drift features, and one resource sample per host per second whose
   utilisations follow the load.
-* :func:`replay` keeps the arrival times and token counts of a CSV trace (the Azure
-  LLM inference traces in ``data/``) and models latency, errors and cost from them.
+* :func:`pipeline.dev.replay.replay` keeps the arrival times and token counts of a CSV
+  trace (the Azure LLM inference traces in ``data/``) and models latency, errors and
+  cost from them.
 * :class:`Incident` (``"latency_spike@20+10:model=gpt-chat:factor=5"``) changes the
   traffic inside a time window, in both modes, so detectors have something to find.
 
@@ -21,47 +22,26 @@ the same seed and arguments give the same records and the same ``event_id`` valu
 
 from __future__ import annotations
 
-import calendar
-import csv
 import math
-import os
-import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Literal, cast, get_args
+from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.dev.incidents import Incident, parse_incidents
 from schemas.event import InferenceEvent, ResourceSample
 
 __all__ = [
     "DEFAULT_MODELS",
-    "INCIDENT_KINDS",
-    "Incident",
-    "IncidentKind",
     "ModelProfile",
     "Record",
     "TrafficModel",
-    "replay",
-    "replay_profile",
     "synthetic",
 ]
 
 Record = InferenceEvent | ResourceSample
-IncidentKind = Literal["latency_spike", "error_burst", "feature_drift", "token_surge"]
-INCIDENT_KINDS: tuple[str, ...] = get_args(IncidentKind)
-
-# The meaning of ``factor`` per kind, and its default.
-_DEFAULT_FACTOR: dict[str, float] = {
-    "latency_spike": 5.0,  # latency multiplier
-    "error_burst": 0.3,  # error probability during the burst
-    "feature_drift": 3.0,  # prompt length multiplier (and a reversed categorical mix)
-    "token_surge": 4.0,  # output token multiplier
-}
-
 _GENERATIVE = frozenset({"chat", "text_completion"})
-_MAX_TOKENS = 100_000_000
+MAX_TOKENS = 100_000_000
 _DAY_MS = 86_400_000.0
 _WINDOW_EVENTS = 8192  # events per vectorised chunk, roughly
 _MAX_WINDOW_S = 600
@@ -205,114 +185,6 @@ DEFAULT_MODELS: tuple[ModelProfile, ...] = (
 )
 
 
-# --------------------------------------------------------------------------- incidents
-
-_NUMBER = r"(\d+(?:\.\d+)?)s?"
-_INCIDENT_RE = re.compile(rf"(?P<kind>[a-z_]+)@{_NUMBER}\+{_NUMBER}(?P<opts>(?::[^:]*)*)")
-_INCIDENT_SYNTAX = "KIND@OFFSET+DURATION[:model=NAME][:factor=X]"
-
-
-@dataclass(frozen=True, slots=True)
-class Incident:
-    """A change of traffic during ``[offset, offset + duration)`` seconds from the start.
-
-    ``model`` limits it to one model name (None: every model). ``factor`` (None: the
-    kind's default) is the latency multiplier of ``latency_spike`` (5), the error
-    probability of ``error_burst`` (0.3), the prompt-length multiplier of
-    ``feature_drift`` (3, which also reverses the language and client mix) and the
-    output-token multiplier of ``token_surge`` (4).
-    """
-
-    kind: IncidentKind
-    offset: float
-    duration: float
-    model: str | None = None
-    factor: float | None = None  # always a float after construction
-
-    def __post_init__(self) -> None:
-        if self.kind not in INCIDENT_KINDS:
-            raise ValueError(f"unknown incident kind {self.kind!r}; use one of {INCIDENT_KINDS}")
-        if self.factor is None:
-            object.__setattr__(self, "factor", _DEFAULT_FACTOR[self.kind])
-        factor = float(cast(float, self.factor))
-        object.__setattr__(self, "factor", factor)
-        if not (math.isfinite(self.offset) and self.offset >= 0):
-            raise ValueError(f"incident offset must be >= 0 seconds, got {self.offset}")
-        if not (math.isfinite(self.duration) and self.duration > 0):
-            raise ValueError(f"incident duration must be > 0 seconds, got {self.duration}")
-        if not (math.isfinite(factor) and factor > 0):
-            raise ValueError(f"incident factor must be > 0, got {factor}")
-        if self.kind == "error_burst" and factor > 1:
-            raise ValueError(f"error_burst factor is an error probability <= 1, got {factor}")
-        if self.model is not None and not self.model:
-            raise ValueError("incident model must not be empty")
-
-    @property
-    def end(self) -> float:
-        return self.offset + self.duration
-
-    @property
-    def magnitude(self) -> float:
-        """``factor`` as a float (it is never None once constructed)."""
-        assert self.factor is not None
-        return self.factor
-
-    def window(self, offsets: np.ndarray) -> np.ndarray:
-        """Boolean mask of the offsets inside this incident."""
-        return (offsets >= self.offset) & (offsets < self.end)
-
-    def __str__(self) -> str:
-        text = f"{self.kind}@{self.offset:g}+{self.duration:g}"
-        if self.model is not None:
-            text += f":model={self.model}"
-        return text + f":factor={self.magnitude:g}"
-
-    @classmethod
-    def parse(cls, text: str) -> Incident:
-        """Parse ``KIND@OFFSET+DURATION[:model=NAME][:factor=X]`` (seconds; ``s`` optional).
-
-        >>> Incident.parse("latency_spike@20+10:model=gpt-chat:factor=5")
-        Incident(kind='latency_spike', offset=20.0, duration=10.0, model='gpt-chat', factor=5.0)
-        """
-        match = _INCIDENT_RE.fullmatch(text.strip())
-        if match is None:
-            raise ValueError(f"bad incident {text!r}: expected {_INCIDENT_SYNTAX}")
-        kind, offset, duration, opts = match.group("kind", 2, 3, "opts")
-        if kind not in INCIDENT_KINDS:
-            kinds = ", ".join(INCIDENT_KINDS)
-            raise ValueError(f"bad incident {text!r}: unknown kind {kind!r}; use one of {kinds}")
-        options: dict[str, str] = {}
-        for item in opts.split(":")[1:]:
-            key, sep, value = item.partition("=")
-            if not sep or not value:
-                raise ValueError(f"bad incident {text!r}: option {item!r} is not key=value")
-            if key not in ("model", "factor"):
-                raise ValueError(f"bad incident {text!r}: unknown option {key!r} (model, factor)")
-            if key in options:
-                raise ValueError(f"bad incident {text!r}: option {key!r} given twice")
-            options[key] = value
-        factor: float | None = None
-        if "factor" in options:
-            try:
-                factor = float(options["factor"])
-            except ValueError:
-                raise ValueError(
-                    f"bad incident {text!r}: factor {options['factor']!r} is not a number"
-                ) from None
-        try:
-            kind_ = cast(IncidentKind, kind)
-            return cls(kind_, float(offset), float(duration), options.get("model"), factor)
-        except ValueError as exc:
-            raise ValueError(f"bad incident {text!r}: {exc}") from None
-
-
-def _incidents(items: Iterable[Incident | str]) -> tuple[Incident, ...]:
-    return tuple(i if isinstance(i, Incident) else Incident.parse(i) for i in items)
-
-
-# --------------------------------------------------------------------------- generation
-
-
 @dataclass(slots=True)
 class _Window:
     """Per-second load of one profile in a window, for its resource samples."""
@@ -363,7 +235,7 @@ class TrafficModel:
         keys = [(m.name, m.version) for m in self.models]
         if len(set(keys)) != len(keys):
             raise ValueError(f"model (name, version) pairs must be unique, got {keys}")
-        self.incidents = _incidents(incidents)
+        self.incidents = parse_incidents(incidents)
         names = {m.name for m in self.models}
         for inc in self.incidents:
             if inc.model is not None and inc.model not in names:
@@ -389,7 +261,7 @@ class TrafficModel:
             raise ValueError(f"rate must be > 0 events/s, got {rate}")
         if duration is not None and not (duration >= 0):
             raise ValueError(f"duration must be >= 0 seconds or None, got {duration}")
-        _check_start(start)
+        check_start(start)
         nominal = [rate * s / m.hosts for s, m in zip(self._shares, self.models, strict=True)]
         return self._stream(rate, duration, start, resources, nominal)
 
@@ -505,14 +377,14 @@ class TrafficModel:
         if tin is None:
             drawn = rng.lognormal(math.log(prof.input_median), prof.input_sigma, m)
             tin = np.clip(np.rint(drawn), 1, prof.max_input)
-        tin = np.minimum(np.rint(tin * drift_mult), _MAX_TOKENS).astype(np.int64)
+        tin = np.minimum(np.rint(tin * drift_mult), MAX_TOKENS).astype(np.int64)
         length = np.zeros(m, dtype=bool)
         if gen:
             if tout is None:
                 drawn = np.rint(rng.lognormal(math.log(prof.output_median), prof.output_sigma, m))
                 tout = np.clip(drawn, 1, prof.max_output)
             length = tout >= prof.max_output
-            tout = np.minimum(np.rint(tout * out_mult), _MAX_TOKENS).astype(np.int64)
+            tout = np.minimum(np.rint(tout * out_mult), MAX_TOKENS).astype(np.int64)
             hit = rng.random(m) < prof.cache_rate
             prefix = np.floor(tin * rng.uniform(0.3, 0.95, m) / 64) * 64
             cache = np.where(hit, prefix, 0).astype(np.int64)
@@ -745,7 +617,7 @@ class TrafficModel:
         return [(t0 + b + 1, batch) for b, batch in enumerate(per_second)]
 
 
-def _check_start(start: float) -> None:
+def check_start(start: float) -> None:
     if not (math.isfinite(start) and 0 <= start <= 1e11):
         raise ValueError(f"start must be Unix seconds in [0, 1e11], got {start}")
 
@@ -781,141 +653,3 @@ def synthetic(
     """
     traffic = TrafficModel(models, incidents, seed=seed)
     return traffic.stream(rate, duration, start, resources=resources)
-
-
-# --------------------------------------------------------------------------- replay
-
-_TS_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z?")
-
-
-def _parse_ns(text: str) -> int:
-    """``YYYY-MM-DD HH:MM:SS[.fffffffff]`` (UTC) to integer Unix nanoseconds, exactly."""
-    match = _TS_RE.fullmatch(text.strip())
-    if match is None:
-        raise ValueError(f"timestamp {text!r} is not YYYY-MM-DD HH:MM:SS[.fraction]")
-    y, mo, d, h, mi, s = (int(g) for g in match.groups()[:6])
-    if not (1 <= mo <= 12 and 1 <= d <= 31 and h < 24 and mi < 60 and s < 61):
-        raise ValueError(f"timestamp {text!r} is out of range")
-    fraction = (match.group(7) or "").ljust(9, "0")
-    return calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0)) * 1_000_000_000 + int(fraction)
-
-
-def _read_trace(path: Path, limit: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read ``time, input tokens, output tokens`` rows (header optional, any line ending)."""
-    times: list[int] = []
-    tin: list[int] = []
-    tout: list[int] = []
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        for lineno, row in enumerate(csv.reader(f), start=1):
-            if limit is not None and len(times) >= limit:
-                break
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # blank line
-            if lineno == 1 and row[0].strip()[:1].isalpha():
-                continue  # header
-            try:
-                if len(row) != 3:
-                    raise ValueError(f"expected 3 columns (time, input tokens, output tokens), "
-                                     f"got {len(row)}")
-                ns = _parse_ns(row[0])
-                n_in, n_out = int(row[1]), int(row[2])
-                if not (0 <= n_in <= _MAX_TOKENS and 0 <= n_out <= _MAX_TOKENS):
-                    raise ValueError(f"token counts must be in [0, {_MAX_TOKENS}]")
-            except ValueError as exc:
-                line = ",".join(row)
-                raise ValueError(f"{path}:{lineno}: malformed row {line!r}: {exc}") from None
-            times.append(ns)
-            tin.append(n_in)
-            tout.append(n_out)
-    if not times:
-        raise ValueError(f"{path}: no data rows")
-    return np.array(times, dtype=np.int64), np.array(tin), np.array(tout)
-
-
-def _trace_name(path: Path) -> str:
-    """``azure_llm_inference_conv_2023.csv`` → ``azure-conv``; otherwise a slug of the stem."""
-    stem = path.stem.lower()
-    slug = re.sub(r"[^a-z0-9]+", "-", stem).strip("-") or "trace"
-    if "azure" in stem:
-        core = re.sub(r"azure[-_]?llm[-_]?inference(?:[-_]?trace)?", "", stem)
-        core = re.sub(r"[-_]?20\d\d$", "", core)
-        core = re.sub(r"[^a-z0-9]+", "-", core).strip("-")
-        return f"azure-{core}" if core else "azure"
-    return slug[:128]
-
-
-def replay_profile(name: str) -> ModelProfile:
-    """A profile for replayed LLM traffic: a code model when the name says so, else chat."""
-    code = "code" in name
-    return ModelProfile(
-        name, operation="text_completion" if code else "chat", hosts=4,
-        max_input=16_384, max_output=8_192, chars_per_token=3.3 if code else 4.0,
-        queue_ms=15.0, base_ms=40.0, prefill_ms_per_token=0.15,
-        tpot_ms=30.0, tpot_context_tokens=16_000.0, latency_sigma=0.2,
-        timeout_ms=120_000.0, error_rate=0.003, long_context_error=0.05,
-        cache_rate=0.4 if code else 0.3,
-        price_in_per_mtok=2.5, price_out_per_mtok=10.0,
-        app_features=("ide_inline", "ide_chat") if code else ("assistant", "search"),
-    )
-
-
-def replay(
-    path: str | os.PathLike[str],
-    seed: int,
-    start: float,
-    *,
-    model: str | None = None,
-    profile: ModelProfile | None = None,
-    limit: int | None = None,
-    incidents: Iterable[Incident | str] = (),
-    resources: bool = False,
-) -> Iterator[tuple[float, Record]]:
-    """Replay a CSV trace of ``time, input tokens, output tokens`` as inference events.
-
-    Offsets are the trace's own arrival times minus the first one (rows are put in time
-    order), rebased onto ``start``; token counts come from the file; latency (queue +
-    prefill ∝ input + decode ∝ output, with noise), TTFT, TPOT, errors (likelier with
-    longer context) and cost are modelled from them by ``profile`` (default:
-    :func:`replay_profile` of ``model``, itself derived from the file name). The whole
-    file (or its first ``limit`` rows) is read and checked now: a malformed row raises
-    ValueError naming the file and line.
-    """
-    trace = Path(path)
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be >= 1, got {limit}")
-    _check_start(start)
-    name = model or (profile.name if profile else _trace_name(trace))
-    prof = replace(profile, name=name, share=1.0) if profile else replay_profile(name)
-    ns, tin, tout = _read_trace(trace, limit)
-    order = np.argsort(ns, kind="stable")
-    ns, tin, tout = ns[order], tin[order], tout[order]
-    offsets = (ns - ns[0]) / 1e9
-    traffic = TrafficModel((prof,), incidents, seed=seed, id_prefix=f"{name}-{seed}")
-    span = float(offsets[-1])
-    nominal = [len(offsets) / max(span, 1.0) / prof.hosts]
-    return _replay(traffic, start, offsets, tin, tout, resources, nominal)
-
-
-def _replay(
-    traffic: TrafficModel,
-    start: float,
-    offsets: np.ndarray,
-    tin: np.ndarray,
-    tout: np.ndarray,
-    resources: bool,
-    nominal: list[float],
-) -> Iterator[tuple[float, Record]]:
-    rng, res_rng = traffic._rngs()
-    span = float(offsets[-1])
-    width = 60
-    t0 = 0
-    lo = 0
-    while lo < len(offsets):
-        t1 = t0 + width
-        hi = int(np.searchsorted(offsets, t1, "left"))
-        end = float(t1) if hi < len(offsets) else span  # no sample for a last partial second
-        which = np.zeros(hi - lo, dtype=np.int64)
-        yield from traffic._window(rng, res_rng, start, t0, end, offsets[lo:hi], which, tin[lo:hi],
-                                   tout[lo:hi], lo, resources, nominal)
-        lo = hi
-        t0 = t1

@@ -15,13 +15,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import IngestLimits
-from pipeline.dev.simulate import (
-    DEFAULT_MODELS,
-    Incident,
-    replay,
-    replay_profile,
-    synthetic,
-)
+from pipeline.dev.replay import replay, replay_profile
+from pipeline.dev.simulate import DEFAULT_MODELS, Incident, synthetic
 from pipeline.sources.codec import decode_events, encode_events
 from schemas.event import InferenceEvent, ResourceSample
 
