@@ -68,13 +68,13 @@ def baseline_set(ctx: click.Context, series: str, start: str | None, end: str | 
 
     from aiokafka.errors import KafkaError
 
+    from pipeline.scoring.baseline_topic import publish_baseline
     from pipeline.scoring.baselines import (
         BaselineError,
         build_from_clickhouse,
         build_from_file,
         format_time,
         parse_time,
-        publish_baseline,
         resolve_series,
     )
     from pipeline.sinks.clickhouse.owner import StoreBusyError
@@ -137,7 +137,8 @@ def baseline_list(ctx: click.Context, series: str | None) -> None:
     """List the pinned baselines (series, version, created, source, events)."""
     import asyncio
 
-    from pipeline.scoring.baselines import format_time, parse_series_key, read_baselines
+    from pipeline.scoring.baseline_topic import read_baselines
+    from pipeline.scoring.baselines import format_time, parse_series_key
     from pipeline.windows.profile import series_key
 
     settings = _settings(ctx)

@@ -16,7 +16,8 @@ from collections.abc import Callable, MutableMapping
 import msgspec
 
 from pipeline.config import Settings
-from pipeline.scoring.baselines import Baseline, follow_baselines
+from pipeline.scoring.baseline_topic import follow_baselines
+from pipeline.scoring.baselines import Baseline
 from pipeline.scoring.drift.reference import Reference
 from pipeline.scoring.monitor import SeriesMonitor
 from pipeline.windows.profile import WindowProfile

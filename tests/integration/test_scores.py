@@ -16,7 +16,8 @@ import pytest
 
 from pipeline.dev.publish import publish
 from pipeline.dev.simulate import Incident, TrafficModel
-from pipeline.scoring.baselines import Baseline, publish_baseline
+from pipeline.scoring.baseline_topic import publish_baseline
+from pipeline.scoring.baselines import Baseline
 from pipeline.scoring.monitor import monitor_spec
 from schemas.event import InferenceEvent
 from tests.integration.harness import Pipeline

@@ -8,12 +8,12 @@ from click.testing import CliRunner
 
 from pipeline.cli import cli
 from pipeline.config import Settings
+from pipeline.scoring.baseline_topic import _keep
 from pipeline.scoring.baselines import (
     Baseline,
     BaselineError,
     _clean_row,
     _event_of_row,
-    _keep,
     events_sql,
     format_time,
     next_version,
