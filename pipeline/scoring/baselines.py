@@ -5,11 +5,12 @@ where it came from. Baselines live on a compacted, single-partition topic
 (``inferwatch.baselines``, key = series key) that every worker reads from the start and
 follows, like the silences: durable, shared, written by ``inferwatch baseline set``.
 
-Versions only grow: :func:`publish_baseline` reads the topic and stores ``latest + 1`` for the
-series, so a drift value naming ``reference_version`` names exactly one baseline. Two
-publishers racing on one series may both pick the same number; the later write wins (the
-follower keeps the last record of the highest version), which is the compacted topic's own
-rule, so every worker converges on the same baseline.
+Versions only grow: :func:`~pipeline.scoring.baseline_topic.publish_baseline` reads the
+topic and stores ``latest + 1`` for the series, so a drift value naming
+``reference_version`` names exactly one baseline. Two publishers racing on one series
+may both pick the same number; the later write wins (the follower keeps the last record
+of the highest version), which is the compacted topic's own rule, so every worker
+converges on the same baseline.
 
 Builders: :func:`build_from_clickhouse` reads the raw ``events`` of a series and an event-time
 range through the read-only query path
