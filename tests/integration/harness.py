@@ -183,3 +183,27 @@ class Pipeline:
                 return seen
             time.sleep(0.5)
         return seen
+
+
+def event_ids_on(bootstrap: str, topic: str, want: int, timeout: float = 60.0) -> list[str]:
+    """Event ids of ``topic`` read from the start (duplicates kept) until ``want``
+    distinct ones arrived or ``timeout`` passed: what producers put there."""
+    from pipeline.config import IngestLimits
+    from pipeline.sources.codec import decode_events
+
+    async def go() -> list[str]:
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
+                                    auto_offset_reset="earliest", group_id=None)
+        await consumer.start()
+        ids: list[str] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while len(set(ids)) < want and time.monotonic() < deadline:
+                for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                    for m in msgs:
+                        out = decode_events(m.value, m.headers, IngestLimits(), time.time())
+                        ids += [e.event_id for e in out.events]
+        finally:
+            await consumer.stop()
+        return ids
+    return asyncio.run(go())

@@ -4,7 +4,6 @@ stores every event exactly once afterwards, and both keep their logs short meanw
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -13,14 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
-from pipeline.config import IngestLimits
 from pipeline.dev.simulate import TrafficModel
-from pipeline.sources.codec import decode_events
 from schemas.event import InferenceEvent
 from tests.conftest import ROOT, local_kafka
-from tests.integration.harness import Pipeline
+from tests.integration.harness import Pipeline, event_ids_on
 
 pytestmark = [
     pytest.mark.integration,
@@ -39,25 +35,6 @@ def _expected_ids(start: float) -> set[str]:
     traffic = TrafficModel(seed=SEED, id_prefix=f"sim-{SEED}-{start:.0f}")
     return {r.event_id for _, r in traffic.stream(RATE, DURATION, start)
             if isinstance(r, InferenceEvent)}
-
-
-def _topic_ids(bootstrap: str, topic: str, want: int, timeout: float = 60.0) -> list[str]:
-    async def go() -> list[str]:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
-                                    auto_offset_reset="earliest", group_id=None)
-        await consumer.start()
-        ids: list[str] = []
-        deadline = time.monotonic() + timeout
-        try:
-            while len(set(ids)) < want and time.monotonic() < deadline:
-                for msgs in (await consumer.getmany(timeout_ms=500)).values():
-                    for m in msgs:
-                        out = decode_events(m.value, m.headers, IngestLimits(), time.time())
-                        ids += [e.event_id for e in out.events]
-        finally:
-            await consumer.stop()
-        return ids
-    return asyncio.run(go())
 
 
 def _simulate(pipe: Pipeline, start: float) -> subprocess.Popen:
@@ -111,7 +88,7 @@ def test_simulate_rides_out_a_broker_outage(broker, tmp_path: Path) -> None:
     err = (pipe.tmp / "simulate.err").read_text()
     assert f"sent {len(expected)} events" in out, out + err
     assert "NOT sent" not in err
-    ids = _topic_ids(broker.bootstrap, pipe.settings.topics.events, len(expected))
+    ids = event_ids_on(broker.bootstrap, pipe.settings.topics.events, len(expected))
     assert set(ids) == expected  # every generated event reached the topic, nothing else
     # Bounded log volume: progress every 5 s plus a few lines for the outage, not a flood.
     lines = err.splitlines()

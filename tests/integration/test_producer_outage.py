@@ -2,41 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import time
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
-from pipeline.config import IngestLimits, load_settings
+from pipeline.config import load_settings
 from pipeline.sdk.producer import Producer
-from pipeline.sources.codec import decode_events
 from tests.conftest import local_kafka
+from tests.integration.harness import event_ids_on
 
 pytestmark = pytest.mark.integration
 
 PORT = 19292  # a broker of this test's own, so stopping it disturbs no other test
-
-
-def _consume(bootstrap: str, topic: str, want: int, timeout: float = 60.0) -> list[str]:
-    async def go() -> list[str]:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
-                                    auto_offset_reset="earliest", group_id=None)
-        await consumer.start()
-        ids: list[str] = []
-        deadline = time.monotonic() + timeout
-        try:
-            while len(ids) < want and time.monotonic() < deadline:
-                for msgs in (await consumer.getmany(timeout_ms=500)).values():
-                    for m in msgs:
-                        out = decode_events(m.value, m.headers, IngestLimits(), time.time())
-                        ids += [e.event_id for e in out.events]
-        finally:
-            await consumer.stop()
-        return ids
-    return asyncio.run(go())
 
 
 @pytest.mark.skipif(shutil.which("java") is None,
@@ -68,7 +47,7 @@ def test_producer_neither_raises_nor_blocks_while_down_and_recovers(tmp_path: Pa
         assert producer.flush(timeout=60.0), producer.stats
         assert producer.stats.sent == 101 and producer.stats.dropped == 0
 
-        events = _consume(kafka.bootstrap, "sdk.outage", want=101)
+        events = event_ids_on(kafka.bootstrap, "sdk.outage", want=101)
         assert len(set(events)) == 101
     finally:
         producer.close(timeout=5)
