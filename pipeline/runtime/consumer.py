@@ -59,8 +59,8 @@ class KafkaRunner:
         self._committed: dict[TopicPartition, int] = {}  # offsets committed, never backwards
 
     # ------------------------------------------------------------------ lifecycle
-    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
-        """Consume until ``stop`` is set."""
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set (``assigned_once`` tells when partitions came)."""
         worker = self.settings.worker
         await ensure_changelog(self.settings, self.changelog_topic)
         self.producer = AIOKafkaProducer(**client_options(self.settings.kafka), acks="all",
@@ -79,8 +79,6 @@ class KafkaRunner:
             self.consumer.subscribe(list(self.stage.topics), listener=_Listener(self))
             await self.consumer.start()
             try:
-                if ready is not None:
-                    ready.set()
                 log.info("%s consuming %s (group %s)", self.name, ", ".join(self.stage.topics),
                          self.group)
                 await self._loop(stop)

@@ -192,7 +192,7 @@ class MergeStage:
         duplicates = sum(s.duplicates for s in self.states.values())
         expired = sum(s.expired for s in self.states.values())
         scores = f", {self.scoring.summary()}" if self.scoring is not None else ""
-        return (f"stage 2: open windows {windows}, windows emitted {self.emitted}, "
+        return (f"open windows {windows}, windows emitted {self.emitted}, "
                 f"duplicate partials skipped {duplicates}, expired partials {expired}{scores}")
 
 

@@ -169,7 +169,7 @@ class PartialStage:
         replayed = sum(s.replayed for s in states)
         slots = sum(len(s.slots) for s in states)
         overflow = dict(self._guards[EVENTS].overflow) or "none"
-        return (f"stage 1: {self.counts.summary()}; open slots {slots}, active series "
+        return (f"{self.counts.summary()}; open slots {slots}, active series "
                 f"{self._guards[EVENTS].active}, late {late}, too late {too_late}, replayed "
                 f"messages skipped {replayed}, cardinality overflow {overflow}")
 
