@@ -29,6 +29,7 @@ from pipeline.alerting.notify.slack import SlackWebhook
 from pipeline.alerting.rules import RuleSet
 from pipeline.alerting.silences import Silences
 from pipeline.config import Settings
+from pipeline.runtime.outbox import Outbox
 from pipeline.runtime.stage import Changes, Output, Step
 from pipeline.sources.codec import describe
 from schemas.alert import AlertEvent
@@ -61,9 +62,7 @@ class AlertRuleStage:
             self.notifiers.append(SlackWebhook(alerts.slack_webhook_url))
         self.series: dict[int, set[str]] = {}  # partition -> its series
         self.scores: dict[str, tuple[float, dict[str, float]]] = {}  # latest scored window
-        self._outbox: dict[int, dict[str, bytes]] = {}
-        self._queued: set[tuple[int, str]] = set()
-        self._sent: dict[int, list[str]] = {}
+        self.outbox = Outbox("out|")
         self._next_sweep = 0.0
         self._done: dict[int, int] = {}  # last metrics offset evaluated, per partition
         self.published = 0
@@ -76,7 +75,7 @@ class AlertRuleStage:
                 self.evaluator.restore(name[7:], _STATE_DEC.decode(raw))
                 keys.add(name[7:])
         self.series[partition] = keys
-        self._outbox[partition] = {k: v for k, v in state.items() if k.startswith("out|")}
+        self.outbox.restore(partition, state)
         done = int(state["offset"]) if "offset" in state else -1
         self._done[partition] = done
         return done + 1 if done >= 0 else None  # after the last window evaluated
@@ -85,10 +84,8 @@ class AlertRuleStage:
         for series_key in self.series.pop(partition, set()):
             self.evaluator.forget(series_key)
             self.scores.pop(series_key, None)
-        self._outbox.pop(partition, None)
-        self._sent.pop(partition, None)
+        self.outbox.drop(partition)
         self._done.pop(partition, None)
-        self._queued = {q for q in self._queued if q[0] != partition}
 
     # ------------------------------------------------------------------ windows
     def on_batch(self, topic: str, partition: int, records: Sequence[Any],
@@ -143,8 +140,7 @@ class AlertRuleStage:
         changed = {e.series_key for e in events} | gone
         for partition, keys in self.series.items():
             mine = [e for e in events if e.series_key in keys]
-            if mine or keys & changed or self._outbox.get(partition) or self._sent.get(
-                    partition):
+            if mine or keys & changed or self.outbox.pending(partition):
                 self._emit(partition, mine, keys & changed, step)
             keys -= gone
         return step
@@ -154,34 +150,28 @@ class AlertRuleStage:
               step: Step) -> None:
         """Transitions into the outbox and the touched series' state, in one change set;
         send what the outbox holds; notify once Kafka acknowledged."""
-        changes: Changes = dict.fromkeys(self._sent.pop(partition, []))  # acknowledged
-        outbox = self._outbox.setdefault(partition, {})
+        changes: Changes = {}
         for event in events:
             name = f"out|{event.fingerprint}|{event.window_end!r}|{event.state}"
-            outbox[name] = changes[name] = _EVENT.encode(event)
+            self.outbox.put(partition, name, _EVENT.encode(event), changes)
         for series_key in touched:
             state = self.evaluator.state(series_key)
             changes[f"series|{series_key}"] = None if state is None else _STATE.encode(state)
         if changes:
             step.changes.setdefault(partition, {}).update(changes)
-        names = [n for n in outbox if (partition, n) not in self._queued]
-        self._queued.update((partition, n) for n in names)
-        alerts_topic = self.settings.topics.alerts
-        for name in names:
-            fingerprint = name.split("|", 2)[1]
-            step.outputs.append(Output(alerts_topic, fingerprint.encode(), outbox[name],
-                                       headers=_HEADERS))
+        self.outbox.flush(partition, step, self._output)
         fresh = list(events)
 
         def done() -> None:
-            for name in names:
-                outbox.pop(name, None)
-                self._queued.discard((partition, name))
-            self._sent.setdefault(partition, []).extend(names)
             self.published += len(fresh)
             self._notify(fresh)
 
         step.done.append(done)
+
+    def _output(self, name: str, record: bytes) -> Output:
+        fingerprint = name.split("|", 2)[1]
+        return Output(self.settings.topics.alerts, fingerprint.encode(), record,
+                      headers=_HEADERS)
 
     def _notify(self, events: list[AlertEvent]) -> None:
         """Hand groups of transitions to the receivers, in the background."""

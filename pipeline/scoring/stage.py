@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from pipeline.config import Settings
+from pipeline.runtime.outbox import Outbox
 from pipeline.runtime.stage import Changes, Output, Step
 from pipeline.scoring.series import PinnedLookup, Scoring
 from pipeline.sources.codec import Rejection, describe
@@ -73,9 +74,7 @@ class MergeStage:
         self.scoring = (Scoring(settings, self._monitors, pinned or (lambda key: None))
                         if settings.drift.enabled else None)
         self.states: dict[tuple[str, int], Stage2Partition] = {}
-        self._outbox: dict[int, dict[str, bytes]] = {}  # partition -> name -> record
-        self._queued: set[tuple[int, str]] = set()  # outbox records in a step under way
-        self._sent: dict[int, list[str]] = {}  # acknowledged: deleted at the next step
+        self.outbox = Outbox("out|")
         self.emitted = 0
 
     # ------------------------------------------------------------------ partitions
@@ -88,7 +87,7 @@ class MergeStage:
         for key, value in state.items():
             if key.startswith("monitor|"):
                 dict.__setitem__(self._monitors, f"{partition}|{key[8:]}", value)
-        self._outbox[partition] = {k: v for k, v in state.items() if k.startswith("out|")}
+        self.outbox.restore(partition, state)
         done = min(self.states[kind, partition].max_offset for kind in self._kinds)
         return done + 1 if done >= 0 else None
 
@@ -102,9 +101,7 @@ class MergeStage:
             self.states.pop((kind, partition), None)
         for key in [k for k in self._monitors if k.startswith(f"{partition}|")]:
             dict.__delitem__(self._monitors, key)
-        self._outbox.pop(partition, None)
-        self._sent.pop(partition, None)
-        self._queued = {q for q in self._queued if q[0] != partition}
+        self.outbox.drop(partition)
         return step
 
     # ------------------------------------------------------------------ records
@@ -131,19 +128,18 @@ class MergeStage:
         """Re-send a restored outbox and forget acknowledged records, traffic or not."""
         step = Step()
         for partition in {p for _, p in self.states}:
-            if self._outbox.get(partition) or self._sent.get(partition):
+            if self.outbox.pending(partition):
                 self._close(partition, step)
         return step
 
     # ------------------------------------------------------------------ closing
     def _close(self, partition: int, step: Step) -> None:
-        changes: Changes = dict.fromkeys(self._sent.pop(partition, []))  # acknowledged
-        outbox = self._outbox.setdefault(partition, {})
+        changes: Changes = {}
         for kind in self._kinds:
             state = self.states[kind, partition]
             for result, profile in state.close_with_profiles():
                 for name, record in self._results(partition, kind, result, profile):
-                    outbox[name] = changes[name] = record
+                    self.outbox.put(partition, name, record, changes)
             upserts, deletes = state.checkpoint()
             changes.update({f"{kind}|{k}": v for k, v in upserts.items() if k != META})
             changes.update((f"{kind}|{k}", None) for k in deletes)
@@ -151,21 +147,7 @@ class MergeStage:
                 changes[f"{kind}|{META}"] = upserts[META]
         changes.update(self._monitors.take(partition))
         step.changes.setdefault(partition, {}).update(changes)
-        names = [n for n in outbox if (partition, n) not in self._queued]
-        self._queued.update((partition, n) for n in names)
-        for name in names:
-            out_topic, key, value = _IN.decode(outbox[name])
-            contract = name.split("|", 2)[1]
-            step.outputs.append(Output(out_topic, key, value, headers=(
-                _JSON_HEADER, (CONTRACT_HEADER, contract.encode()))))
-
-        def done() -> None:
-            for name in names:
-                outbox.pop(name, None)
-                self._queued.discard((partition, name))
-            self._sent.setdefault(partition, []).extend(names)
-
-        step.done.append(done)
+        self.outbox.flush(partition, step, _output)
 
     def _results(self, partition: int, kind: str, result: Any, profile: Any
                  ) -> list[tuple[str, bytes]]:
@@ -194,6 +176,13 @@ class MergeStage:
         scores = f", {self.scoring.summary()}" if self.scoring is not None else ""
         return (f"open windows {windows}, windows emitted {self.emitted}, "
                 f"duplicate partials skipped {duplicates}, expired partials {expired}{scores}")
+
+
+def _output(name: str, record: bytes) -> Output:
+    """The output of an outbox record (its name carries the contract)."""
+    topic, key, value = _IN.decode(record)
+    contract = name.split("|", 2)[1]
+    return Output(topic, key, value, headers=(_JSON_HEADER, (CONTRACT_HEADER, contract.encode())))
 
 
 def _record(topic: str, result: WindowMetrics | ResourceMetrics | WindowScores,

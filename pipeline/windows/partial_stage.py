@@ -5,8 +5,9 @@ One :class:`~pipeline.windows.stage1.Stage1Partition` per source partition of th
 events and resources topics. Its state lives in the changelog partition of the same
 number, each key prefixed with its kind (``events|…``, ``resources|…``), so both topics'
 partition ``p`` share changelog partition ``p``. A closed window's partial stays in the
-state's outbox until the runtime reports it acknowledged (``Step.done``), so a crash in
-between re-sends the same bytes, which stage 2 merges once by (source partition, seq).
+stage's :class:`~pipeline.runtime.outbox.Outbox` (``<kind>|out|…``) until the runtime
+reports it acknowledged (``Step.done``), so a crash in between re-sends the same bytes,
+which stage 2 merges once by (source partition, seq).
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ from typing import Any
 import msgspec
 
 from pipeline.config import Settings
-from pipeline.runtime.stage import Output, Step
+from pipeline.runtime.outbox import Outbox
+from pipeline.runtime.stage import Changes, Output, Step
 from pipeline.sources.codec import Rejection, decode_events, describe
 from pipeline.sources.dlq import dead_letter
 from pipeline.windows.drift_profile import MonitorSpec
 from pipeline.windows.guard import CardinalityGuard
 from pipeline.windows.kinds import EVENTS, RESOURCES, Kind, event_kind, resource_kind
-from pipeline.windows.partials import Watermark, encode_partial
-from pipeline.windows.stage1 import META, Stage1Partition
+from pipeline.windows.partials import Partial, Watermark, encode_partial
+from pipeline.windows.stage1 import META, OUTBOX, Stage1Partition
 from schemas.event import InferenceEvent, ResourceSample
 
 __all__ = ["IngestCounts", "PartialStage"]
@@ -68,14 +70,18 @@ class PartialStage:
         }
         self.states: dict[tuple[str, int], Stage1Partition] = {}
         self._sent_watermarks: dict[tuple[str, int], float] = {}
-        self._queued: set[tuple[tuple[str, int], Any]] = set()  # outbox partials in a step
+        # closed partials until Kafka has them, per kind (both kinds of partition p share
+        # changelog partition p): ``<kind>|out|<window start>|<seq>|<series>``
+        self.outboxes = {kind: Outbox(f"{kind}|{OUTBOX}") for kind in self._kinds}
         self.counts = IngestCounts()
 
     # ------------------------------------------------------------------ partitions
     def on_assign(self, topic: str, partition: int, state: dict[str, bytes]) -> int | None:
         kind = self._kind_of[topic]
-        prefix = f"{kind}|"
-        items = [(k[len(prefix):], v) for k, v in state.items() if k.startswith(prefix)]
+        prefix, outbox = f"{kind}|", self.outboxes[kind]
+        outbox.restore(partition, state)
+        items = [(k[len(prefix):], v) for k, v in state.items()
+                 if k.startswith(prefix) and not k.startswith(outbox.prefix)]
         restored = Stage1Partition.restore(partition, self.metrics, self._guards[kind], items,
                                            self._kinds[kind])
         self.states[kind, partition] = restored
@@ -85,7 +91,7 @@ class PartialStage:
         key = (self._kind_of[topic], partition)
         self.states.pop(key, None)
         self._sent_watermarks.pop(key, None)
-        self._queued = {q for q in self._queued if q[0] != key}
+        self.outboxes[key[0]].drop(partition)
 
     # ------------------------------------------------------------------ records
     def on_batch(self, topic: str, partition: int, records: Sequence[Any],
@@ -133,17 +139,22 @@ class PartialStage:
                idle_ok: bool, step: Step) -> None:
         """Close due windows, checkpoint, and queue the outbox and a newer watermark."""
         key = (kind, partition)
-        state.close(wall, idle_ok)
+        outbox = self.outboxes[kind]
+        closed = state.close(wall, idle_ok)
+        # the stage's outbox keeps them: handed over at once, the partition's own outbox
+        # never writes them
+        state.sent((p.series_key, p.window_start, p.seq) for p in closed)
         mark = state.watermark(wall, idle_ok)
+        changes: Changes = {}
+        for partial in closed:  # written before the checkpoint deletes their slots
+            outbox.put(partition, _outbox_name(outbox.prefix, partial), encode_partial(partial),
+                       changes)
         upserts, deletes = state.checkpoint()
-        step.changes.setdefault(partition, {}).update(_ordered(kind, upserts, deletes))
+        changes.update(_ordered(kind, upserts, deletes))
+        step.changes.setdefault(partition, {}).update(changes)
         partials = self.settings.topics.partials
-        outbox = [(slot, p) for slot, p in state.outbox.items()
-                  if (key, slot) not in self._queued]  # not already in a step under way
-        self._queued.update((key, slot) for slot, _ in outbox)
-        for _, partial in outbox:
-            step.outputs.append(Output(partials, partial.series_key.encode(),
-                                       encode_partial(partial)))
+        outbox.flush(partition, step, lambda name, record: Output(
+            partials, name.split("|", 4)[4].encode(), record))
         marker = None
         if mark > self._sent_watermarks.get(key, -math.inf):
             marker = Watermark(kind=kind, src_partition=partition, watermark=mark)
@@ -154,13 +165,10 @@ class PartialStage:
             step.outputs += [Output(partials, b"__watermark__", payload, target)
                              for target in range(self.settings.topics.partitions)]
 
-        def done() -> None:
-            state.sent(slot for slot, _ in outbox)
-            self._queued.difference_update((key, slot) for slot, _ in outbox)
-            if marker is not None:
+            def done() -> None:
                 self._sent_watermarks[key] = max(mark, self._sent_watermarks.get(key, mark))
 
-        step.done.append(done)
+            step.done.append(done)
 
     def summary(self) -> str:
         states = self.states.values()
@@ -172,6 +180,11 @@ class PartialStage:
         return (f"{self.counts.summary()}; open slots {slots}, active series "
                 f"{self._guards[EVENTS].active}, late {late}, too late {too_late}, replayed "
                 f"messages skipped {replayed}, cardinality overflow {overflow}")
+
+
+def _outbox_name(prefix: str, partial: Partial) -> str:
+    """The changelog key of a closed partial; the series key comes last (it may hold ``|``)."""
+    return f"{prefix}{partial.window_start!r}|{partial.seq}|{partial.series_key}"
 
 
 def _ordered(kind: str, upserts: dict[str, bytes], deletes: Iterable[str]
