@@ -2,13 +2,19 @@
 
 One run, same machine, same messages:
   * baseline — a bare aiokafka consumer that only decodes with msgspec (the ceiling);
-  * worker — `inferwatch worker` (process + sink roles, embedded chDB) from a cold start,
-    timed by its own sink batch log lines (inserts of 10,000 events), start-up excluded.
-Both for single-event messages and for batched messages (500 events per message).
+  * worker — the process and sink roles, embedded chDB, from a cold start, timed by the
+    sink's own batch log lines (inserts of 10,000 events), start-up excluded, laid out as
+      - ``one``:   `inferwatch worker` (both roles in one process, the default);
+      - ``split``: `inferwatch worker --roles process` and `inferwatch worker --roles sink`,
+        two processes (the embedded store is opened by the sink process only).
+Each layout reads the same events topic with its own consumer groups, topics downstream
+of the events and store. For single-event messages and for batched messages (500 events
+per message).
 
 Usage:  .venv/bin/python benchmarks/ingest.py [--events 200000] [--bootstrap HOST:PORT]
-Without --bootstrap (or INFERWATCH_KAFKA) it starts the project's KRaft broker on port
-19392 under benchmarks/out/ and stops it afterwards.
+            [--port 19392] [--messages single,batched] [--layouts one,split]
+Without --bootstrap (or INFERWATCH_KAFKA) it starts the project's KRaft broker on
+``--port`` under benchmarks/out/ and stops it afterwards.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import IO
 
 import msgspec
 from aiokafka import AIOKafkaConsumer
@@ -44,16 +51,24 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+MODES = {"single": ("single-event messages", 1), "batched": ("batched messages (500/msg)", 500)}
+LAYOUTS = {"one": [None], "split": ["process", "sink"]}  # the --roles of each worker process
+_DOWNSTREAM = ("dlq", "resources", "partials", "metrics", "scores", "alerts", "silences",
+               "baselines")
+
+
 def settings_for(
-    bootstrap: str, home: Path, tag: str, batch_size: int
+    bootstrap: str, home: Path, tag: str, batch_size: int, layout: str = ""
 ) -> tuple[Settings, dict[str, str]]:
+    """Settings of one run: the events topic of ``tag``; with ``layout``, the app id and
+    every topic downstream of the events its own, so layouts do not read each other's."""
+    run = f"{tag}-{layout}" if layout else tag
     env = {
         "INFERWATCH_KAFKA": bootstrap,
         "INFERWATCH_HOME": str(home),
-        "INFERWATCH_WORKER__APP_ID": f"bench-{tag}",
+        "INFERWATCH_WORKER__APP_ID": f"bench-{run}",
         "INFERWATCH_TOPICS__EVENTS": f"bench.{tag}.events",
-        "INFERWATCH_TOPICS__DLQ": f"bench.{tag}.dlq",
-        "INFERWATCH_TOPICS__RESOURCES": f"bench.{tag}.resources",
+        **{f"INFERWATCH_TOPICS__{t.upper()}": f"bench.{run}.{t}" for t in _DOWNSTREAM},
         # Inserts of at most 10,000 events, so a run has many batches to time.
         "INFERWATCH_WORKER__SINK_BATCH_SIZE": str(10_000 // batch_size),
     }
@@ -95,25 +110,32 @@ async def bare_consumer(settings: Settings, expected: int) -> float:
 _BATCH_LINE = re.compile(r"^\[([\d\- :,]+)\] .*sink batch: (\d+) events", re.M)
 
 
-def worker_rate(settings: Settings, env: dict[str, str], expected: int) -> float:
-    """Cold-start a worker; steady-state events/s from its own batch log lines.
+def worker_rate(settings: Settings, env: dict[str, str], expected: int,
+                roles: list[str | None]) -> float:
+    """Cold-start one worker process per entry of ``roles`` (None: the configured roles);
+    steady-state events/s from the sink's own batch log lines.
 
     The first batch is left out (it includes the consumer-group join); the rate is the
     events of batches 2..k over the time between the log lines of batch 1 and batch k.
     """
-    log_path = settings.home_path / "worker.log"
-    log = open(log_path, "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "worker", "--loglevel", "info"],
-        env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-    )
+    procs: list[tuple[subprocess.Popen, Path, IO[bytes]]] = []
     try:
+        for role in roles:
+            log_path = settings.home_path / f"worker-{role or 'all'}.log"
+            log = open(log_path, "wb")  # noqa: SIM115
+            command = [sys.executable, "-m", "pipeline", "worker", "--loglevel", "info"]
+            proc = subprocess.Popen([*command, *(["--roles", role] if role else [])],
+                                    env={**os.environ, **env}, stdout=log,
+                                    stderr=subprocess.STDOUT, cwd=ROOT)
+            procs.append((proc, log_path, log))
+        sink_log = procs[roles.index("sink") if "sink" in roles else 0][1]
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited: {log_path.read_text()}")
+            for proc, log_path, _ in procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"worker exited: {log_path.read_text()}")
             batches = [(datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f"), int(n))
-                       for t, n in _BATCH_LINE.findall(log_path.read_text())]
+                       for t, n in _BATCH_LINE.findall(sink_log.read_text())]
             if sum(n for _, n in batches) >= expected:
                 if len(batches) < 3:
                     raise RuntimeError("fewer than 3 sink batches: raise --events to time it")
@@ -122,50 +144,68 @@ def worker_rate(settings: Settings, env: dict[str, str], expected: int) -> float
             time.sleep(0.5)
         raise RuntimeError("worker did not store every event in time")
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        log.close()
+        for proc, _, _ in procs:
+            proc.terminate()
+        for proc, _, log in procs:
+            proc.wait(timeout=60)
+            log.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--bootstrap", default=os.environ.get("INFERWATCH_KAFKA"))
+    parser.add_argument("--port", type=int, default=19392,
+                        help="of the private broker started without --bootstrap")
+    parser.add_argument("--messages", default=",".join(MODES),
+                        help=f"comma-separated, of {', '.join(MODES)}")
+    parser.add_argument("--layouts", default="one",
+                        help=f"comma-separated, of {', '.join(LAYOUTS)}")
     args = parser.parse_args()
+    modes = [MODES[m] for m in args.messages.split(",")]
+    layouts = args.layouts.split(",")
+    if unknown := set(layouts) - set(LAYOUTS):
+        parser.error(f"unknown layouts {sorted(unknown)}")
 
     out = ROOT / "benchmarks" / "out"
     out.mkdir(parents=True, exist_ok=True)
     local = None
     bootstrap = args.bootstrap
     if not bootstrap:
-        local = LocalKafka.private(out / "kafka-home", 19392, say=say)
+        local = LocalKafka.private(out / f"kafka-home-{args.port}", args.port, say=say)
         local.up()
         bootstrap = local.bootstrap
     rows = []
     try:
-        modes = (("single-event messages", 1), ("batched messages (500/msg)", 500))
         for label, batch_size in modes:
+            tag = uuid.uuid4().hex[:8]
             with tempfile.TemporaryDirectory(dir=out) as tmp:
-                tag = uuid.uuid4().hex[:8]
-                settings, env = settings_for(bootstrap, Path(tmp), tag, batch_size)
+                settings, _ = settings_for(bootstrap, Path(tmp), tag, batch_size)
                 asyncio.run(ensure_topics(settings))
                 say(f"{label}: producing {args.events} events …")
                 produced = produce(settings, args.events, batch_size)
                 say(f"{label}: bare aiokafka + msgspec consumer …")
                 ceiling = asyncio.run(bare_consumer(settings, produced))
-                say(f"{label}: inferwatch worker → ClickHouse …")
-                rate = worker_rate(settings, env, produced)
-                rows.append((label, produced, rate, ceiling))
+            for layout in layouts:
+                with tempfile.TemporaryDirectory(dir=out) as tmp:
+                    settings, env = settings_for(bootstrap, Path(tmp), tag, batch_size, layout)
+                    asyncio.run(ensure_topics(settings))
+                    say(f"{label}: inferwatch worker ({layout}) → ClickHouse …")
+                    rate = worker_rate(settings, env, produced, LAYOUTS[layout])
+                rows.append((label, layout, produced, rate, ceiling))
     finally:
         if local is not None:
             local.down()
 
     print(f"\n{time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}")
-    print("| messages | events | worker → ClickHouse ev/s | bare consumer ev/s | ratio |")
-    print("|---|---|---|---|---|")
-    for label, produced, rate, ceiling in rows:
-        print(f"| {label} | {produced:,} | {rate:,.0f} | {ceiling:,.0f} | {rate / ceiling:.2f} |")
+    print("| messages | worker processes | events | worker → ClickHouse ev/s | "
+          "bare consumer ev/s | ratio |")
+    print("|---|---|---|---|---|---|")
+    for label, layout, produced, rate, ceiling in rows:
+        roles = " + ".join(f"--roles {r}" if r else "both roles" for r in LAYOUTS[layout])
+        print(f"| {label} | {roles} | {produced:,} | {rate:,.0f} | {ceiling:,.0f} | "
+              f"{rate / ceiling:.2f} |")
 
 
 if __name__ == "__main__":
