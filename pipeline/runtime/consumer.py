@@ -186,10 +186,11 @@ class KafkaRunner:
     async def assigned(self, partitions: set[TopicPartition]) -> None:
         assert self.consumer is not None and self.changelog is not None
         async with self.lock:
-            states: dict[int, dict[str, bytes]] = {}
+            # one read of the changelog for the whole assignment (topics sharing a partition
+            # number share its state)
+            started = time.monotonic()
+            states = await self.changelog.load_many({tp.partition for tp in partitions})
             for tp in sorted(partitions):
-                if tp.partition not in states:
-                    states[tp.partition] = await self.changelog.load(tp.partition)
                 resume = self.stage.on_assign(tp.topic, tp.partition, states[tp.partition])
                 self._committed.pop(tp, None)
                 if resume is not None:  # where the durable state ends, whatever was committed
@@ -198,7 +199,8 @@ class KafkaRunner:
                     # commits below what the state already covers
                 self.owned.add(tp)
         self.assigned_once.set()
-        log.info("%s: assigned %s", self.name, _names(partitions))
+        log.info("%s: assigned %s (state of %d partition(s) read in %.2fs)", self.name,
+                 _names(partitions), len(states), time.monotonic() - started)
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         async with self.lock:  # the batch in flight finishes its checkpoint first

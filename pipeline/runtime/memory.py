@@ -86,9 +86,10 @@ class MemoryRunner:
         self.crash_at: Phase | None = None  # die at this phase of the next checkpoint
 
     async def assign(self, partitions: Iterable[TP]) -> None:
+        partitions = list(partitions)
+        states = await self.changelog.load_many({p for _, p in partitions})
         for tp in partitions:
-            state = await self.changelog.load(tp[1])
-            resume = self.stage.on_assign(tp[0], tp[1], state)
+            resume = self.stage.on_assign(tp[0], tp[1], states[tp[1]])
             self.positions[tp] = resume if resume is not None else self.committed.get(tp, 0)
             self.assigned.append(tp)
 
@@ -173,6 +174,9 @@ class _Dying:
 
     async def load(self, partition: int) -> dict[str, bytes]:
         return await self.runner.changelog.load(partition)
+
+    async def load_many(self, partitions: Iterable[int]) -> dict[int, dict[str, bytes]]:
+        return await self.runner.changelog.load_many(partitions)
 
     async def write(self, partition: int, changes: dict[str, bytes | None]) -> None:
         first = dict(list(changes.items())[:1])

@@ -5,7 +5,8 @@ the runtime its *changes* (``None`` deletes a key), in the order they must land.
 runtime writes them to the changelog and waits for the broker's acknowledgement before
 anything that depends on them leaves (see :mod:`pipeline.runtime.consumer` for the
 checkpoint order). On assignment, a partition's state is the changelog partition read
-from its start, the last value of each key winning.
+from its start, the last value of each key winning; ``load_many`` reads every partition
+of one assignment at once (one consumer, not one per partition).
 
 :class:`MemoryChangelog` is the same contract in memory: what the in-memory runner
 keeps across a simulated crash.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -46,6 +48,9 @@ class Changelog(Protocol):
     async def load(self, partition: int) -> dict[str, bytes]:
         """The state of ``partition``: every key's last value."""
 
+    async def load_many(self, partitions: Iterable[int]) -> dict[int, dict[str, bytes]]:
+        """The state of each of ``partitions`` (an empty one for a partition never written)."""
+
     async def write(self, partition: int, changes: Changes) -> None:
         """Make ``changes`` durable, in order; returns once acknowledged."""
 
@@ -58,7 +63,10 @@ class MemoryChangelog:
         self.records = 0  # records written, as a Kafka changelog would count them
 
     async def load(self, partition: int) -> dict[str, bytes]:
-        return dict(self.partitions[partition])
+        return (await self.load_many([partition]))[partition]
+
+    async def load_many(self, partitions: Iterable[int]) -> dict[int, dict[str, bytes]]:
+        return {p: dict(self.partitions.get(p, {})) for p in partitions}
 
     async def write(self, partition: int, changes: Changes) -> None:
         apply_changes(self.partitions[partition], changes)
@@ -74,23 +82,39 @@ class KafkaChangelog:
         self.producer = producer  # a started AIOKafkaProducer (acks="all")
 
     async def load(self, partition: int) -> dict[str, bytes]:
-        tp = TopicPartition(self.topic, partition)
+        return (await self.load_many([partition]))[partition]
+
+    async def load_many(self, partitions: Iterable[int]) -> dict[int, dict[str, bytes]]:
+        """Every partition read from its start up to its end offset at the start of the
+        load, with one consumer (a join assigning several partitions pays one start)."""
+        states: dict[int, dict[str, bytes]] = {p: {} for p in partitions}
+        if not states:
+            return states
+        tps = [TopicPartition(self.topic, p) for p in sorted(states)]
         consumer = AIOKafkaConsumer(**client_options(self.kafka), group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="earliest",
                                     max_partition_fetch_bytes=16 << 20)
         await consumer.start()
-        state: dict[str, bytes] = {}
         try:
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
-            while await consumer.position(tp) < end:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                for record in batch.get(tp, ()):
-                    apply_changes(state, {record.key.decode(): record.value})
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            await consumer.seek_to_beginning(*tps)
+            left = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
+            while left:
+                batch = await consumer.getmany(*left, timeout_ms=1000)
+                for tp, records in batch.items():
+                    state, end = states[tp.partition], ends[tp]
+                    for record in records:
+                        if record.offset >= end:  # written since: not this load's
+                            break
+                        if record.value is None:
+                            state.pop(record.key.decode(), None)
+                        else:
+                            state[record.key.decode()] = record.value
+                left = [tp for tp in left if await consumer.position(tp) < ends[tp]]
         finally:
             await consumer.stop()
-        return state
+        return states
 
     async def write(self, partition: int, changes: Changes) -> None:
         futures = [await self.producer.send(self.topic, value, key=key.encode(),
