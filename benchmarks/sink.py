@@ -185,10 +185,9 @@ def one_insert(client: Any, table: str, records: list[ConsumerRecord], columns: 
     t0 = time.perf_counter()
     batch = _Batch()
     sink.collect({TP: records}, batch)
-    events, sources = batch.events.items, batch.events.sources
+    events, records = batch.events.items, batch.events.records
     t1 = time.perf_counter()
-    cols = columns(events, [s.record.partition for s in sources],
-                   [s.record.offset for s in sources])
+    cols = columns(events, [r.partition for r in records], [r.offset for r in records])
     t2 = time.perf_counter()
     insert(client, table, cols)
     t3 = time.perf_counter()

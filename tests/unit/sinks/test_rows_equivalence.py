@@ -144,8 +144,8 @@ def test_a_batch_stored_by_the_sink_reads_back_as_the_specification(store) -> No
     assert batch.refused == []
 
     decoded = batch.events.items  # as the sink decoded them (msgspec: ints became floats)
-    partitions = [s.record.partition for s in batch.events.sources]
-    offsets = [s.record.offset for s in batch.events.sources]
+    partitions = [r.partition for r in batch.events.records]
+    offsets = [r.offset for r in batch.events.records]
     client.insert("events_spec", expected_columns(decoded, partitions, offsets),
                   column_names=EVENT_COLUMNS, column_oriented=True)
 
