@@ -9,6 +9,7 @@ store is a ClickHouse server.
 
 It writes raw events and resource samples, the window and resource metrics of
 ``inferwatch.metrics``, and refreshes the 1-minute / 1-hour roll-ups on a timer.
+The next batch is fetched and decoded while one is inserted (see ``ClickHouseSink.run``).
 A crash between insert and commit re-delivers the batch; the tables are
 ReplacingMergeTree keyed by event_id (metrics: by series, window and version), so
 each row is kept once. Rejected messages are skipped here and counted: the
@@ -29,6 +30,7 @@ batch and retry it with capped backoff.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
 import time
@@ -518,7 +520,14 @@ class ClickHouseSink:
         return True
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
-        """Consume until ``stop`` is set. Offsets are committed after each durable insert."""
+        """Consume until ``stop`` is set. Offsets are committed after each durable insert.
+
+        One batch is fetched and decoded while the one before is stored: the insert runs
+        in a thread, and the store releases the GIL while it writes, so its work and the
+        next batch's decoding overlap. Batches still commit one at a time and in order,
+        each after its own insert and dead letters; a stop lets the insert under way
+        finish and commit, and drops the batch behind it uncommitted.
+        """
         await asyncio.to_thread(self.prepare)
         worker = self.settings.worker
         consumer = self._consumer()
@@ -534,36 +543,61 @@ class ClickHouseSink:
         log.info("sink consuming %s, %s into %s", self.settings.topics.events,
                  self.settings.topics.resources, self.settings.clickhouse.database)
         next_rollup = time.monotonic() + worker.rollup_interval_seconds
+        stored: asyncio.Future[bool] | None = None  # the batch before: insert, DLQ, commit
         try:
             while not stop.is_set():
                 if time.monotonic() >= next_rollup:
+                    if stored is not None and not await stored:
+                        break
+                    stored = None
                     try:
                         await asyncio.to_thread(self.refresh_rollups)
                     except Exception as exc:  # the raw rows are safe; retry next interval
                         log.error("roll-up refresh failed: %s", exc)
                     next_rollup = time.monotonic() + worker.rollup_interval_seconds
-                batch = _Batch()
-                deadline = time.monotonic() + worker.sink_flush_seconds
-                while not stop.is_set() and batch.messages < worker.sink_batch_size:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    records = await consumer.getmany(
-                        timeout_ms=int(left * 1000), max_records=worker.sink_batch_size
-                    )
-                    self.collect(records, batch)
-                if not batch.next_offsets:
-                    continue
-                if not await self._insert_until_done(batch, stop):
-                    break  # stopping with an unwritten batch: do not commit, it is re-delivered
-                if not await self._deliver_refused(producer, batch, stop):
-                    break  # refused rows not in the DLQ yet: do not commit either
-                await self._commit(consumer, batch)
+                batch = await self._fill(consumer, stop)  # while the batch before is stored
+                if stored is not None and not await stored:
+                    break  # stopping: this batch is not written, so not committed either
+                stored = None
+                if batch.next_offsets and not stop.is_set():  # after a stop: re-delivered
+                    stored = asyncio.ensure_future(self._store(consumer, producer, batch, stop))
+            if stored is not None:
+                await stored  # a stop lets the insert under way finish (and commit) first
+                stored = None
         finally:
             try:
+                if stored is not None and not stored.done():  # leaving on an error:
+                    stored.cancel()  # the batch is not committed, so it is re-delivered
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await stored
                 await consumer.stop()
             finally:
                 await producer.stop()
+
+    async def _fill(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> _Batch:
+        """The next batch: ``sink_batch_size`` messages or what came in ``sink_flush_seconds``."""
+        worker = self.settings.worker
+        batch = _Batch()
+        deadline = time.monotonic() + worker.sink_flush_seconds
+        while not stop.is_set() and batch.messages < worker.sink_batch_size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            records = await consumer.getmany(timeout_ms=int(left * 1000),
+                                             max_records=worker.sink_batch_size)
+            self.collect(records, batch)
+        return batch
+
+    async def _store(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
+                     batch: _Batch, stop: asyncio.Event) -> bool:
+        """Insert ``batch``, dead-letter its refused rows, then commit its offsets, in that
+        order; False if asked to stop before the rows were durable (nothing committed)."""
+        if not await self._insert_until_done(batch, stop):
+            return False  # stopping with an unwritten batch: it is re-delivered
+        if not await self._deliver_refused(producer, batch, stop):
+            return False  # refused rows not in the DLQ yet: do not commit either
+        await self._commit(consumer, batch)
+        return True
 
     async def _commit(self, consumer: AIOKafkaConsumer, batch: _Batch) -> None:
         try:
