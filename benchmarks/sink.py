@@ -12,16 +12,20 @@ worker's sink batches, through the sink's three stages:
 Variants, timed in the same run, alternating order, several repetitions (ratios only
 mean something within one run: the machine is shared):
 
-  * ``per_event``  — ``pipeline.sinks.clickhouse.rows.event_columns`` (what the sink runs:
+  * ``per_event``    — ``pipeline.sinks.clickhouse.rows.event_columns`` (what the sink runs:
     one loop appending to 36 lists) + ``client.insert`` (Native, clickhouse-connect);
-  * ``rows``       — the very same, timed again: an A/A test, how far apart two identical
+  * ``rows``         — the very same, timed again: an A/A test, how far apart two identical
     variants land is the run's noise;
-  * ``vectorised`` — one ``operator.attrgetter`` of every field per event, ``zip(*rows)``,
-    then fix-ups of the transformed columns + ``client.insert``;
-  * ``arrow``      — ``rows`` columns as a pyarrow Table (maps built from flat keys and
-    values) + ``client.insert_arrow``;
-  * ``json``       — ``rows`` columns as one msgspec-encoded ``JSONColumns`` body +
-    ``client.raw_insert`` (the store parses the JSON itself).
+  * ``python_table`` — the same columns as a pyarrow Table, read by the store itself through
+    chDB's ``Python()`` table function (``INSERT INTO … SELECT … FROM Python(table)`` on a
+    chDB connection of its own): no clickhouse-connect serialisation at all;
+  * ``native_numpy`` — the same columns written as a Native block by hand (numpy for the
+    fixed-width columns and null maps, one ``join`` + numpy interleave of lengths for the
+    strings) + ``raw_insert``.
+
+Every variant must store exactly what ``per_event`` stores (checked, column by column).
+(``vectorised``, ``arrow`` via ``insert_arrow`` and ``json`` were measured before and
+dropped: RESULTS.md, "Sink: decode → columns → insert, per stage".)
 
 Then the Native insert split in two: clickhouse-connect serialising in Python, and the
 store taking the Native bytes (into ``events``, and into a ``Null`` table: parse only).
@@ -34,7 +38,6 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
-import operator
 import platform
 import random
 import statistics
@@ -45,6 +48,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from aiokafka import ConsumerRecord, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,10 +58,9 @@ from pipeline.config import Settings  # noqa: E402
 from pipeline.dev.simulate import TrafficModel  # noqa: E402
 from pipeline.sdk.wire import encode_events  # noqa: E402
 from pipeline.sinks.clickhouse.client import apply_migrations, connect  # noqa: E402
-from pipeline.sinks.clickhouse.rows import EVENT_COLUMNS, _ticks, event_columns  # noqa: E402
+from pipeline.sinks.clickhouse.rows import EVENT_COLUMNS, event_columns  # noqa: E402
 from pipeline.sinks.clickhouse.writer import ClickHouseSink, _Batch  # noqa: E402
 from pipeline.sources.codec import decode_events  # noqa: E402
-from schemas.bounds import EPOCH_SECONDS_MAX  # noqa: E402
 from schemas.event import InferenceEvent  # noqa: E402
 
 MESSAGE_EVENTS = 500  # events per Kafka message, as benchmarks/ingest.py publishes
@@ -65,40 +68,6 @@ INSERT_EVENTS = 10_000  # events per insert, as the worker's sink batches there
 HEADERS = [("content-type", b"application/json")]
 SETTINGS = Settings()
 TP = TopicPartition(SETTINGS.topics.events, 0)
-
-
-_FIELDS = ["features" if c == "features_num" else c
-           for c in EVENT_COLUMNS[:-2] if c != "features_cat"]
-_ALL = operator.attrgetter(*_FIELDS)
-_OPTIONAL_TEXT = [EVENT_COLUMNS.index(c) for c in
-                  ("request_id", "trace_id", "span_id", "error_type", "finish_reason")]
-
-
-def vectorised_columns(
-    events: Sequence[InferenceEvent], partitions: Sequence[int], offsets: Sequence[int]
-) -> list[list]:
-    """The brief's candidate: all fields at once per event, transposed, then fix-ups."""
-    if not events:
-        return [[] for _ in EVENT_COLUMNS]
-    cols = list(map(list, zip(*map(_ALL, events), strict=True)))
-    times = cols[1]
-    if not all(0.0 <= t <= EPOCH_SECONDS_MAX for t in times):
-        for t in times:
-            _ticks(t, "timestamp")
-    cols[1] = [round(t * 1000) for t in times]
-    for i in _OPTIONAL_TEXT:
-        cols[i] = [v or "" for v in cols[i]]
-    status = EVENT_COLUMNS.index("http_status")
-    cols[status] = [v or 0 for v in cols[status]]
-    pred = EVENT_COLUMNS.index("prediction")
-    cols[pred] = ["" if v is None else str(v) for v in cols[pred]]
-    feats = EVENT_COLUMNS.index("features_num")
-    numeric = [{k: float(v) for k, v in f.items() if not isinstance(v, str)} for f in cols[feats]]
-    categorical = [{k: v for k, v in f.items() if isinstance(v, str)} for f in cols[feats]]
-    cols[feats:feats + 1] = [numeric, categorical]
-    if not len(partitions) == len(offsets) == len(events):
-        raise ValueError("one partition and one offset per event")
-    return [*cols, list(partitions), list(offsets)]
 
 
 def messages(n: int) -> list[ConsumerRecord]:
@@ -118,50 +87,104 @@ def insert_native(client: Any, table: str, cols: list[list]) -> None:
     client.insert(table, cols, column_names=EVENT_COLUMNS, column_oriented=True)
 
 
-def _arrow_schema() -> Any:
+_EVENT_TYPES = {
+    "timestamp": ("DateTime64(3, 'UTC')", "<i8"), "schema_version": ("UInt16", "<u2"),
+    "http_status": ("UInt16", "<u2"), "latency_ms": ("Float64", "<f8"),
+    "time_to_first_token_ms": ("Nullable(Float64)", "<f8"),
+    "queue_wait_ms": ("Nullable(Float64)", "<f8"),
+    "time_per_output_token_ms": ("Nullable(Float64)", "<f8"),
+    "input_tokens": ("Nullable(UInt32)", "<u4"), "output_tokens": ("Nullable(UInt32)", "<u4"),
+    "cache_read_tokens": ("Nullable(UInt32)", "<u4"), "cache_hit": ("Nullable(Bool)", "u1"),
+    "cost_usd": ("Nullable(Float64)", "<f8"), "confidence": ("Nullable(Float64)", "<f8"),
+    "feedback_score": ("Nullable(Float64)", "<f8"),
+    "features_num": ("Map(String, Float64)", "<f8"), "features_cat": ("Map(String, String)", ""),
+    "attributes": ("Map(String, String)", ""), "kafka_partition": ("UInt16", "<u2"),
+    "kafka_offset": ("UInt64", "<u8"),
+}  # every other column: String (LowCardinality ones too: the store converts on insert)
+
+
+def _arrow_table(cols: list[list]) -> Any:
     import pyarrow as pa
 
-    s, f, u32 = pa.string(), pa.float64(), pa.uint32()
-    types = {
-        "timestamp": pa.timestamp("ms", tz="UTC"), "schema_version": pa.uint16(),
-        "http_status": pa.uint16(), "latency_ms": f, "time_to_first_token_ms": f,
-        "queue_wait_ms": f, "time_per_output_token_ms": f, "input_tokens": u32,
-        "output_tokens": u32, "cache_read_tokens": u32, "cache_hit": pa.bool_(),
-        "cost_usd": f, "confidence": f, "feedback_score": f,
-        "features_num": pa.map_(s, f), "features_cat": pa.map_(s, s),
-        "attributes": pa.map_(s, s), "kafka_partition": pa.uint16(),
-        "kafka_offset": pa.uint64(),
-    }
-    return pa.schema([(name, types.get(name, s)) for name in EVENT_COLUMNS])
+    kinds = {"<i8": pa.timestamp("ms", tz="UTC"), "<u2": pa.uint16(), "<u4": pa.uint32(),
+             "<u8": pa.uint64(), "<f8": pa.float64(), "u1": pa.bool_()}
+    types = []
+    for name in EVENT_COLUMNS:
+        type_name, dtype = _EVENT_TYPES.get(name, ("String", ""))
+        if type_name.startswith("Map"):
+            types.append(pa.map_(pa.string(), kinds.get(dtype, pa.string())))
+        else:
+            types.append(kinds.get(dtype, pa.string()))
+    return pa.Table.from_arrays([pa.array(c, type=t) for c, t in zip(cols, types, strict=True)],
+                                names=EVENT_COLUMNS)
 
 
-def _arrow_map(column: list[dict], value_type: Any) -> Any:
-    import pyarrow as pa
-
-    offsets = pa.array([0, *itertools.accumulate(map(len, column))], type=pa.int32())
-    keys = pa.array([k for m in column for k in m], type=pa.string())
-    values = pa.array([v for m in column for v in m.values()], type=value_type)
-    return pa.MapArray.from_arrays(offsets, keys, values)
+_CHDB: dict[str, Any] = {}
 
 
-def insert_arrow(client: Any, table: str, cols: list[list]) -> None:
-    import pyarrow as pa
+def insert_python_table(client: Any, table: str, cols: list[list]) -> None:
+    import chdb
 
-    schema = _arrow_schema()
-    arrays = [_arrow_map(c, t.item_type) if isinstance(t, pa.MapType) else pa.array(c, type=t)
-              for c, t in zip(cols, schema.types, strict=True)]
-    client.insert_arrow(table, pa.Table.from_arrays(arrays, schema=schema))
+    path = client.path  # the store clickhouse-connect opened: chDB allows more handles on it
+    conn = _CHDB.get(path) or _CHDB.setdefault(path, chdb.connect(path))
+    data = _arrow_table(cols)  # noqa: F841 (read by name by the Python() table function)
+    names = ", ".join(f"`{c}`" for c in EVENT_COLUMNS)
+    conn.query(f"INSERT INTO {SETTINGS.clickhouse.database}.{table} ({names}) "
+               f"SELECT {names} FROM Python(data)", "TabSeparated")
 
 
-def insert_json(client: Any, table: str, cols: list[list]) -> None:
-    """Timing only: a JSON number into DateTime64 is read as seconds (ticks would land in
-    the far future and the TTL would drop them on insert), and ms / 1000 as a float can
-    read back 1 ms off, so this variant does not store exactly what the others store."""
-    import msgspec
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
-    body = dict(zip(EVENT_COLUMNS, cols, strict=True))
-    body["timestamp"] = [t / 1000 for t in body["timestamp"]]
-    client.raw_insert(table, EVENT_COLUMNS, msgspec.json.encode(body), fmt="JSONColumns")
+
+def _native_strings(values: list[str]) -> bytes:
+    """A Native String column: per value, its UTF-8 length as a varint, then the bytes."""
+    joined = "".join(values)
+    data = joined.encode()
+    lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    if len(data) == len(joined) and lengths.max(initial=0) < 0x80:  # ASCII, 1-byte lengths
+        out = np.empty(len(values) + len(data), dtype=np.uint8)
+        heads = np.arange(len(values)) + np.cumsum(lengths) - lengths
+        body = np.ones(len(out), dtype=bool)
+        body[heads] = False
+        out[heads] = lengths
+        out[body] = np.frombuffer(data, dtype=np.uint8)
+        return out.tobytes()
+    return b"".join(_varint(len(b)) + b for b in (v.encode() for v in values))
+
+
+def _native_column(type_name: str, dtype: str, values: list) -> bytes:
+    if type_name == "String":
+        return _native_strings(values)
+    if type_name.startswith("Map"):
+        offsets = np.cumsum(np.fromiter(map(len, values), dtype=np.uint64, count=len(values)),
+                            dtype=np.uint64)
+        keys = list(itertools.chain.from_iterable(values))
+        items = list(itertools.chain.from_iterable(map(dict.values, values)))
+        inner = _native_column("String" if not dtype else "Float64", dtype, items)
+        return offsets.tobytes() + _native_strings(keys) + inner
+    if type_name.startswith("Nullable"):
+        if None not in values:
+            return bytes(len(values)) + np.array(values, dtype=dtype).tobytes()
+        array = np.array(values, dtype=object)
+        nulls = np.equal(array, None)
+        array[nulls] = 0
+        return nulls.astype(np.uint8).tobytes() + array.astype(dtype).tobytes()
+    return np.array(values, dtype=dtype).tobytes()
+
+
+def insert_native_numpy(client: Any, table: str, cols: list[list]) -> None:
+    parts = [_varint(len(cols)), _varint(len(cols[0]))]
+    for name, values in zip(EVENT_COLUMNS, cols, strict=True):
+        type_name, dtype = _EVENT_TYPES.get(name, ("String", ""))
+        parts += [_varint(len(name)), name.encode(), _varint(len(type_name)), type_name.encode(),
+                  _native_column(type_name, dtype, values)]
+    client.raw_insert(table, EVENT_COLUMNS, b"".join(parts), fmt="Native")
 
 
 # --- the timed run ---------------------------------------------------------------------------
@@ -171,9 +194,8 @@ Insert = Callable[[Any, str, list[list]], None]
 VARIANTS: dict[str, tuple[Columns, Insert]] = {
     "per_event": (event_columns, insert_native),
     "rows": (event_columns, insert_native),
-    "vectorised": (vectorised_columns, insert_native),
-    "arrow": (event_columns, insert_arrow),
-    "json": (event_columns, insert_json),
+    "python_table": (event_columns, insert_python_table),
+    "native_numpy": (event_columns, insert_native_numpy),
 }
 STAGES = ("decode", "columns", "insert")
 
@@ -283,10 +305,17 @@ def main() -> None:
             one_insert(client, f"events_{name}", data[:4], *VARIANTS[name])
         spent = measure(client, data, names, args.repeat)
         halves = insert_breakdown(client, data, args.repeat)
+        columns = ", ".join(f"`{c}`" for c in EVENT_COLUMNS)
+        reference = None
         for name in names:
-            stored = client.query(f"SELECT count() FROM events_{name}").result_rows[0][0]
-            if stored != n:
-                raise SystemExit(f"{name} stored {stored} of {n} events")
+            stored = client.query(f"SELECT {columns} FROM events_{name} FINAL "
+                                  "ORDER BY event_id").result_rows
+            if len(stored) != n:
+                raise SystemExit(f"{name} stored {len(stored)} of {n} events")
+            if reference is None:
+                reference = stored
+            elif stored != reference:
+                raise SystemExit(f"{name} stored other values than {names[0]}")
         client.close()
 
     base = spent[names[0]]
