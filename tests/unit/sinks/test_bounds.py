@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +22,6 @@ import msgspec.inspect as mi
 import pytest
 
 from pipeline.config import Settings
-from pipeline.sinks.clickhouse.client import apply_migrations, connect
 from pipeline.sinks.clickhouse.rows import (
     EVENT_COLUMNS,
     RESOURCE_COLUMNS,
@@ -193,17 +191,6 @@ def _fields(contracts: tuple[type[msgspec.Struct], ...]) -> dict[str, Any]:
         assert isinstance(info, mi.StructType)
         out.update({f.name: f.type for f in info.fields})
     return out
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Settings]]:
-    settings = Settings(home=str(tmp_path_factory.mktemp("bounds")))
-    client = connect(settings)
-    apply_migrations(client, settings)
-    try:
-        yield client, settings
-    finally:
-        client.close()
 
 
 def describe(client: Any, table: str) -> dict[str, tuple[str, str]]:

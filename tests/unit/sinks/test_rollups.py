@@ -6,30 +6,14 @@ Each test owns its chDB directory: chDB allows one process per data directory.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_settings
-from pipeline.sinks.clickhouse.client import apply_migrations, connect
 from pipeline.sinks.clickhouse.rollups import refresh_rollups
 from pipeline.sinks.clickhouse.rows import EVENT_COLUMNS, event_columns
 from schemas import InferenceEvent
 
 DB = "inferwatch"
-
-
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator:
-    settings = load_settings(environ={"INFERWATCH_HOME": str(tmp_path)})
-    assert settings.clickhouse.database == DB
-    client = connect(settings)
-    apply_migrations(client, settings)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def _insert(client, events: list[InferenceEvent], ingested_at: float | None = None) -> None:
@@ -76,7 +60,8 @@ def _assert_exact(client) -> int:
     return stored
 
 
-def test_replayed_trace_of_old_events_reaches_every_bucket(client) -> None:
+def test_replayed_trace_of_old_events_reaches_every_bucket(fresh_store) -> None:
+    client = fresh_store.client
     now = time.time()
     live = _events("live", [now - 30 + i / 10 for i in range(100)])
     _insert(client, live)
@@ -92,7 +77,8 @@ def test_replayed_trace_of_old_events_reaches_every_bucket(client) -> None:
     assert oldest.timestamp() <= now - 3 * 86400 + 3600  # the trace's first hour is there
 
 
-def test_events_after_a_sink_outage_longer_than_the_old_look_back(client) -> None:
+def test_events_after_a_sink_outage_longer_than_the_old_look_back(fresh_store) -> None:
+    client = fresh_store.client
     now = time.time()
     _insert(client, _events("before", [now - 3600 + i for i in range(50)]))
     _refresh_until_done(client)
@@ -112,7 +98,8 @@ def test_events_after_a_sink_outage_longer_than_the_old_look_back(client) -> Non
     assert in_outage >= 700  # older than 15 minutes at the refresh: the old look-back lost it
 
 
-def test_redelivered_events_are_counted_once(client) -> None:
+def test_redelivered_events_are_counted_once(fresh_store) -> None:
+    client = fresh_store.client
     now = time.time()
     batch = _events("dup", [now - 7200 + i * 3.0 for i in range(300)])
     _insert(client, batch)
@@ -126,7 +113,8 @@ def test_redelivered_events_are_counted_once(client) -> None:
     assert not _rows(client, "SELECT * FROM rollup_1m FINAL WHERE model = 'z'")
 
 
-def test_a_backlog_is_worked_off_in_bounded_steps_and_survives_a_crash(client) -> None:
+def test_a_backlog_is_worked_off_in_bounded_steps_and_survives_a_crash(fresh_store) -> None:
+    client = fresh_store.client
     now = time.time()
     # 40 distinct minutes, 3 events each, from 2 days ago
     _insert(client, _events("bk", [now - 2 * 86400 + (i // 3) * 60.0 + i % 3
@@ -157,7 +145,8 @@ def test_a_backlog_is_worked_off_in_bounded_steps_and_survives_a_crash(client) -
     assert _assert_exact(client) == 120
 
 
-def test_an_insert_still_in_flight_at_the_cutoff_is_not_lost(client) -> None:
+def test_an_insert_still_in_flight_at_the_cutoff_is_not_lost(fresh_store) -> None:
+    client = fresh_store.client
     now = time.time()
     _insert(client, _events("x", [now - 600 + i for i in range(10)]))
     _refresh_until_done(client)
@@ -168,7 +157,8 @@ def test_an_insert_still_in_flight_at_the_cutoff_is_not_lost(client) -> None:
     assert _assert_exact(client) == 20
 
 
-def test_nothing_new_changes_nothing(client) -> None:
+def test_nothing_new_changes_nothing(fresh_store) -> None:
+    client = fresh_store.client
     assert refresh_rollups(client, DB).minutes == 0
     assert client.query("SELECT count() FROM rollup_1m").result_rows[0][0] == 0
     with pytest.raises(ValueError, match="max_minutes"):

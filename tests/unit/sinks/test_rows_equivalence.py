@@ -11,16 +11,13 @@ rows inserted from the specification: every column reads back identical.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import msgspec
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
-from pipeline.config import Settings
 from pipeline.dev.simulate import TrafficModel
-from pipeline.sinks.clickhouse.client import apply_migrations, connect
 from pipeline.sinks.clickhouse.rows import EVENT_COLUMNS, event_columns
 from pipeline.sinks.clickhouse.writer import ClickHouseSink, _Batch
 from schemas.bounds import EPOCH_SECONDS_MAX
@@ -108,20 +105,9 @@ def test_kafka_coordinates_must_match_the_events() -> None:
         event_columns(edge_events()[:2], [0], [0, 1])
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Settings]]:
-    settings = Settings(home=str(tmp_path_factory.mktemp("rows-equivalence")))
-    client = connect(settings)
-    apply_migrations(client, settings)
-    client.command("CREATE TABLE IF NOT EXISTS events_spec AS events")
-    try:
-        yield client, settings
-    finally:
-        client.close()
-
-
 def test_a_batch_stored_by_the_sink_reads_back_as_the_specification(store) -> None:
     client, settings = store
+    client.command("CREATE TABLE IF NOT EXISTS events_spec AS events")
     # Times of 1970 or 2023 would be deleted on insert by the table's TTL (by design, see
     # test_sink_insert_bounds.py): the edge cases are stored recent, 2100 excepted.
     recent = time.time() - 60

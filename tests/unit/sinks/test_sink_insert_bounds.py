@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +31,6 @@ import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
 from pipeline.config import Settings
-from pipeline.sinks.clickhouse.client import apply_migrations, connect
 from pipeline.sinks.clickhouse.writer import ClickHouseSink, _Batch, _Refusal
 from schemas.bounds import EPOCH_SECONDS_MAX
 from schemas.metrics import CONTRACT_HEADER
@@ -100,16 +98,6 @@ def bounded(client: Any, settings: Settings, table: str) -> list[Bounded]:
             assert not (maps and c.kind == "time"), f"{table}.{name}: times in a map"
             out.append(Bounded(name, c, maps, c.kind == "time" and c != wide))
     return out
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Settings]]:
-    """A chDB store with every migration, closed after the module (one path per process)."""
-    settings = Settings(home=str(tmp_path_factory.mktemp("sink-insert-bounds")))
-    client = connect(settings)
-    apply_migrations(client, settings)
-    yield client, settings
-    client.close()
 
 
 def _value(table: str, ident: str, now: float) -> tuple[dict[str, Any], list]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -23,8 +23,6 @@ from clickhouse_connect.driver.exceptions import (
     ProgrammingError,
 )
 
-from pipeline.config import Settings
-from pipeline.sinks.clickhouse.client import apply_migrations, connect
 from pipeline.sinks.clickhouse.isolate import isolate
 from pipeline.sinks.clickhouse.writer import ClickHouseSink, _Batch, refused_by_store
 from schemas.event import InferenceEvent
@@ -118,19 +116,6 @@ def test_the_error_class_decides_what_is_split() -> None:
 
 
 # --- the real engine ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Settings]]:
-    """A chDB store with the migrations applied (closed after the module: one path per
-    process)."""
-    settings = Settings(home=str(tmp_path_factory.mktemp("sink-isolation")))
-    client = connect(settings)
-    apply_migrations(client, settings)
-    try:
-        yield client, settings
-    finally:
-        client.close()
 
 
 def event(event_id: str, **fields: Any) -> InferenceEvent:

@@ -1,34 +1,19 @@
 """event_id alone is the dedup key of raw events, on the real engine (embedded chDB).
 
-Each test owns its chDB directory: chDB allows one process per data directory.
+Each test owns its chDB directory (``fresh_store``, or ``empty_store`` to migrate
+an older table itself).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from pipeline.config import Settings, load_settings
-from pipeline.sinks.clickhouse.client import _statements, apply_migrations, connect, migrations
+from pipeline.config import Settings
+from pipeline.sinks.clickhouse.client import _statements, apply_migrations, migrations
 from pipeline.sinks.clickhouse.rows import EVENT_COLUMNS, event_columns
 from schemas import InferenceEvent
-
-
-def _settings(tmp_path: Path) -> Settings:
-    return load_settings(environ={"INFERWATCH_HOME": str(tmp_path)})
-
-
-@pytest.fixture
-def chdb(tmp_path: Path) -> Iterator[tuple]:
-    settings = _settings(tmp_path)
-    client = connect(settings)
-    try:
-        yield client, settings
-    finally:
-        client.close()
 
 
 def _insert(client, events: list[InferenceEvent]) -> None:
@@ -40,9 +25,8 @@ def _count_final(client) -> int:
     return client.query("SELECT count() FROM events FINAL").result_rows[0][0]
 
 
-def test_same_event_id_with_other_timestamp_and_model_is_kept_once(chdb) -> None:
-    client, settings = chdb
-    apply_migrations(client, settings)
+def test_same_event_id_with_other_timestamp_and_model_is_kept_once(fresh_store) -> None:
+    client = fresh_store.client
     now = time.time()
     first = InferenceEvent(event_id="e1", timestamp=now - 120, model="a", latency_ms=1.0)
     again = InferenceEvent(event_id="e1", timestamp=now - 7 * 86400, model="b",
@@ -58,9 +42,8 @@ def test_same_event_id_with_other_timestamp_and_model_is_kept_once(chdb) -> None
     assert client.query("SELECT model, latency_ms FROM events").result_rows == [("a", 1.0)]
 
 
-def test_events_table_is_sorted_by_event_id_alone(chdb) -> None:
-    client, settings = chdb
-    apply_migrations(client, settings)
+def test_events_table_is_sorted_by_event_id_alone(fresh_store) -> None:
+    client, settings = fresh_store
     sorting, partition, engine = client.query(
         "SELECT sorting_key, partition_key, engine_full FROM system.tables "
         f"WHERE database = '{settings.clickhouse.database}' AND name = 'events'"
@@ -95,8 +78,8 @@ def _apply_up_to(client, settings: Settings, last: int) -> None:
                           column_names=["version", "name"])
 
 
-def test_old_table_is_migrated_with_its_rows(chdb) -> None:
-    client, settings = chdb
+def test_old_table_is_migrated_with_its_rows(empty_store) -> None:
+    client, settings = empty_store
     _apply_up_to(client, settings, 7)
     assert client.query(
         "SELECT sorting_key FROM system.tables WHERE name = 'events' "
@@ -124,9 +107,9 @@ def test_old_table_is_migrated_with_its_rows(chdb) -> None:
 
 
 @pytest.mark.parametrize("crash_after", ["INSERT", "EXCHANGE"])
-def test_interrupted_migration_reruns_to_the_same_result(chdb, crash_after: str) -> None:
+def test_interrupted_migration_reruns_to_the_same_result(empty_store, crash_after: str) -> None:
     """A crash after the copy or after the swap: running 0008 again still ends right."""
-    client, settings = chdb
+    client, settings = empty_store
     _apply_up_to(client, settings, 7)
     now = time.time()
     _insert(client, [InferenceEvent(event_id=f"r{i}", timestamp=now - i, model="m",

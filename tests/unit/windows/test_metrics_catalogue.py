@@ -18,16 +18,12 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import msgspec
 import msgspec.inspect as mi
 import numpy as np
-import pytest
 
-from pipeline.config import Settings
-from pipeline.sinks.clickhouse.client import apply_migrations, connect
 from pipeline.sinks.clickhouse.rollups import _COLUMNS as ROLLUP_INSERTED
 from pipeline.sinks.clickhouse.rollups import refresh_rollups
 from pipeline.sinks.clickhouse.rows import EVENT_COLUMNS, METRICS_COLUMNS, event_columns
@@ -79,17 +75,6 @@ ROLLUP_TABLES = ("rollup_1m", "rollup_1h")
 
 
 # --------------------------------------------------------------------------- the store
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    settings = Settings(home=str(tmp_path_factory.mktemp("catalogue")))
-    client = connect(settings)
-    apply_migrations(client, settings)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
 def describe(client: Any, table: str) -> dict[str, tuple[str, str]]:
     """column -> (type, default kind: '', DEFAULT, MATERIALIZED, ALIAS) as the engine has it."""
     return {r[0]: (r[1], r[2]) for r in client.query(f"DESCRIBE TABLE {table}").result_rows}
