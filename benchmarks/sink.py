@@ -12,20 +12,16 @@ worker's sink batches, through the sink's three stages:
 Variants, timed in the same run, alternating order, several repetitions (ratios only
 mean something within one run: the machine is shared):
 
-  * ``per_event``    — ``pipeline.sinks.clickhouse.rows.event_columns`` (what the sink runs:
+  * ``per_event`` — ``pipeline.sinks.clickhouse.rows.event_columns`` (what the sink runs:
     one loop appending to 36 lists) + ``client.insert`` (Native, clickhouse-connect);
-  * ``rows``         — the very same, timed again: an A/A test, how far apart two identical
-    variants land is the run's noise;
-  * ``python_table`` — the same columns as a pyarrow Table, read by the store itself through
-    chDB's ``Python()`` table function (``INSERT INTO … SELECT … FROM Python(table)`` on a
-    chDB connection of its own): no clickhouse-connect serialisation at all;
-  * ``native_numpy`` — the same columns written as a Native block by hand (numpy for the
-    fixed-width columns and null maps, one ``join`` + numpy interleave of lengths for the
-    strings) + ``raw_insert``.
+  * ``rows``      — the very same, timed again: an A/A test, how far apart two identical
+    variants land is the run's noise.
 
-Every variant must store exactly what ``per_event`` stores (checked, column by column).
-(``vectorised``, ``arrow`` via ``insert_arrow`` and ``json`` were measured before and
-dropped: RESULTS.md, "Sink: decode → columns → insert, per stage".)
+A candidate goes in ``VARIANTS`` beside them; it must store exactly what ``per_event``
+stores (checked, column by column). Measured and dropped so far (RESULTS.md, the two
+"Sink" sections): ``attrgetter`` + ``zip`` columns, pyarrow via ``insert_arrow``,
+``JSONColumns``, a pyarrow Table read by chDB's ``Python()`` table function, and a
+Native block written by hand with numpy (the last two at commit 7d7b97b).
 
 Then the Native insert split in two: clickhouse-connect serialising in Python, and the
 store taking the Native bytes (into ``events``, and into a ``Null`` table: parse only).
@@ -37,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import itertools
 import platform
 import random
 import statistics
@@ -48,7 +43,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from aiokafka import ConsumerRecord, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,106 +81,6 @@ def insert_native(client: Any, table: str, cols: list[list]) -> None:
     client.insert(table, cols, column_names=EVENT_COLUMNS, column_oriented=True)
 
 
-_EVENT_TYPES = {
-    "timestamp": ("DateTime64(3, 'UTC')", "<i8"), "schema_version": ("UInt16", "<u2"),
-    "http_status": ("UInt16", "<u2"), "latency_ms": ("Float64", "<f8"),
-    "time_to_first_token_ms": ("Nullable(Float64)", "<f8"),
-    "queue_wait_ms": ("Nullable(Float64)", "<f8"),
-    "time_per_output_token_ms": ("Nullable(Float64)", "<f8"),
-    "input_tokens": ("Nullable(UInt32)", "<u4"), "output_tokens": ("Nullable(UInt32)", "<u4"),
-    "cache_read_tokens": ("Nullable(UInt32)", "<u4"), "cache_hit": ("Nullable(Bool)", "u1"),
-    "cost_usd": ("Nullable(Float64)", "<f8"), "confidence": ("Nullable(Float64)", "<f8"),
-    "feedback_score": ("Nullable(Float64)", "<f8"),
-    "features_num": ("Map(String, Float64)", "<f8"), "features_cat": ("Map(String, String)", ""),
-    "attributes": ("Map(String, String)", ""), "kafka_partition": ("UInt16", "<u2"),
-    "kafka_offset": ("UInt64", "<u8"),
-}  # every other column: String (LowCardinality ones too: the store converts on insert)
-
-
-def _arrow_table(cols: list[list]) -> Any:
-    import pyarrow as pa
-
-    kinds = {"<i8": pa.timestamp("ms", tz="UTC"), "<u2": pa.uint16(), "<u4": pa.uint32(),
-             "<u8": pa.uint64(), "<f8": pa.float64(), "u1": pa.bool_()}
-    types = []
-    for name in EVENT_COLUMNS:
-        type_name, dtype = _EVENT_TYPES.get(name, ("String", ""))
-        if type_name.startswith("Map"):
-            types.append(pa.map_(pa.string(), kinds.get(dtype, pa.string())))
-        else:
-            types.append(kinds.get(dtype, pa.string()))
-    return pa.Table.from_arrays([pa.array(c, type=t) for c, t in zip(cols, types, strict=True)],
-                                names=EVENT_COLUMNS)
-
-
-_CHDB: dict[str, Any] = {}
-
-
-def insert_python_table(client: Any, table: str, cols: list[list]) -> None:
-    import chdb
-
-    path = client.path  # the store clickhouse-connect opened: chDB allows more handles on it
-    conn = _CHDB.get(path) or _CHDB.setdefault(path, chdb.connect(path))
-    data = _arrow_table(cols)  # noqa: F841 (read by name by the Python() table function)
-    names = ", ".join(f"`{c}`" for c in EVENT_COLUMNS)
-    conn.query(f"INSERT INTO {SETTINGS.clickhouse.database}.{table} ({names}) "
-               f"SELECT {names} FROM Python(data)", "TabSeparated")
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _native_strings(values: list[str]) -> bytes:
-    """A Native String column: per value, its UTF-8 length as a varint, then the bytes."""
-    joined = "".join(values)
-    data = joined.encode()
-    lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
-    if len(data) == len(joined) and lengths.max(initial=0) < 0x80:  # ASCII, 1-byte lengths
-        out = np.empty(len(values) + len(data), dtype=np.uint8)
-        heads = np.arange(len(values)) + np.cumsum(lengths) - lengths
-        body = np.ones(len(out), dtype=bool)
-        body[heads] = False
-        out[heads] = lengths
-        out[body] = np.frombuffer(data, dtype=np.uint8)
-        return out.tobytes()
-    return b"".join(_varint(len(b)) + b for b in (v.encode() for v in values))
-
-
-def _native_column(type_name: str, dtype: str, values: list) -> bytes:
-    if type_name == "String":
-        return _native_strings(values)
-    if type_name.startswith("Map"):
-        offsets = np.cumsum(np.fromiter(map(len, values), dtype=np.uint64, count=len(values)),
-                            dtype=np.uint64)
-        keys = list(itertools.chain.from_iterable(values))
-        items = list(itertools.chain.from_iterable(map(dict.values, values)))
-        inner = _native_column("String" if not dtype else "Float64", dtype, items)
-        return offsets.tobytes() + _native_strings(keys) + inner
-    if type_name.startswith("Nullable"):
-        if None not in values:
-            return bytes(len(values)) + np.array(values, dtype=dtype).tobytes()
-        array = np.array(values, dtype=object)
-        nulls = np.equal(array, None)
-        array[nulls] = 0
-        return nulls.astype(np.uint8).tobytes() + array.astype(dtype).tobytes()
-    return np.array(values, dtype=dtype).tobytes()
-
-
-def insert_native_numpy(client: Any, table: str, cols: list[list]) -> None:
-    parts = [_varint(len(cols)), _varint(len(cols[0]))]
-    for name, values in zip(EVENT_COLUMNS, cols, strict=True):
-        type_name, dtype = _EVENT_TYPES.get(name, ("String", ""))
-        parts += [_varint(len(name)), name.encode(), _varint(len(type_name)), type_name.encode(),
-                  _native_column(type_name, dtype, values)]
-    client.raw_insert(table, EVENT_COLUMNS, b"".join(parts), fmt="Native")
-
-
 # --- the timed run ---------------------------------------------------------------------------
 
 Columns = Callable[[Sequence[InferenceEvent], Sequence[int], Sequence[int]], list[list]]
@@ -194,8 +88,6 @@ Insert = Callable[[Any, str, list[list]], None]
 VARIANTS: dict[str, tuple[Columns, Insert]] = {
     "per_event": (event_columns, insert_native),
     "rows": (event_columns, insert_native),
-    "python_table": (event_columns, insert_python_table),
-    "native_numpy": (event_columns, insert_native_numpy),
 }
 STAGES = ("decode", "columns", "insert")
 
