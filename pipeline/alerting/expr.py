@@ -49,6 +49,7 @@ pipeline.alerting.expr.ExprError: expected a number, a name or '(', got '>' at c
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -150,10 +151,24 @@ def _tokenize(text: str) -> list[_Token]:
 
 
 # --------------------------------------------------------------------------- AST
+# Each node compiles once, at parse time, into a closure over its children's closures
+# (plain Python functions: no ``eval``), so evaluating an expression is one call per node
+# and a comparison of a variable with a number is a single call.
+Fn = Callable[[Mapping[str, object]], Value]
+
+
+def _number(value: object) -> float | None:
+    """A variable's value as a number, or ``None`` (missing, not a number, NaN)."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
 class _Node:
     __slots__ = ("col", "kind")
 
-    def compute(self, env: Mapping[str, object]) -> Value:  # pragma: no cover - abstract
+    def function(self) -> Fn:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def names(self) -> set[str]:
@@ -166,8 +181,9 @@ class _Num(_Node):
     def __init__(self, value: float, col: int) -> None:
         self.value, self.col, self.kind = value, col, "number"
 
-    def compute(self, env: Mapping[str, object]) -> Value:
-        return self.value
+    def function(self) -> Fn:
+        value = self.value
+        return lambda env: value
 
 
 class _Var(_Node):
@@ -176,15 +192,19 @@ class _Var(_Node):
     def __init__(self, name: str, col: int) -> None:
         self.name, self.col, self.kind = name, col, "number"
 
-    def compute(self, env: Mapping[str, object]) -> Value:
-        try:
-            value = env[self.name]
-        except KeyError:
-            return None
-        if value is None or isinstance(value, bool) or not isinstance(value, int | float):
-            return None
-        value = float(value)
-        return None if math.isnan(value) else value
+    def function(self) -> Fn:
+        name = self.name
+
+        def var(env: Mapping[str, object]) -> Value:
+            try:
+                value = env[name]
+            except KeyError:
+                return None
+            if value.__class__ is float:  # the usual case, checked cheaply
+                return None if value != value else value  # type: ignore[return-value]
+            return _number(value)
+
+        return var
 
     def names(self) -> set[str]:
         return {self.name}
@@ -196,9 +216,14 @@ class _Neg(_Node):
     def __init__(self, operand: _Node, col: int) -> None:
         self.operand, self.col, self.kind = operand, col, "number"
 
-    def compute(self, env: Mapping[str, object]) -> Value:
-        v = self.operand.compute(env)
-        return None if v is None else -v
+    def function(self) -> Fn:
+        operand = self.operand.function()
+
+        def neg(env: Mapping[str, object]) -> Value:
+            v = operand(env)
+            return None if v is None else -v
+
+        return neg
 
     def names(self) -> set[str]:
         return self.operand.names()
@@ -209,18 +234,18 @@ def _div(a: float, b: float) -> float | None:
 
 
 _ARITH: dict[str, Callable[[float, float], float | None]] = {
-    "+": lambda a, b: a + b,
-    "-": lambda a, b: a - b,
-    "*": lambda a, b: a * b,
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
     "/": _div,
 }
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
-    ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    "==": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    "==": operator.eq,
+    "!=": operator.ne,
 }
 
 
@@ -231,18 +256,57 @@ class _Binary(_Node):
         self.op, self.left, self.right, self.col = op, left, right, col
         self.kind = "bool" if op in _COMPARE else "number"
 
-    def compute(self, env: Mapping[str, object]) -> Value:
-        a = self.left.compute(env)
-        b = self.right.compute(env)
-        if a is None or b is None:
-            return None
+    def function(self) -> Fn:
         if self.op in _COMPARE:
-            return _COMPARE[self.op](a, b)
-        out = _ARITH[self.op](a, b)
-        return None if out is None or math.isnan(out) else out
+            compare = _COMPARE[self.op]
+            if isinstance(self.left, _Var) and isinstance(self.right, _Num):
+                return _compare_var(self.left.name, compare, self.right.value)
+            left, right = self.left.function(), self.right.function()
+
+            def comparison(env: Mapping[str, object]) -> Value:
+                a = left(env)
+                if a is None:
+                    return None
+                b = right(env)
+                return None if b is None else compare(a, b)  # type: ignore[arg-type]
+
+            return comparison
+        arith = _ARITH[self.op]
+        left, right = self.left.function(), self.right.function()
+
+        def arithmetic(env: Mapping[str, object]) -> Value:
+            a = left(env)
+            if a is None:
+                return None
+            b = right(env)
+            if b is None:
+                return None
+            out = arith(a, b)  # type: ignore[arg-type]
+            return None if out is None or out != out else out  # NaN: unknown
+
+        return arithmetic
 
     def names(self) -> set[str]:
         return self.left.names() | self.right.names()
+
+
+def _compare_var(name: str, compare: Callable[[float, float], bool], threshold: float) -> Fn:
+    """``name <op> number``, the commonest condition, in one call."""
+
+    def comparison(env: Mapping[str, object]) -> Value:
+        try:
+            value = env[name]
+        except KeyError:
+            return None
+        if value.__class__ is not float:
+            value = _number(value)
+            if value is None:
+                return None
+        elif value != value:  # NaN
+            return None
+        return compare(value, threshold)  # type: ignore[arg-type]
+
+    return comparison
 
 
 class _Logic(_Node):
@@ -253,15 +317,30 @@ class _Logic(_Node):
     def __init__(self, op: str, left: _Node, right: _Node, col: int) -> None:
         self.op, self.left, self.right, self.col, self.kind = op, left, right, col, "bool"
 
-    def compute(self, env: Mapping[str, object]) -> Value:
-        decisive = self.op == "or"  # the value that decides: True for or, False for and
-        a = self.left.compute(env)
-        if a is decisive:
-            return decisive
-        b = self.right.compute(env)
-        if b is decisive:
-            return decisive
-        return None if a is None or b is None else not decisive
+    def function(self) -> Fn:
+        left, right = self.left.function(), self.right.function()
+        if self.op == "and":
+            def both(env: Mapping[str, object]) -> Value:
+                a = left(env)
+                if a is False:
+                    return False
+                b = right(env)
+                if b is False:
+                    return False
+                return None if a is None or b is None else True
+
+            return both
+
+        def either(env: Mapping[str, object]) -> Value:
+            a = left(env)
+            if a is True:
+                return True
+            b = right(env)
+            if b is True:
+                return True
+            return None if a is None or b is None else False
+
+        return either
 
     def names(self) -> set[str]:
         return self.left.names() | self.right.names()
@@ -273,9 +352,14 @@ class _Not(_Node):
     def __init__(self, operand: _Node, col: int) -> None:
         self.operand, self.col, self.kind = operand, col, "bool"
 
-    def compute(self, env: Mapping[str, object]) -> Value:
-        v = self.operand.compute(env)
-        return None if v is None else not v
+    def function(self) -> Fn:
+        operand = self.operand.function()
+
+        def negation(env: Mapping[str, object]) -> Value:
+            v = operand(env)
+            return None if v is None else not v
+
+        return negation
 
     def names(self) -> set[str]:
         return self.operand.names()
@@ -299,11 +383,17 @@ class _Call(_Node):
     def __init__(self, fn: str, args: list[_Node], col: int) -> None:
         self.fn, self.args, self.col, self.kind = fn, args, col, "number"
 
-    def compute(self, env: Mapping[str, object]) -> Value:
-        values = [a.compute(env) for a in self.args]
-        if any(v is None for v in values):
-            return None
-        return FUNCTIONS[self.fn][2](*values)
+    def function(self) -> Fn:
+        args = [a.function() for a in self.args]
+        fn = FUNCTIONS[self.fn][2]
+
+        def call(env: Mapping[str, object]) -> Value:
+            values = [a(env) for a in args]
+            if None in values:
+                return None
+            return fn(*values)
+
+        return call
 
     def names(self) -> set[str]:
         return set().union(*(a.names() for a in self.args))
@@ -470,7 +560,8 @@ class _Parser:
 
 # --------------------------------------------------------------------------- public
 class Expr:
-    """A parsed expression: evaluate it against a mapping of variables.
+    """A parsed expression: ``evaluate(mapping)`` gives its value, or ``None`` when
+    unknown (see the module doc).
 
     >>> e = parse("max(latency_p99_ms, ttft_p99_ms) / 1000 >= 2")
     >>> e.kind, e.evaluate({"latency_p99_ms": 2500, "ttft_p99_ms": 300})
@@ -480,11 +571,12 @@ class Expr:
     (2.5, '2')
     """
 
-    __slots__ = ("_root", "text")
+    __slots__ = ("_root", "evaluate", "text")
 
     def __init__(self, text: str, root: _Node) -> None:
         self.text = text
         self._root = root
+        self.evaluate: Fn = root.function()  # a plain function: one call per evaluation
 
     def __repr__(self) -> str:
         return f"Expr({self.text!r})"
@@ -493,10 +585,6 @@ class Expr:
     def kind(self) -> Kind:
         """``"bool"`` for a condition, ``"number"`` for a value."""
         return self._root.kind  # type: ignore[return-value]
-
-    def evaluate(self, env: Mapping[str, object]) -> float | bool | None:
-        """The value of the expression, or ``None`` when unknown (see the module doc)."""
-        return self._root.compute(env)
 
     def names(self) -> frozenset[str]:
         """Every variable the expression reads."""

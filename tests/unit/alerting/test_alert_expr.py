@@ -195,3 +195,85 @@ def test_long_operator_chains_are_bounded():
         parse("1" + " + 1" * 400 + " > 0")
     with pytest.raises(ExprError, match="longer than"):
         parse("a" * (MAX_LENGTH + 1) + " > 0")
+
+
+# --------------------------------------------------------------------------- semantics
+def _reference(node, env):
+    """The language's semantics written out plainly, node by node (the compiled closures
+    must agree on every expression)."""
+    kind = type(node).__name__
+    if kind == "_Num":
+        return node.value
+    if kind == "_Var":
+        v = env.get(node.name)
+        if v is None or isinstance(v, bool) or not isinstance(v, int | float):
+            return None
+        return None if math.isnan(v) else float(v)
+    if kind == "_Neg":
+        v = _reference(node.operand, env)
+        return None if v is None else -v
+    if kind == "_Not":
+        v = _reference(node.operand, env)
+        return None if v is None else not v
+    if kind == "_Call":
+        vs = [_reference(a, env) for a in node.args]
+        if any(v is None for v in vs):
+            return None
+        return {"abs": lambda x: abs(x), "min": min, "max": max}[node.fn](*vs)
+    if kind == "_Logic":
+        a, b = _reference(node.left, env), _reference(node.right, env)
+        if node.op == "and":
+            return False if a is False or b is False else (None if None in (a, b) else True)
+        return True if a is True or b is True else (None if None in (a, b) else False)
+    a, b = _reference(node.left, env), _reference(node.right, env)
+    if a is None or b is None:
+        return None
+    ops = {">": a > b, ">=": a >= b, "<": a < b, "<=": a <= b, "==": a == b, "!=": a != b}
+    if node.op in ops:
+        return ops[node.op]
+    if node.op == "/":
+        out = None if b == 0 else a / b
+    else:
+        out = {"+": a + b, "-": a - b, "*": a * b}[node.op]
+    return None if out is None or math.isnan(out) else out
+
+
+def _random_expr(rng, depth: int, kind: str) -> str:
+    if kind == "number":
+        if depth <= 0 or rng.random() < 0.3:
+            return rng.choice(["a", "b", "zero", "none", "nan", "missing", "requests",
+                               "inf", "2", "0", "1.5", "`feature_usage.app-flag.on`"])
+        form = rng.randrange(4)
+        if form == 0:
+            return (f"({_random_expr(rng, depth - 1, 'number')} {rng.choice('+-*/')} "
+                    f"{_random_expr(rng, depth - 1, 'number')})")
+        if form == 1:
+            return f"-{_random_expr(rng, depth - 1, 'number')}"
+        if form == 2:
+            args = ", ".join(_random_expr(rng, depth - 1, "number")
+                             for _ in range(rng.randint(2, 3)))
+            return f"{rng.choice(['min', 'max'])}({args})"
+        return f"abs({_random_expr(rng, depth - 1, 'number')})"
+    form = rng.randrange(4) if depth > 0 else 0
+    if form == 0:
+        return (f"{_random_expr(rng, depth - 1, 'number')} "
+                f"{rng.choice(['>', '>=', '<', '<=', '==', '!='])} "
+                f"{_random_expr(rng, depth - 1, 'number')}")
+    if form == 1:
+        return f"not ({_random_expr(rng, depth - 1, 'bool')})"
+    return (f"({_random_expr(rng, depth - 1, 'bool')}) {rng.choice(['and', 'or'])} "
+            f"({_random_expr(rng, depth - 1, 'bool')})")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_evaluation_agrees_with_the_plain_semantics_on_random_expressions(seed):
+    import random
+
+    rng = random.Random(seed)
+    envs = [ENV, {**ENV, "a": 3, "b": -1.0, "inf": math.inf}, {"a": True, "b": "x"},
+            {"zero": 0, "a": 0.0, "requests": 0, "inf": -math.inf}, {}]
+    for _ in range(300):
+        text = _random_expr(rng, rng.randint(0, 4), "bool")
+        e = parse(text)
+        for env in envs:
+            assert e.evaluate(env) == _reference(e._root, env), (text, env)
