@@ -18,8 +18,15 @@ sees both alerts; across series on other workers it cannot.
 
 State per series checkpoints with :meth:`Evaluator.state` / :meth:`Evaluator.restore`
 (e.g. a changelog-backed table keyed by series key), so alerts survive a crash and move
-with the series on rebalance. A series that stops sending windows is resolved by
-:meth:`Evaluator.sweep`.
+with the series on rebalance; :meth:`Evaluator.checkpoint` gives only what changed since
+the last call (a new series' labels, the alerts whose state changed), and
+:meth:`Evaluator.clock` the series' latest window, which moves every window. A series
+that stops sending windows is resolved by :meth:`Evaluator.sweep`.
+
+Most alerts are idle (not pending, not firing) and their condition does not hold: for
+threshold rules (and a bound that cannot be exceeded, for ``error_rate_bound`` without
+``over``) that costs one call of the compiled condition and changes no state, so an idle
+alert whose condition never held is not even kept (it is created when first needed).
 
 >>> from pipeline.alerting.rules import parse_rules
 >>> rules = parse_rules('''
@@ -44,12 +51,13 @@ with the series on rebalance. A series that stops sending windows is resolved by
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
-from pipeline.alerting.conditions import Outcome
+from pipeline.alerting.conditions import ErrorRateBoundCondition, Outcome, ThresholdCondition
 from pipeline.alerting.history import CountHistory
 from pipeline.alerting.inhibit import inhibited_by
 from pipeline.alerting.lifecycle import Lifecycle, Transition, fingerprint
@@ -60,16 +68,17 @@ from pipeline.windows.profile import series_key as make_series_key
 from schemas.alert import AlertEvent
 from schemas.metrics import WindowMetrics
 
-__all__ = ["EVALUATOR_FORMAT", "Evaluator"]
+__all__ = ["EVALUATOR_FORMAT", "Checkpoint", "Evaluator"]
 
 EVALUATOR_FORMAT = 1
+Quick = Callable[[Mapping[str, Any]], object]  # True: the condition may hold
 
 
 class _Alert:
     """State of one rule on one series."""
 
-    __slots__ = ("annotations", "fingerprint", "history", "labels", "lifecycle", "threshold",
-                 "value", "window")
+    __slots__ = ("annotations", "fingerprint", "history", "idle", "labels", "lifecycle",
+                 "saved", "threshold", "value", "window")
 
     def __init__(self, rule: Rule, series_labels: Mapping[str, str]) -> None:
         self.fingerprint = fingerprint(rule.name, series_labels)
@@ -80,6 +89,8 @@ class _Alert:
         self.value: float | None = None
         self.threshold: float | None = None
         self.window = (0.0, 0.0)
+        self.idle = True  # lifecycle.idle, read once per evaluation
+        self.saved = False  # has a checkpoint of its own (to delete when forgotten)
 
     def to_builtins(self) -> dict[str, Any]:
         return {
@@ -101,17 +112,63 @@ class _Alert:
         self.threshold = data.get("threshold")
         start, end = data.get("window") or (0.0, 0.0)
         self.window = (float(start), float(end))
+        self.idle = self.lifecycle.idle
 
 
 class _Series:
-    __slots__ = ("alerts", "key", "labels", "last_end", "last_version")
+    __slots__ = ("alerts", "changed", "key", "labels", "last_end", "last_version", "plan",
+                 "saved")
 
-    def __init__(self, key: str, labels: Mapping[str, str]) -> None:
+    def __init__(self, key: str, labels: Mapping[str, str],
+                 plan: list[tuple[Rule, str, Quick | None]]) -> None:
         self.key = key
         self.labels = dict(labels)
         self.last_end = -math.inf
         self.last_version = 0
         self.alerts: dict[str, _Alert] = {}
+        self.plan = plan  # the rules that match the series, with their quick test
+        self.changed: set[str] = set()  # alerts whose checkpoint changed (or to delete)
+        self.saved = False  # its labels are checkpointed
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """What changed in one series' checkpoint since the last :meth:`Evaluator.checkpoint`:
+    its labels when new (``series``), the state of each changed alert by rule name
+    (``None``: delete it), and ``gone`` when the series was forgotten (delete all)."""
+
+    series: dict[str, Any] | None = None
+    alerts: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    gone: bool = False
+
+    def __bool__(self) -> bool:
+        return self.series is not None or bool(self.alerts) or self.gone
+
+
+def _quick(rule: Rule) -> Quick | None:
+    """A cheap test that is true whenever the rule's condition may hold and has no side
+    effect (no history), or ``None``: evaluate the condition in full every window.
+
+    A threshold condition is its compiled expression. The Wilson lower bound of an error
+    rate never exceeds the rate itself, so a rate at or below the threshold cannot hold.
+    """
+    condition = rule.condition
+    if isinstance(condition, ThresholdCondition):
+        return condition.condition.evaluate
+    if isinstance(condition, ErrorRateBoundCondition) and not condition.over:
+        errors_of, total_of = condition.errors.evaluate, condition.total.evaluate
+        threshold, minimum = condition.threshold, condition.min_requests
+
+        def may_exceed(env: Mapping[str, Any]) -> bool:
+            errors, total = errors_of(env), total_of(env)
+            if not (isinstance(errors, float) and isinstance(total, float)) or total <= 0 \
+                    or total < minimum:
+                return False
+            rate = min(max(errors, 0.0), total) / total
+            return rate + 1e-9 > threshold  # margin for rounding in the bound
+
+        return may_exceed
+    return None
 
 
 class Evaluator:
@@ -120,14 +177,27 @@ class Evaluator:
     def __init__(self, rules: RuleSet, silences: Silences | None = None) -> None:
         self.rules = rules
         self.silences = silences if silences is not None else Silences()
+        self._rules = {rule.name: rule for rule in rules}
+        self._quick = {rule.name: _quick(rule) for rule in rules}
+        self._keep = max((lb for r in rules for lb in r.condition.lookbacks()), default=0.0)
         self._series: dict[str, _Series] = {}
         self._firing: dict[str, Mapping[str, str]] = {}  # fingerprint -> alert labels
+        self._dirty: set[str] = set()  # series whose checkpoint changed
+        self._gone: dict[str, list[str]] = {}  # forgotten by the sweep: alerts to delete
 
     def __len__(self) -> int:
         return len(self._series)
 
     def series_keys(self) -> list[str]:
         return sorted(self._series)
+
+    def _new_series(self, key: str, labels: Mapping[str, str]) -> _Series:
+        plan = [(rule, rule.name, self._quick[rule.name]) for rule in self.rules
+                if rule.matches(labels)]
+        series = self._series[key] = _Series(key, labels, plan)
+        series.changed.update(self._gone.pop(key, ()))  # forgotten, back: old ones go
+        self._dirty.add(key)
+        return series
 
     # ----------------------------------------------------------------------- evaluate
     def evaluate(self, metrics: WindowMetrics | Mapping[str, Any],
@@ -141,23 +211,32 @@ class Evaluator:
         version = int(m.get("version") or 1)
         series = self._series.get(key)
         if series is None:
-            series = self._series[key] = _Series(key, labels)
+            series = self._new_series(key, labels)
         moves = end > series.last_end or (end == series.last_end
                                           and version == series.last_version)
         env = window_vars(m, scores)
         events: list[AlertEvent] = []
-        for rule in self.rules:
-            if not rule.matches(series.labels):
-                continue
-            alert = series.alerts.get(rule.name)
+        alerts, changed = series.alerts, series.changed
+        for rule, name, quick in series.plan:
+            alert = alerts.get(name)
+            if quick is not None and (alert is None or (
+                    alert.idle and alert.lifecycle.last_eval != end)) and quick(env) is not True:
+                continue  # idle, cannot hold, no transition of this window to replay: no-op
             if alert is None:
-                alert = series.alerts[rule.name] = _Alert(rule, series.labels)
+                alert = alerts[name] = _Alert(rule, series.labels)
             outcome = rule.condition.evaluate(env, start, end, alert.history)
+            if alert.history is not None:
+                changed.add(name)
             if not moves:
                 continue
-            transitions = alert.lifecycle.evaluate(end, outcome.holds, outcome.value)
+            lc = alert.lifecycle
+            was_idle = alert.idle
+            transitions = lc.evaluate(end, outcome.holds, outcome.value)
             if outcome.holds:
                 self._observe(rule, series, alert, outcome, env, start, end)
+            alert.idle = lc.idle
+            if transitions or not (was_idle and alert.idle):
+                changed.add(name)
             events.extend(self._event(rule, series, alert, t, outcome.value, outcome.threshold,
                                       (start, end))
                           for t in transitions if t.kind in ("firing", "repeat", "resolved"))
@@ -165,6 +244,8 @@ class Evaluator:
             series.last_end, series.last_version = end, version
         elif end == series.last_end:
             series.last_version = max(series.last_version, version)
+        if changed:
+            self._dirty.add(key)
         self._mute(events, end if now is None else now)
         return events
 
@@ -217,7 +298,7 @@ class Evaluator:
             for name, alert in series.alerts.items():
                 if not alert.lifecycle.firing or (rule is not None and name != rule):
                     continue
-                r = self.rules.get(name)
+                r = self._rules.get(name)
                 if r is None:
                     continue
                 assert alert.lifecycle.fired_at is not None
@@ -237,26 +318,30 @@ class Evaluator:
         """Treat series without a window for ``stale_after`` seconds as not holding at
         ``now``: their alerts resolve (after ``keep_firing_for``). Series with nothing
         pending or firing, silent for longer than their rules' longest lookback too, are
-        forgotten."""
+        forgotten (their checkpoint with them)."""
         events: list[AlertEvent] = []
+        keep = max(stale_after, self._keep)
         for key in list(self._series):
             series = self._series[key]
             if series.last_end > now - stale_after:
                 continue
-            for name, alert in series.alerts.items():
-                rule = self.rules.get(name)
-                if rule is None or alert.lifecycle.state not in ("pending", "firing"):
+            for rule, name, _ in series.plan:  # in rule order, like evaluate
+                alert = series.alerts.get(name)
+                if alert is None or alert.idle:
                     continue
                 for t in alert.lifecycle.evaluate(now, False):
                     if t.kind == "resolved":  # window: the stretch without data
                         events.append(self._event(rule, series, alert, t, None,
                                                   alert.threshold, (series.last_end, now)))
-            keep = max([stale_after, *(lb for r in self.rules for lb in
-                                       r.condition.lookbacks())])
-            active = any(a.lifecycle.state in ("pending", "firing")
-                         for a in series.alerts.values())
+                alert.idle = alert.lifecycle.idle
+                series.changed.add(name)
+                self._dirty.add(key)
+            active = any(not a.idle for a in series.alerts.values())
             if not active and series.last_end <= now - keep:
                 del self._series[key]
+                self._gone[key] = [n for n, a in series.alerts.items() if a.saved] + [
+                    n for n in series.changed if n not in series.alerts]
+                self._dirty.add(key)
         self._mute(events, now)
         return events
 
@@ -274,29 +359,89 @@ class Evaluator:
             "alerts": {name: a.to_builtins() for name, a in series.alerts.items()},
         }
 
-    def restore(self, series_key: str, data: Mapping[str, Any]) -> None:
-        """Load a checkpoint of one series. Alerts of rules that no longer exist are
-        dropped; a rule's changed ``for`` / ``keep_firing_for`` applies from now on."""
+    def restore(self, series_key: str, data: Mapping[str, Any], *, changed: bool = False
+                ) -> None:
+        """Load a checkpoint of one series (:meth:`state`'s form). Alerts of rules that
+        no longer exist are dropped (and deleted at the next :meth:`checkpoint`); a rule's
+        changed ``for`` / ``keep_firing_for`` applies from now on. ``changed``: the whole
+        state counts as changed (e.g. it is to be saved in another layout)."""
         if data.get("format") != EVALUATOR_FORMAT:
             raise ValueError(f"unknown evaluator state format {data.get('format')!r}")
         self.forget(series_key)
-        series = _Series(series_key, data.get("labels") or {})
+        series = self._new_series(series_key, data.get("labels") or {})
         last_end = data.get("last_end")
         series.last_end = -math.inf if last_end is None else float(last_end)
         series.last_version = int(data.get("last_version") or 0)
         for name, raw in (data.get("alerts") or {}).items():
-            rule = self.rules.get(name)
+            rule = self._rules.get(name)
             if rule is None:
+                series.changed.add(name)
                 continue
             alert = _Alert(rule, series.labels)
             alert.restore(rule, raw)
+            alert.saved = True
             series.alerts[name] = alert
             if alert.lifecycle.firing:
                 self._firing[alert.fingerprint] = alert.labels
-        self._series[series_key] = series
+        series.saved = not changed
+        if changed:
+            series.changed.update(series.alerts)
+        elif not series.changed:
+            self._dirty.discard(series_key)
+
+    def checkpoint(self, series_key: str) -> Checkpoint:
+        """What changed in the series' checkpoint since the last call (see
+        :class:`Checkpoint`); an unchanged series gives an empty one.
+
+        >>> from pipeline.alerting.rules import parse_rules
+        >>> ev = Evaluator(parse_rules("rules: [{name: Busy, condition: requests > 1, "
+        ...                            "severity: info}]"))
+        >>> def window(end, n):
+        ...     return {"series_key": "s", "window_start": end - 10, "window_end": end,
+        ...             "requests": n}
+        >>> _ = ev.evaluate(window(10, 0))
+        >>> ev.checkpoint("s")  # new: its labels; the idle alert is not even kept
+        Checkpoint(series={'labels': {}}, alerts={}, gone=False)
+        >>> _ = ev.evaluate(window(20, 0)); bool(ev.checkpoint("s")), ev.clock("s")
+        (False, (20.0, 1))
+        >>> _ = ev.evaluate(window(30, 5)); list(ev.checkpoint("s").alerts)
+        ['Busy']
+        """
+        self._dirty.discard(series_key)
+        series = self._series.get(series_key)
+        if series is None:
+            gone = self._gone.pop(series_key, None)
+            return Checkpoint(alerts=dict.fromkeys(gone or ()), gone=gone is not None)
+        out = Checkpoint()
+        if not series.saved:
+            out.series = {"labels": series.labels}
+            series.saved = True
+        for name in series.changed:
+            alert = series.alerts.get(name)
+            if alert is None:
+                out.alerts[name] = None
+            else:
+                out.alerts[name] = alert.to_builtins()
+                alert.saved = True
+        series.changed.clear()
+        return out
+
+    def changed(self) -> set[str]:
+        """The series whose :meth:`checkpoint` is not empty."""
+        return set(self._dirty)
+
+    def clock(self, series_key: str) -> tuple[float, int] | None:
+        """(end, version) of the series' latest window, which moves with every window (so
+        it is kept apart from the state :meth:`checkpoint` gives); ``None`` if unknown."""
+        series = self._series.get(series_key)
+        if series is None or series.last_end == -math.inf:
+            return None
+        return series.last_end, series.last_version
 
     def forget(self, series_key: str) -> None:
         """Drop a series' state (e.g. its partition was revoked on rebalance)."""
+        self._dirty.discard(series_key)
+        self._gone.pop(series_key, None)
         series = self._series.pop(series_key, None)
         if series is not None:
             for alert in series.alerts.values():

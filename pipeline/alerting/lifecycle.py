@@ -63,7 +63,9 @@ def fingerprint(rule: str, series_labels: Mapping[str, str]) -> str:
 class Transition:
     """A change of state at evaluation time ``at``. ``starts_at`` is when the episode
     started (pending: when it began to hold; firing/repeat/resolved: when it fired);
-    ``ends_at`` is set on ``resolved``. ``value`` is the latest measured value."""
+    ``ends_at`` is set on ``resolved``. ``value`` is the latest measured value of the
+    episode (the first transition of an episode carries its own evaluation's value, which
+    may be unknown: never one measured before the episode)."""
 
     kind: TransitionKind
     at: float
@@ -72,6 +74,7 @@ class Transition:
     value: float | None = None
 
 
+_IDLE = ("inactive", "resolved")  # no episode under way
 _FIELDS = ("state", "active_at", "fired_at", "resolved_at", "last_eval", "keep_since",
            "last_notified", "value")
 
@@ -105,6 +108,12 @@ class Lifecycle:
     def firing(self) -> bool:
         return self.state == "firing"
 
+    @property
+    def idle(self) -> bool:
+        """No episode under way (inactive or resolved): an evaluation that does not hold
+        changes nothing that matters (the value and the time are not state then)."""
+        return self.state in _IDLE
+
     def evaluate(self, now: float, holds: bool | None, value: float | None = None
                  ) -> list[Transition]:
         """Advance to evaluation time ``now``; ``holds`` ``None`` (unknown) does not hold.
@@ -116,8 +125,8 @@ class Lifecycle:
         if now == self.last_eval:
             return list(self._replay)
         self.last_eval = now
-        if value is not None:
-            self.value = value
+        if value is not None or self.state in _IDLE:
+            self.value = value  # an episode starts with its own value, never an older one
         out = self._hold(now) if holds is True else self._release(now)
         self._replay = tuple(out)
         return out

@@ -3,24 +3,38 @@ partitions, transitions out as ``AlertEvent``s. No I/O (webhooks are handed to a
 background sender once the events are acknowledged).
 
 ``inferwatch.metrics`` is keyed by series, so a series' windows arrive in order at one
-worker. State per metrics partition ``p`` on changelog partition ``p``: each series'
-alert state (``series|<key>``) and an outbox of transitions not yet acknowledged by
-Kafka (``out|<fingerprint>|<at>``). A transition and the state that made it are
-checkpointed together, so a crash re-publishes the same event (same fingerprint and
-``starts_at``) instead of losing it or firing twice. Series that stop sending windows
-are resolved by the wall-clock sweep in ``on_tick``.
+worker. State per metrics partition ``p`` on changelog partition ``p``, written when it
+changes (most alerts are idle and stay so window after window):
+
+- ``series|<key>``: a series' labels, written once;
+- ``alert|<key>|<rule>``: the state of one alert that left the idle state at some point
+  (an alert never written is a fresh one);
+- ``clock|<n>``: the latest window (end, version) of the series hashed to bucket ``n``,
+  which moves every window: one small record per bucket touched, not one per series, and
+  exact after a restart (it orders corrections and replays, and dates a silent series
+  for the sweep);
+- ``offset``: the last metrics offset evaluated, written last;
+- an outbox of transitions not yet acknowledged by Kafka (``out|<fingerprint>|<at>``).
+
+A transition and the state that made it are checkpointed together, so a crash
+re-publishes the same event (same fingerprint and ``starts_at``) instead of losing it or
+firing twice. Series that stop sending windows are resolved by the wall-clock sweep in
+``on_tick``. A ``series|`` record of the earlier layout (the whole state of the series)
+is read back, and rewritten in this layout at the series' next checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import zlib
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
 
-from pipeline.alerting.evaluator import Evaluator
+from pipeline.alerting.evaluator import EVALUATOR_FORMAT, Evaluator
 from pipeline.alerting.grouping import group
 from pipeline.alerting.notify.alertmanager import AlertmanagerWebhook
 from pipeline.alerting.notify.base import Notifier
@@ -43,6 +57,7 @@ _EVENT = msgspec.json.Encoder()
 _STATE = msgspec.msgpack.Encoder()
 _STATE_DEC = msgspec.msgpack.Decoder()
 _HEADERS = (("content-type", b"application/json"),)
+_CLOCK_BUCKETS = 64
 
 
 class AlertRuleStage:
@@ -63,18 +78,38 @@ class AlertRuleStage:
         self.series: dict[int, set[str]] = {}  # partition -> its series
         self.scores: dict[str, tuple[float, dict[str, float]]] = {}  # latest scored window
         self.outbox = Outbox("out|")
+        # partition -> clock bucket -> series -> [end, version], as last written
+        self._clocks: dict[int, dict[int, dict[str, list[float]]]] = {}
         self._next_sweep = 0.0
         self._done: dict[int, int] = {}  # last metrics offset evaluated, per partition
         self.published = 0
 
     # ------------------------------------------------------------------ partitions
     def on_assign(self, topic: str, partition: int, state: dict[str, bytes]) -> int | None:
-        keys = set()
+        headers: dict[str, dict[str, Any]] = {}
+        alerts: dict[str, dict[str, Any]] = defaultdict(dict)
+        clocks: dict[int, dict[str, list[float]]] = {}
         for name, raw in state.items():
-            if name.startswith("series|"):
-                self.evaluator.restore(name[7:], _STATE_DEC.decode(raw))
-                keys.add(name[7:])
-        self.series[partition] = keys
+            kind, _, rest = name.partition("|")
+            if kind == "series":
+                headers[rest] = _STATE_DEC.decode(raw)
+            elif kind == "alert":
+                series_key, _, rule = rest.rpartition("|")
+                alerts[series_key][rule] = _STATE_DEC.decode(raw)
+            elif kind == "clock":
+                clocks[int(rest)] = _STATE_DEC.decode(raw)
+        ends = {k: v for bucket in clocks.values() for k, v in bucket.items()}
+        for series_key, header in headers.items():
+            earlier = "alerts" in header  # the whole state in one record
+            data = dict(header) if earlier else {"format": EVALUATOR_FORMAT,
+                                                  "labels": header.get("labels") or {}}
+            data["alerts"] = {**(data.get("alerts") or {}), **alerts.get(series_key, {})}
+            if series_key in ends:
+                data["last_end"], data["last_version"] = ends[series_key]
+            self.evaluator.restore(series_key, data, changed=earlier)
+        self.series[partition] = set(headers)
+        self._clocks[partition] = {n: {k: v for k, v in bucket.items() if k in headers}
+                                   for n, bucket in clocks.items()}
         self.outbox.restore(partition, state)
         done = int(state["offset"]) if "offset" in state else -1
         self._done[partition] = done
@@ -85,6 +120,7 @@ class AlertRuleStage:
             self.evaluator.forget(series_key)
             self.scores.pop(series_key, None)
         self.outbox.drop(partition)
+        self._clocks.pop(partition, None)
         self._done.pop(partition, None)
 
     # ------------------------------------------------------------------ windows
@@ -137,7 +173,7 @@ class AlertRuleStage:
             before = set(self.evaluator.series_keys())
             events = self.evaluator.sweep(wall, stale_after)
             gone = before - set(self.evaluator.series_keys())
-        changed = {e.series_key for e in events} | gone
+        changed = self.evaluator.changed()  # the sweep's resolutions, forgotten series
         for partition, keys in self.series.items():
             mine = [e for e in events if e.series_key in keys]
             if mine or keys & changed or self.outbox.pending(partition):
@@ -148,15 +184,35 @@ class AlertRuleStage:
     # ------------------------------------------------------------------ checkpoints
     def _emit(self, partition: int, events: list[AlertEvent], touched: set[str],
               step: Step) -> None:
-        """Transitions into the outbox and the touched series' state, in one change set;
-        send what the outbox holds; notify once Kafka acknowledged."""
+        """Transitions into the outbox and what changed in the touched series' state, in
+        one change set; send what the outbox holds; notify once Kafka acknowledged."""
         changes: Changes = {}
         for event in events:
             name = f"out|{event.fingerprint}|{event.window_end!r}|{event.state}"
             self.outbox.put(partition, name, _EVENT.encode(event), changes)
+        clocks = self._clocks.setdefault(partition, {})
+        moved: set[int] = set()
         for series_key in touched:
-            state = self.evaluator.state(series_key)
-            changes[f"series|{series_key}"] = None if state is None else _STATE.encode(state)
+            checkpoint = self.evaluator.checkpoint(series_key)
+            for rule, data in checkpoint.alerts.items():  # before a header that replaces
+                changes[f"alert|{series_key}|{rule}"] = (  # an earlier layout's record
+                    None if data is None else _STATE.encode(data))
+            if checkpoint.gone:
+                changes[f"series|{series_key}"] = None
+            elif checkpoint.series is not None:
+                changes[f"series|{series_key}"] = _STATE.encode(checkpoint.series)
+            n = zlib.crc32(series_key.encode()) % _CLOCK_BUCKETS
+            bucket = clocks.setdefault(n, {})
+            clock = self.evaluator.clock(series_key)
+            now = None if clock is None else list(clock)
+            if bucket.get(series_key) != now:
+                if now is None:
+                    bucket.pop(series_key, None)
+                else:
+                    bucket[series_key] = now
+                moved.add(n)
+        for n in sorted(moved):
+            changes[f"clock|{n}"] = _STATE.encode(clocks[n]) if clocks[n] else None
         if changes:
             step.changes.setdefault(partition, {}).update(changes)
         self.outbox.flush(partition, step, self._output)
