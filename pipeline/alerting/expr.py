@@ -239,6 +239,7 @@ _ARITH: dict[str, Callable[[float, float], float | None]] = {
     "*": operator.mul,
     "/": _div,
 }
+_INVERSE = {">": "<=", ">=": "<", "<": ">=", "<=": ">", "==": "!=", "!=": "=="}
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
     ">=": operator.ge,
@@ -257,10 +258,18 @@ class _Binary(_Node):
         self.kind = "bool" if op in _COMPARE else "number"
 
     def function(self) -> Fn:
+        constant = self.right.value if isinstance(self.right, _Num) else None
         if self.op in _COMPARE:
             compare = _COMPARE[self.op]
-            if isinstance(self.left, _Var) and isinstance(self.right, _Num):
-                return _compare_var(self.left.name, compare, self.right.value)
+            if isinstance(self.left, _Var) and constant is not None:
+                return _compare_var(self.left.name, compare, constant)
+            if constant is not None:
+                left = self.left
+                if (isinstance(left, _Binary) and left.op in _ARITH and left.op != "/"
+                        and isinstance(left.left, _Var) and isinstance(left.right, _Num)):
+                    return _compare_arithmetic_var(left.left.name, _ARITH[left.op],
+                                                   left.right.value, compare, constant)
+                return _compare_constant(left.function(), compare, constant)
             left, right = self.left.function(), self.right.function()
 
             def comparison(env: Mapping[str, object]) -> Value:
@@ -272,6 +281,10 @@ class _Binary(_Node):
 
             return comparison
         arith = _ARITH[self.op]
+        if constant is not None and self.op != "/":  # x * 2, x + 1: never divides by 0
+            if isinstance(self.left, _Var):
+                return _compare_arithmetic_var(self.left.name, arith, constant, None, 0.0)
+            return _arithmetic_constant(self.left.function(), arith, constant)
         left, right = self.left.function(), self.right.function()
 
         def arithmetic(env: Mapping[str, object]) -> Value:
@@ -288,6 +301,51 @@ class _Binary(_Node):
 
     def names(self) -> set[str]:
         return self.left.names() | self.right.names()
+
+
+def _compare_constant(left: Fn, compare: Callable[[float, float], bool], threshold: float
+                      ) -> Fn:
+    def comparison(env: Mapping[str, object]) -> Value:
+        a = left(env)
+        return None if a is None else compare(a, threshold)  # type: ignore[arg-type]
+
+    return comparison
+
+
+def _arithmetic_constant(left: Fn, arith: Callable[[float, float], float | None],
+                         constant: float) -> Fn:
+    def arithmetic(env: Mapping[str, object]) -> Value:
+        a = left(env)
+        if a is None:
+            return None
+        out = arith(a, constant)  # type: ignore[arg-type]
+        return None if out != out else out  # NaN (inf - inf): unknown
+
+    return arithmetic
+
+
+def _compare_arithmetic_var(name: str, arith: Callable[[float, float], float | None],
+                            constant: float, compare: Callable[[float, float], bool] | None,
+                            threshold: float) -> Fn:
+    """``name <+-*> number``, compared with a number unless ``compare`` is None."""
+
+    def arithmetic(env: Mapping[str, object]) -> Value:
+        try:
+            value = env[name]
+        except KeyError:
+            return None
+        if value.__class__ is not float:
+            value = _number(value)
+            if value is None:
+                return None
+        elif value != value:  # NaN
+            return None
+        out = arith(value, constant)  # type: ignore[arg-type]
+        if out != out:  # NaN (inf - inf): unknown
+            return None
+        return out if compare is None else compare(out, threshold)  # type: ignore[arg-type]
+
+    return arithmetic
 
 
 def _compare_var(name: str, compare: Callable[[float, float], bool], threshold: float) -> Fn:
@@ -318,6 +376,9 @@ class _Logic(_Node):
         self.op, self.left, self.right, self.col, self.kind = op, left, right, col, "bool"
 
     def function(self) -> Fn:
+        simple = [_simple_comparison(n) for n in (self.left, self.right)]
+        if simple[0] is not None and simple[1] is not None:
+            return _logic_of_comparisons(self.op == "or", simple[0], simple[1])
         left, right = self.left.function(), self.right.function()
         if self.op == "and":
             def both(env: Mapping[str, object]) -> Value:
@@ -346,6 +407,53 @@ class _Logic(_Node):
         return self.left.names() | self.right.names()
 
 
+def _simple_comparison(node: _Node) -> tuple[str, Callable[[float, float], bool], float] | None:
+    """(name, compare, number) of ``name <op> number`` (``not`` of one, inverted)."""
+    if isinstance(node, _Not) and isinstance(node.operand, _Binary) \
+            and node.operand.op in _INVERSE:
+        node = _Binary(_INVERSE[node.operand.op], node.operand.left, node.operand.right,
+                       node.col)
+    if (isinstance(node, _Binary) and node.op in _COMPARE and isinstance(node.left, _Var)
+            and isinstance(node.right, _Num)):
+        return node.left.name, _COMPARE[node.op], node.right.value
+    return None
+
+
+def _logic_of_comparisons(decisive: bool,
+                          first: tuple[str, Callable[[float, float], bool], float],
+                          second: tuple[str, Callable[[float, float], bool], float]) -> Fn:
+    """``a <op> x and b <op> y`` (``or``: ``decisive`` True), in one call."""
+    name_a, compare_a, threshold_a = first
+    name_b, compare_b, threshold_b = second
+
+    def logic(env: Mapping[str, object]) -> Value:
+        try:
+            value = env[name_a]
+        except KeyError:
+            value = None
+        if value.__class__ is not float:
+            value = _number(value)
+        elif value != value:
+            value = None
+        a = None if value is None else compare_a(value, threshold_a)  # type: ignore[arg-type]
+        if a is decisive:
+            return decisive
+        try:
+            value = env[name_b]
+        except KeyError:
+            value = None
+        if value.__class__ is not float:
+            value = _number(value)
+        elif value != value:
+            value = None
+        b = None if value is None else compare_b(value, threshold_b)  # type: ignore[arg-type]
+        if b is decisive:
+            return decisive
+        return None if a is None or b is None else not decisive
+
+    return logic
+
+
 class _Not(_Node):
     __slots__ = ("operand",)
 
@@ -353,7 +461,11 @@ class _Not(_Node):
         self.operand, self.col, self.kind = operand, col, "bool"
 
     def function(self) -> Fn:
-        operand = self.operand.function()
+        node = self.operand
+        if isinstance(node, _Binary) and node.op in _INVERSE:
+            # operands are never NaN (unknown instead), so not (a < b) is a >= b
+            return _Binary(_INVERSE[node.op], node.left, node.right, node.col).function()
+        operand = node.function()
 
         def negation(env: Mapping[str, object]) -> Value:
             v = operand(env)
@@ -386,6 +498,34 @@ class _Call(_Node):
     def function(self) -> Fn:
         args = [a.function() for a in self.args]
         fn = FUNCTIONS[self.fn][2]
+        if len(args) == 2 and isinstance(self.args[0], _Var) and isinstance(self.args[1], _Num):
+            name, constant = self.args[0].name, self.args[1].value  # max(x, 0)
+
+            def call_var(env: Mapping[str, object]) -> Value:
+                try:
+                    value = env[name]
+                except KeyError:
+                    return None
+                if value.__class__ is not float:
+                    value = _number(value)
+                    if value is None:
+                        return None
+                elif value != value:  # NaN
+                    return None
+                return fn(value, constant)
+
+            return call_var
+        if len(args) == 2:  # min(a, b), max(a, b)
+            first, second = args
+
+            def call2(env: Mapping[str, object]) -> Value:
+                a = first(env)
+                if a is None:
+                    return None
+                b = second(env)
+                return None if b is None else fn(a, b)
+
+            return call2
 
         def call(env: Mapping[str, object]) -> Value:
             values = [a(env) for a in args]
