@@ -43,7 +43,7 @@ class Outbox:
     def __init__(self, prefix: str = "out|") -> None:
         self.prefix = prefix
         self._records: dict[int, dict[str, bytes]] = {}  # partition -> name -> record
-        self._queued: set[tuple[int, str]] = set()  # sent by a step under way
+        self._queued: dict[int, set[str]] = {}  # partition -> sent by a step under way
         self._acked: dict[int, list[str]] = {}  # acknowledged: deleted at the next flush
 
     def restore(self, partition: int, state: Mapping[str, bytes]) -> None:
@@ -65,8 +65,9 @@ class Outbox:
         acked = [n for n in self._acked.pop(partition, ()) if n not in records]
         if acked:  # a name put again since is not deleted
             step.changes.setdefault(partition, {}).update(dict.fromkeys(acked))
-        names = [n for n in records if (partition, n) not in self._queued]
-        self._queued.update((partition, n) for n in names)
+        queued = self._queued.setdefault(partition, set())
+        names = [n for n in records if n not in queued]
+        queued.update(names)
         step.outputs += [to_output(n, records[n]) for n in names]
 
         def done() -> None:
@@ -74,7 +75,7 @@ class Outbox:
                 return  # revoked (or restored) meanwhile: the next owner sends them
             for name in names:
                 records.pop(name, None)
-                self._queued.discard((partition, name))
+            queued.difference_update(names)
             self._acked.setdefault(partition, []).extend(names)
 
         step.done.append(done)
@@ -88,4 +89,4 @@ class Outbox:
         owner."""
         self._records.pop(partition, None)
         self._acked.pop(partition, None)
-        self._queued = {q for q in self._queued if q[0] != partition}
+        self._queued.pop(partition, None)
