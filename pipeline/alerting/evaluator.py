@@ -23,10 +23,13 @@ the last call (a new series' labels, the alerts whose state changed), and
 :meth:`Evaluator.clock` the series' latest window, which moves every window. A series
 that stops sending windows is resolved by :meth:`Evaluator.sweep`.
 
-Most alerts are idle (not pending, not firing) and their condition does not hold: for
-threshold rules (and a bound that cannot be exceeded, for ``error_rate_bound`` without
-``over``) that costs one call of the compiled condition and changes no state, so an idle
-alert whose condition never held is not even kept (it is created when first needed).
+Most alerts are idle (not pending, not firing) and their condition does not hold, which
+changes no state: an idle alert whose condition never held is not even kept (it is
+created when first needed), and for threshold rules (and error-rate bounds, which cannot
+exceed the rate they bound) a window costs one call of a quick test. Pending and firing
+alerts, and those with transitions to replay, are "awake": evaluated in full every
+window. Rules that count the same (error rates ``over`` the same lookback, burn rates of
+the same SLI and windows) share one count history per series, checkpointed once.
 
 >>> from pipeline.alerting.rules import parse_rules
 >>> rules = parse_rules('''
@@ -57,7 +60,13 @@ from typing import Any
 
 import msgspec
 
-from pipeline.alerting.conditions import ErrorRateBoundCondition, Outcome, ThresholdCondition
+from pipeline.alerting.conditions import (
+    BurnRateCondition,
+    Condition,
+    ErrorRateBoundCondition,
+    Outcome,
+    ThresholdCondition,
+)
 from pipeline.alerting.history import CountHistory
 from pipeline.alerting.inhibit import inhibited_by
 from pipeline.alerting.lifecycle import Lifecycle, Transition, fingerprint
@@ -72,19 +81,25 @@ __all__ = ["EVALUATOR_FORMAT", "Checkpoint", "Evaluator"]
 
 EVALUATOR_FORMAT = 1
 Quick = Callable[[Mapping[str, Any]], object]  # True: the condition may hold
+Sums = Callable[[tuple[float, float]], bool]  # on (bad, total) of a lookback: may it hold
+# per matching rule: rule, name, quick test, shared history key, test on the history's sums
+Entry = tuple[Rule, str, "Quick | None", str | None, "Sums | None"]
 
 
 class _Alert:
     """State of one rule on one series."""
 
     __slots__ = ("annotations", "fingerprint", "history", "idle", "labels", "lifecycle",
-                 "saved", "threshold", "value", "window")
+                 "saved", "shared", "threshold", "value", "window")
 
-    def __init__(self, rule: Rule, series_labels: Mapping[str, str]) -> None:
+    def __init__(self, rule: Rule, series_labels: Mapping[str, str],
+                 shared: CountHistory | None = None) -> None:
         self.fingerprint = fingerprint(rule.name, series_labels)
         self.labels = rule.alert_labels(series_labels)
         self.lifecycle = Lifecycle(rule.for_, rule.keep_firing_for, rule.repeat_interval)
-        self.history: CountHistory | None = rule.condition.new_history()
+        self.shared = shared is not None  # the series' history, checkpointed with it
+        self.history: CountHistory | None = (shared if shared is not None
+                                             else rule.condition.new_history())
         self.annotations: dict[str, str] = {}
         self.value: float | None = None
         self.threshold: float | None = None
@@ -92,10 +107,12 @@ class _Alert:
         self.idle = True  # lifecycle.idle, read once per evaluation
         self.saved = False  # has a checkpoint of its own (to delete when forgotten)
 
-    def to_builtins(self) -> dict[str, Any]:
+    def to_builtins(self, history: bool = True) -> dict[str, Any]:
+        keep = history or not self.shared
         return {
             "lifecycle": self.lifecycle.to_builtins(),
-            "history": self.history.to_builtins() if self.history is not None else None,
+            "history": self.history.to_builtins() if keep and self.history is not None
+            else None,
             "annotations": self.annotations,
             "value": self.value,
             "threshold": self.threshold,
@@ -105,7 +122,7 @@ class _Alert:
     def restore(self, rule: Rule, data: Mapping[str, Any]) -> None:
         self.lifecycle = Lifecycle.from_builtins(data["lifecycle"], rule.for_,
                                                  rule.keep_firing_for, rule.repeat_interval)
-        if self.history is not None and data.get("history"):
+        if self.history is not None and data.get("history") and not self.shared:
             self.history.restore(data["history"])
         self.annotations = dict(data.get("annotations") or {})
         self.value = data.get("value")
@@ -115,34 +132,96 @@ class _Alert:
         self.idle = self.lifecycle.idle
 
 
-class _Series:
-    __slots__ = ("alerts", "changed", "key", "labels", "last_end", "last_version", "plan",
-                 "saved")
+class _Plan:
+    """The rules that match a series, in rule order, with what evaluating them needs;
+    one object for every series that the same rules match."""
 
-    def __init__(self, key: str, labels: Mapping[str, str],
-                 plan: list[tuple[Rule, str, Quick | None]]) -> None:
+    __slots__ = ("always", "entries", "index", "quick")
+
+    def __init__(self, entries: list[Entry]) -> None:
+        self.entries = entries
+        self.index = {entry[1]: i for i, entry in enumerate(entries)}
+        self.quick = [(i, entry[2]) for i, entry in enumerate(entries) if entry[2] is not None]
+        self.always = [i for i, entry in enumerate(entries) if entry[2] is None]
+
+
+class _Series:
+    __slots__ = ("alerts", "awake", "changed", "histories", "histories_changed", "key",
+                 "labels", "last_end", "last_version", "plan", "saved")
+
+    def __init__(self, key: str, labels: Mapping[str, str], plan: _Plan) -> None:
         self.key = key
         self.labels = dict(labels)
         self.last_end = -math.inf
         self.last_version = 0
         self.alerts: dict[str, _Alert] = {}
-        self.plan = plan  # the rules that match the series, with their quick test
+        self.plan = plan
+        # rules (plan indexes) whose alert is evaluated in full whatever the quick test
+        # says: pending or firing, or with transitions of its last evaluation to replay
+        self.awake: set[int] = set()
         self.changed: set[str] = set()  # alerts whose checkpoint changed (or to delete)
         self.saved = False  # its labels are checkpointed
+        # count histories by what they count: rules that count the same share one
+        self.histories: dict[str, CountHistory] = {}
+        self.histories_changed = False
+
+    def wake(self, name: str, alert: _Alert) -> None:
+        """Note whether ``alert`` must be evaluated in full at the next window."""
+        i = self.plan.index.get(name)
+        if i is None:
+            return  # its rule no longer matches the series: never evaluated again
+        if alert.idle and not alert.lifecycle.replays():
+            self.awake.discard(i)
+        else:
+            self.awake.add(i)
+
+    def history(self, key: str, condition: Condition) -> CountHistory:
+        history = self.histories.get(key)
+        if history is None:
+            history = self.histories[key] = condition.new_history()  # type: ignore[assignment]
+        return history  # type: ignore[return-value]
 
 
 @dataclass(slots=True)
 class Checkpoint:
     """What changed in one series' checkpoint since the last :meth:`Evaluator.checkpoint`:
     its labels when new (``series``), the state of each changed alert by rule name
-    (``None``: delete it), and ``gone`` when the series was forgotten (delete all)."""
+    (``None``: delete it), the count histories its rules share when they changed (every
+    window, for rules that look back), and ``gone`` when the series was forgotten (delete
+    all)."""
 
     series: dict[str, Any] | None = None
     alerts: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    histories: dict[str, dict[str, Any]] | None = None
     gone: bool = False
 
     def __bool__(self) -> bool:
-        return self.series is not None or bool(self.alerts) or self.gone
+        return (self.series is not None or bool(self.alerts) or self.histories is not None
+                or self.gone)
+
+
+def _may_exceed(condition: ErrorRateBoundCondition) -> Sums:
+    """The quick test of an ``error_rate_bound`` rule with ``over`` on the summed counts
+    of its lookback (as :func:`_quick`: the bound never exceeds the rate)."""
+    threshold, minimum = condition.threshold, condition.min_requests
+
+    def may_exceed(sums: tuple[float, float]) -> bool:
+        errors, total = sums
+        return total > 0 and total >= minimum and errors / total + 1e-9 > threshold
+
+    return may_exceed
+
+
+def _history_key(condition: Condition) -> str | None:
+    """What a condition's count history holds, when it is known: conditions with the same
+    key add the same counts of the same windows, so a series keeps one history for them
+    (error-rate rules at several thresholds or severities are common)."""
+    lookbacks = ",".join(f"{lb:g}" for lb in condition.lookbacks())
+    if isinstance(condition, ErrorRateBoundCondition) and condition.over:
+        return f"error_rate_bound|{condition.errors.text}|{condition.total.text}|{lookbacks}"
+    if isinstance(condition, BurnRateCondition):
+        return f"burn_rate|{condition.sli}|{lookbacks}"
+    return None
 
 
 def _quick(rule: Rule) -> Quick | None:
@@ -179,6 +258,9 @@ class Evaluator:
         self.silences = silences if silences is not None else Silences()
         self._rules = {rule.name: rule for rule in rules}
         self._quick = {rule.name: _quick(rule) for rule in rules}
+        self._history_keys = {rule.name: _history_key(rule.condition) for rule in rules}
+        self._rank = {rule.name: i for i, rule in enumerate(rules)}
+        self._plans: dict[tuple[int, ...], _Plan] = {}  # by the indexes of matching rules
         self._keep = max((lb for r in rules for lb in r.condition.lookbacks()), default=0.0)
         self._series: dict[str, _Series] = {}
         self._firing: dict[str, Mapping[str, str]] = {}  # fingerprint -> alert labels
@@ -191,10 +273,27 @@ class Evaluator:
     def series_keys(self) -> list[str]:
         return sorted(self._series)
 
+    def _plan(self, labels: Mapping[str, str]) -> _Plan:
+        matching = tuple(i for i, rule in enumerate(self.rules) if rule.matches(labels))
+        plan = self._plans.get(matching)
+        if plan is not None:
+            return plan
+        entries: list[Entry] = []
+        counted: set[str] = set()
+        for i in matching:
+            rule = self.rules.rules[i]
+            shared = self._history_keys[rule.name]
+            sums = None  # the first rule of a history counts the window, in full; the
+            if shared in counted and isinstance(rule.condition, ErrorRateBoundCondition):
+                sums = _may_exceed(rule.condition)  # others may then test the sums first
+            if shared is not None:
+                counted.add(shared)
+            entries.append((rule, rule.name, self._quick[rule.name], shared, sums))
+        plan = self._plans[matching] = _Plan(entries)
+        return plan
+
     def _new_series(self, key: str, labels: Mapping[str, str]) -> _Series:
-        plan = [(rule, rule.name, self._quick[rule.name]) for rule in self.rules
-                if rule.matches(labels)]
-        series = self._series[key] = _Series(key, labels, plan)
+        series = self._series[key] = _Series(key, labels, self._plan(labels))
         series.changed.update(self._gone.pop(key, ()))  # forgotten, back: old ones go
         self._dirty.add(key)
         return series
@@ -216,25 +315,56 @@ class Evaluator:
                                           and version == series.last_version)
         env = window_vars(m, scores)
         events: list[AlertEvent] = []
-        alerts, changed = series.alerts, series.changed
-        for rule, name, quick in series.plan:
+        alerts, changed, plan = series.alerts, series.changed, series.plan
+        summed: dict[str, tuple[float, float]] = {}  # a shared history's sums, this window
+        # the rules that may hold (one call each), those without a quick test, and the
+        # awake alerts: every other alert is idle and stays so (nothing to evaluate)
+        todo = [i for i, quick in plan.quick if quick(env) is True]
+        todo += plan.always
+        if series.awake:
+            todo = sorted({*todo, *series.awake})
+        elif plan.always:
+            todo.sort()
+        for i in todo:
+            rule, name, _, shared, sums = plan.entries[i]
             alert = alerts.get(name)
-            if quick is not None and (alert is None or (
-                    alert.idle and alert.lifecycle.last_eval != end)) and quick(env) is not True:
-                continue  # idle, cannot hold, no transition of this window to replay: no-op
-            if alert is None:
+            # idle, and no transition of this very window to replay: if the condition does
+            # not hold, nothing changes (an idle alert's time and value are not state)
+            idle = alert is None or (alert.idle and alert.lifecycle.last_eval != end)
+            if idle and sums is not None:
+                counts = summed.get(shared)  # type: ignore[arg-type]
+                if counts is None:
+                    history = series.histories[shared]  # type: ignore[index]
+                    counts = summed[shared] = history.sum(  # type: ignore[index]
+                        end, rule.condition.lookbacks()[0])
+                if not sums(counts):
+                    continue
+            if shared is not None:
+                history: CountHistory | None = series.history(shared, rule.condition)
+                series.histories_changed = True
+            elif alert is not None:
+                history = alert.history
+            elif rule.condition.lookbacks():
                 alert = alerts[name] = _Alert(rule, series.labels)
-            outcome = rule.condition.evaluate(env, start, end, alert.history)
-            if alert.history is not None:
+                history = alert.history
+            else:
+                history = None
+            outcome = rule.condition.evaluate(env, start, end, history)
+            if history is not None and shared is None:
                 changed.add(name)
-            if not moves:
+            if not moves or (idle and not outcome.holds):
+                if idle and moves:  # the series moves past its last transitions
+                    series.awake.discard(i)
                 continue
+            if alert is None:
+                alert = alerts[name] = _Alert(rule, series.labels, history)
             lc = alert.lifecycle
             was_idle = alert.idle
             transitions = lc.evaluate(end, outcome.holds, outcome.value)
             if outcome.holds:
                 self._observe(rule, series, alert, outcome, env, start, end)
             alert.idle = lc.idle
+            series.wake(name, alert)
             if transitions or not (was_idle and alert.idle):
                 changed.add(name)
             events.extend(self._event(rule, series, alert, t, outcome.value, outcome.threshold,
@@ -244,7 +374,7 @@ class Evaluator:
             series.last_end, series.last_version = end, version
         elif end == series.last_end:
             series.last_version = max(series.last_version, version)
-        if changed:
+        if changed or series.histories_changed:
             self._dirty.add(key)
         self._mute(events, end if now is None else now)
         return events
@@ -325,15 +455,16 @@ class Evaluator:
             series = self._series[key]
             if series.last_end > now - stale_after:
                 continue
-            for rule, name, _ in series.plan:  # in rule order, like evaluate
-                alert = series.alerts.get(name)
-                if alert is None or alert.idle:
+            for name in sorted(series.alerts, key=self._rank.__getitem__):  # rule order
+                alert, rule = series.alerts[name], self._rules[name]
+                if alert.idle:
                     continue
                 for t in alert.lifecycle.evaluate(now, False):
                     if t.kind == "resolved":  # window: the stretch without data
                         events.append(self._event(rule, series, alert, t, None,
                                                   alert.threshold, (series.last_end, now)))
                 alert.idle = alert.lifecycle.idle
+                series.wake(name, alert)
                 series.changed.add(name)
                 self._dirty.add(key)
             active = any(not a.idle for a in series.alerts.values())
@@ -357,6 +488,7 @@ class Evaluator:
             "last_end": None if series.last_end == -math.inf else series.last_end,
             "last_version": series.last_version,
             "alerts": {name: a.to_builtins() for name, a in series.alerts.items()},
+            "histories": {k: h.to_builtins() for k, h in series.histories.items()},
         }
 
     def restore(self, series_key: str, data: Mapping[str, Any], *, changed: bool = False
@@ -372,20 +504,32 @@ class Evaluator:
         last_end = data.get("last_end")
         series.last_end = -math.inf if last_end is None else float(last_end)
         series.last_version = int(data.get("last_version") or 0)
+        histories = data.get("histories") or {}
+        for _rule, name, _, shared, _ in series.plan.entries:  # own history, earlier form
+            raw = (data.get("alerts") or {}).get(name) or {}
+            if shared is not None and shared not in histories and raw.get("history"):
+                histories = {**histories, shared: raw["history"]}
+        for rule, _, _, shared, _ in series.plan.entries:
+            if shared is not None and shared in histories and shared not in series.histories:
+                series.history(shared, rule.condition).restore(histories[shared])
         for name, raw in (data.get("alerts") or {}).items():
             rule = self._rules.get(name)
             if rule is None:
                 series.changed.add(name)
                 continue
-            alert = _Alert(rule, series.labels)
+            key = self._history_keys[name]
+            alert = _Alert(rule, series.labels,
+                           None if key is None else series.history(key, rule.condition))
             alert.restore(rule, raw)
             alert.saved = True
             series.alerts[name] = alert
+            series.wake(name, alert)
             if alert.lifecycle.firing:
                 self._firing[alert.fingerprint] = alert.labels
         series.saved = not changed
         if changed:
             series.changed.update(series.alerts)
+            series.histories_changed = bool(series.histories)
         elif not series.changed:
             self._dirty.discard(series_key)
 
@@ -401,7 +545,7 @@ class Evaluator:
         ...             "requests": n}
         >>> _ = ev.evaluate(window(10, 0))
         >>> ev.checkpoint("s")  # new: its labels; the idle alert is not even kept
-        Checkpoint(series={'labels': {}}, alerts={}, gone=False)
+        Checkpoint(series={'labels': {}}, alerts={}, histories=None, gone=False)
         >>> _ = ev.evaluate(window(20, 0)); bool(ev.checkpoint("s")), ev.clock("s")
         (False, (20.0, 1))
         >>> _ = ev.evaluate(window(30, 5)); list(ev.checkpoint("s").alerts)
@@ -421,9 +565,12 @@ class Evaluator:
             if alert is None:
                 out.alerts[name] = None
             else:
-                out.alerts[name] = alert.to_builtins()
+                out.alerts[name] = alert.to_builtins(history=False)
                 alert.saved = True
         series.changed.clear()
+        if series.histories_changed:
+            out.histories = {k: h.to_builtins() for k, h in series.histories.items()}
+            series.histories_changed = False
         return out
 
     def changed(self) -> set[str]:

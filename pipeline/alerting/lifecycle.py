@@ -108,6 +108,10 @@ class Lifecycle:
     def firing(self) -> bool:
         return self.state == "firing"
 
+    def replays(self) -> bool:
+        """Its last evaluation had transitions (a replay of that time returns them)."""
+        return bool(self._replay)
+
     @property
     def idle(self) -> bool:
         """No episode under way (inactive or resolved): an evaluation that does not hold

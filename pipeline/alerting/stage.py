@@ -9,6 +9,8 @@ changes (most alerts are idle and stay so window after window):
 - ``series|<key>``: a series' labels, written once;
 - ``alert|<key>|<rule>``: the state of one alert that left the idle state at some point
   (an alert never written is a fresh one);
+- ``history|<key>``: the count histories of the series' rules that look back (shared by
+  rules that count the same), written every window they count;
 - ``clock|<n>``: the latest window (end, version) of the series hashed to bucket ``n``,
   which moves every window: one small record per bucket touched, not one per series, and
   exact after a restart (it orders corrections and replays, and dates a silent series
@@ -88,6 +90,7 @@ class AlertRuleStage:
     def on_assign(self, topic: str, partition: int, state: dict[str, bytes]) -> int | None:
         headers: dict[str, dict[str, Any]] = {}
         alerts: dict[str, dict[str, Any]] = defaultdict(dict)
+        histories: dict[str, dict[str, Any]] = {}
         clocks: dict[int, dict[str, list[float]]] = {}
         for name, raw in state.items():
             kind, _, rest = name.partition("|")
@@ -96,6 +99,8 @@ class AlertRuleStage:
             elif kind == "alert":
                 series_key, _, rule = rest.rpartition("|")
                 alerts[series_key][rule] = _STATE_DEC.decode(raw)
+            elif kind == "history":
+                histories[rest] = _STATE_DEC.decode(raw)
             elif kind == "clock":
                 clocks[int(rest)] = _STATE_DEC.decode(raw)
         ends = {k: v for bucket in clocks.values() for k, v in bucket.items()}
@@ -104,6 +109,8 @@ class AlertRuleStage:
             data = dict(header) if earlier else {"format": EVALUATOR_FORMAT,
                                                   "labels": header.get("labels") or {}}
             data["alerts"] = {**(data.get("alerts") or {}), **alerts.get(series_key, {})}
+            if series_key in histories:
+                data["histories"] = histories[series_key]
             if series_key in ends:
                 data["last_end"], data["last_version"] = ends[series_key]
             self.evaluator.restore(series_key, data, changed=earlier)
@@ -197,7 +204,10 @@ class AlertRuleStage:
             for rule, data in checkpoint.alerts.items():  # before a header that replaces
                 changes[f"alert|{series_key}|{rule}"] = (  # an earlier layout's record
                     None if data is None else _STATE.encode(data))
+            if checkpoint.histories is not None:
+                changes[f"history|{series_key}"] = _STATE.encode(checkpoint.histories)
             if checkpoint.gone:
+                changes[f"history|{series_key}"] = None
                 changes[f"series|{series_key}"] = None
             elif checkpoint.series is not None:
                 changes[f"series|{series_key}"] = _STATE.encode(checkpoint.series)

@@ -1,13 +1,16 @@
 """The evaluator's quick path (an idle alert whose condition cannot hold costs one call
-and changes nothing) gives exactly the events of evaluating every rule in full."""
+and changes nothing) and its shared count histories give exactly the events of
+evaluating every rule in full with a history of its own; and a series restored from what
+:meth:`Evaluator.checkpoint` gave along the way carries on as if nothing happened."""
 
 from __future__ import annotations
 
 import random
 
+import msgspec
 import pytest
 
-from pipeline.alerting.evaluator import Evaluator
+from pipeline.alerting.evaluator import EVALUATOR_FORMAT, Evaluator
 from pipeline.alerting.rules import parse_rules
 
 RULES = parse_rules("""
@@ -25,6 +28,10 @@ rules:
      severity: critical}
   - {name: BoundZero, type: error_rate_bound, threshold: 0.0, z: 1.0, severity: info}
   - {name: BoundOver, type: error_rate_bound, threshold: 0.15, over: 30s, severity: info}
+  - {name: BoundOverHigh, type: error_rate_bound, threshold: 0.25, over: 30s, z: 1.0,
+     severity: critical}
+  - {name: Burn, type: burn_rate, objective: 0.9, severity: critical,
+     windows: [{long: 1m, short: 20s, burn_rate: 2}]}
 """)
 
 
@@ -58,7 +65,8 @@ def windows(seed: int) -> list[dict]:
 @pytest.mark.parametrize("seed", range(8))
 def test_the_quick_path_gives_the_events_of_the_full_evaluation(seed):
     quick, full = Evaluator(RULES), Evaluator(RULES)
-    full._quick = dict.fromkeys(full._quick)  # every rule in full, every window
+    full._quick = dict.fromkeys(full._quick)  # every rule in full, every window,
+    full._history_keys = dict.fromkeys(full._history_keys)  # with a history of its own
     fired = 0
     for m in windows(seed):
         got, expected = quick.evaluate(m), full.evaluate(m)
@@ -68,3 +76,44 @@ def test_the_quick_path_gives_the_events_of_the_full_evaluation(seed):
     assert quick.firing() == full.firing()
     for now in (900.0, 2000.0):
         assert quick.sweep(now, 60.0) == full.sweep(now, 60.0)
+
+
+def restored(store: dict) -> Evaluator:
+    """A new evaluator from the checkpoints taken so far, as the stage reads them back."""
+    ev = Evaluator(RULES)
+    for key, labels in store["series"].items():
+        end, version = store["clock"].get(key, (None, 0))
+        ev.restore(key, {"format": EVALUATOR_FORMAT, "labels": labels, "last_end": end,
+                         "last_version": version, "alerts": store["alerts"].get(key, {}),
+                         "histories": store["histories"].get(key, {})})
+    return ev
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_series_restored_from_its_checkpoints_carries_on_unchanged(seed):
+    rng = random.Random(seed)
+    straight = Evaluator(RULES)
+    ev = Evaluator(RULES)
+    store: dict = {"series": {}, "alerts": {}, "histories": {}, "clock": {}}
+    restarts = 0
+    for m in windows(seed):
+        assert ev.evaluate(m) == straight.evaluate(m), m
+        key = m["series_key"]
+        cp = ev.checkpoint(key)
+        if cp.series is not None:
+            store["series"][key] = cp.series["labels"]
+        for rule, data in cp.alerts.items():
+            alerts = store["alerts"].setdefault(key, {})
+            if data is None:
+                alerts.pop(rule, None)
+            else:
+                alerts[rule] = msgspec.msgpack.decode(msgspec.msgpack.encode(data))
+        if cp.histories is not None:
+            store["histories"][key] = msgspec.msgpack.decode(msgspec.msgpack.encode(
+                cp.histories))
+        store["clock"][key] = ev.clock(key)
+        if rng.random() < 0.1:
+            ev = restored(store)
+            restarts += 1
+    assert restarts > 5
+    assert ev.firing() == straight.firing()
