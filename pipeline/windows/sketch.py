@@ -4,9 +4,11 @@ Bucket keys are those of ``ddsketch.mapping.LogarithmicMapping(relative_accuracy
 :class:`Sketch` answers exactly like ``ddsketch.DDSketch`` fed the same values: for any
 ``q``, the estimate ``x̂`` of the order statistic ``x`` at rank ``floor(q * (count - 1))``
 satisfies ``|x̂ - x| <= alpha * x``. Unlike ``ddsketch.DDSketch`` it adds a whole batch with
-numpy (:meth:`Sketch.add_many`): the keys of all values are computed at once, counted with
-``np.unique`` and merged into sorted ``(keys, counts)`` arrays. Stage 1 adds tens of
-thousands of events per second; per-value Python work would dominate.
+numpy (:meth:`Sketch.add_many`): the keys of all values are computed at once and counted
+with ``np.unique``. Buckets live in a ``key -> count`` dict: at high cardinality most
+sketches hold a handful of values (one series' share of one partition's window), and
+numpy's fixed cost per call (~1-5 µs) on 1-2 element arrays was most of the per-(series ×
+window) work; small batches, merges and (de)serialisation stay in plain Python.
 
 Values are non-negative (durations, token counts, cost). Values at or below the mapping's
 smallest indexable value (``~2.2e-308``, so ``0.0``) go to a zero bucket; NaN and ``None``
@@ -33,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from itertools import accumulate, pairwise
 from typing import Any
 
 import numpy as np
@@ -44,6 +47,8 @@ DEFAULT_RELATIVE_ACCURACY = 0.01
 DEFAULT_MAX_BUCKETS = 2048
 
 _EMPTY = np.empty(0, dtype=np.int64)
+_EMPTY.flags.writeable = False
+_SMALL = 32  # batches up to this size are bucketed in Python (numpy's per-call cost dominates)
 _LN2 = math.log(2.0)
 # Keys whose log lands this close to an integer are recomputed with ddsketch's own scalar
 # code (``math.log``), so a 1-ulp difference between numpy's and libm's log cannot move
@@ -65,7 +70,7 @@ class Sketch:
     with sketches of the same ``alpha``. ``count``, ``sum``, ``min`` and ``max`` are exact.
     """
 
-    __slots__ = ("_count", "_counts", "_keys", "_mapping", "_max", "_max_buckets", "_min",
+    __slots__ = ("_arrays", "_bins", "_count", "_mapping", "_max", "_max_buckets", "_min",
                  "_sum", "_zero")
 
     def __init__(
@@ -77,8 +82,8 @@ class Sketch:
             raise ValueError(f"max_buckets must be >= 1, got {max_buckets}")
         self._mapping = _mapping(float(relative_accuracy))
         self._max_buckets = int(max_buckets)
-        self._keys: np.ndarray = _EMPTY  # sorted, unique bucket keys
-        self._counts: np.ndarray = _EMPTY  # counts, aligned with _keys, all > 0
+        self._bins: dict[int, int] = {}  # bucket key -> count (> 0)
+        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # sorted view
         self._zero = 0
         self._count = 0
         self._sum = 0.0
@@ -119,7 +124,7 @@ class Sketch:
     @property
     def bucket_count(self) -> int:
         """Number of non-empty buckets (the zero bucket not included)."""
-        return int(self._keys.size)
+        return len(self._bins)
 
     @property
     def zero_count(self) -> int:
@@ -141,9 +146,23 @@ class Sketch:
         >>> keys.tolist(), counts.tolist(), s.zero_count
         ([0, 231], [2, 1], 1)
         """
-        keys, counts = self._keys.view(), self._counts.view()
-        keys.flags.writeable = counts.flags.writeable = False
+        keys, counts, _ = self._sorted()
         return keys, counts
+
+    def _sorted(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(keys, counts, cumulative counts) in key order, read-only, cached until changed."""
+        if self._arrays is None:
+            if self._bins:
+                keys = sorted(self._bins)
+                k = np.array(keys, dtype=np.int64)
+                c = np.array([self._bins[key] for key in keys], dtype=np.int64)
+                cum = np.cumsum(c)
+                for a in (k, c, cum):
+                    a.flags.writeable = False
+                self._arrays = (k, c, cum)
+            else:
+                self._arrays = (_EMPTY, _EMPTY, _EMPTY)
+        return self._arrays
 
     def counts_at(self, keys: np.ndarray | Sequence[int]) -> np.ndarray:
         """Count of each bucket key in ``keys`` (0 where the bucket is empty), as int64.
@@ -157,10 +176,11 @@ class Sketch:
         """
         wanted = np.asarray(keys, dtype=np.int64)
         out = np.zeros(wanted.shape, dtype=np.int64)
-        if self._keys.size and wanted.size:
-            index = np.minimum(np.searchsorted(self._keys, wanted), self._keys.size - 1)
-            found = self._keys[index] == wanted
-            out[found] = self._counts[index[found]]
+        own, counts, _ = self._sorted()
+        if own.size and wanted.size:
+            index = np.minimum(np.searchsorted(own, wanted), own.size - 1)
+            found = own[index] == wanted
+            out[found] = counts[index[found]]
         return out
 
     def __len__(self) -> int:
@@ -177,10 +197,36 @@ class Sketch:
 
     def add_many(self, values: np.ndarray | Sequence[float | None] | Iterable[float]) -> None:
         """Add a batch of values at once (NaN and ``None`` skipped)."""
-        arr = np.asarray(values if not _is_iterator(values) else list(values), dtype=np.float64)
-        arr = arr.ravel()
-        if arr.size == 0:
+        if isinstance(values, np.ndarray):
+            if values.size > _SMALL:
+                self._add_array(values.astype(np.float64, copy=False).ravel())
+                return
+            values = values.ravel().tolist()
+        elif _is_iterator(values) or not isinstance(values, list | tuple):
+            values = list(values)  # type: ignore[arg-type]
+        if len(values) > _SMALL:
+            self._add_array(np.asarray(values, dtype=np.float64).ravel())
             return
+        clean = [v for v in map(_number, values) if v == v]  # NaN != NaN
+        if not clean:
+            return
+        lo, hi = min(clean), max(clean)
+        if lo < 0.0 or math.isinf(hi):
+            raise ValueError(
+                f"Sketch holds finite non-negative values, got min={lo!r} max={hi!r}"
+            )
+        bins, floor, key = self._bins, self._mapping.min_possible, self._mapping.key
+        zero = 0
+        for v in clean:
+            if v > floor:
+                k = key(v)
+                bins[k] = bins.get(k, 0) + 1
+            else:
+                zero += 1
+        self._added(len(clean), zero, math.fsum(clean) if len(clean) > 1 else clean[0], lo, hi)
+
+    def _add_array(self, arr: np.ndarray) -> None:
+        """:meth:`add_many` for a large batch: keys computed and counted with numpy."""
         arr = arr[~np.isnan(arr)]
         if arr.size == 0:
             return
@@ -192,12 +238,19 @@ class Sketch:
         positive = arr[arr > self._mapping.min_possible]
         if positive.size:
             keys, counts = np.unique(self._keys_of(positive), return_counts=True)
-            self._merge_buckets(keys, counts.astype(np.int64))
-        self._zero += int(arr.size - positive.size)
-        self._count += int(arr.size)
-        self._sum += float(arr.sum())
+            bins = self._bins
+            for k, c in zip(keys.tolist(), counts.tolist(), strict=True):
+                bins[k] = bins.get(k, 0) + c
+        self._added(int(arr.size), int(arr.size - positive.size), float(arr.sum()), lo, hi)
+
+    def _added(self, n: int, zero: int, total: float, lo: float, hi: float) -> None:
+        self._zero += zero
+        self._count += n
+        self._sum += total
         self._min = min(self._min, lo)
         self._max = max(self._max, hi)
+        self._arrays = None
+        self._collapse()
 
     def _keys_of(self, positive: np.ndarray) -> np.ndarray:
         """ddsketch's ``LogarithmicMapping.key`` for an array of values > min_possible."""
@@ -210,26 +263,15 @@ class Sketch:
             keys[near] = [math.ceil(mapping._log_gamma(float(v))) for v in positive[near]]
         return (keys + mapping._offset).astype(np.int64)
 
-    def _merge_buckets(self, keys: np.ndarray, counts: np.ndarray) -> None:
-        """Add sorted unique ``keys`` with ``counts`` into the store, then enforce the bound."""
-        if self._keys.size == 0:
-            self._keys, self._counts = keys.copy(), counts.copy()
-        elif keys.size:
-            all_keys = np.concatenate((self._keys, keys))
-            all_counts = np.concatenate((self._counts, counts))
-            merged, inverse = np.unique(all_keys, return_inverse=True)
-            summed = np.zeros(merged.size, dtype=np.int64)
-            np.add.at(summed, inverse, all_counts)
-            self._keys, self._counts = merged, summed
-        self._collapse()
-
     def _collapse(self) -> None:
-        excess = self._keys.size - self._max_buckets
+        """Fold the lowest buckets into the lowest kept one while over ``max_buckets``."""
+        excess = len(self._bins) - self._max_buckets
         if excess > 0:
-            folded = int(self._counts[: excess + 1].sum())
-            self._keys = self._keys[excess:].copy()
-            self._counts = self._counts[excess:].copy()
-            self._counts[0] = folded
+            bins = self._bins
+            keys = sorted(bins)
+            folded = sum(bins.pop(k) for k in keys[:excess])
+            bins[keys[excess]] += folded
+            self._arrays = None
 
     # ------------------------------------------------------------------ merging
     def merge(self, other: Sketch) -> None:
@@ -243,17 +285,54 @@ class Sketch:
             )
         if other._count == 0:
             return
-        self._merge_buckets(other._keys, other._counts)
-        self._zero += other._zero
-        self._count += other._count
-        self._sum += other._sum
-        self._min = min(self._min, other._min)
-        self._max = max(self._max, other._max)
+        bins = self._bins
+        if bins:
+            for k, c in other._bins.items():
+                bins[k] = bins.get(k, 0) + c
+        else:
+            bins.update(other._bins)
+        self._added(other._count, other._zero, other._sum, other._min, other._max)
+
+    def subtract(self, other: Sketch) -> None:
+        """Take ``other``'s values back out, as if they had never been merged: buckets,
+        counts and sum (``min``/``max`` cannot be undone; :meth:`set_bounds` them).
+
+        Raises ``ValueError`` and changes nothing when ``other`` is not contained.
+
+        >>> a, b = Sketch(0.01), Sketch(0.01)
+        >>> a.add_many([1.0, 5.0]); b.add_many([5.0])
+        >>> a.subtract(b); a.count, a.sum, a.quantile(1.0) < 1.02
+        (1, 1.0, True)
+        """
+        if other._count == 0:
+            return
+        bins = self._bins
+        if other._zero > self._zero or other._count > self._count or any(
+                bins.get(k, 0) < c for k, c in other._bins.items()):
+            raise ValueError("cannot subtract a sketch that was not merged into this one")
+        for k, c in other._bins.items():
+            left = bins[k] - c
+            if left:
+                bins[k] = left
+            else:
+                del bins[k]
+        self._zero -= other._zero
+        self._count -= other._count
+        self._sum = self._sum - other._sum if self._count else 0.0
+        if not self._count:
+            self._min, self._max = math.inf, -math.inf
+        self._arrays = None
+
+    def set_bounds(self, lo: float, hi: float) -> None:
+        """Set the exact ``min``/``max`` (after :meth:`subtract`, from what remains)."""
+        if self._count:
+            self._min, self._max = float(lo), float(hi)
 
     def copy(self) -> Sketch:
         """An independent copy."""
-        out = Sketch(self.relative_accuracy, self._max_buckets)
-        out._keys, out._counts = self._keys.copy(), self._counts.copy()
+        out = Sketch.__new__(Sketch)
+        out._mapping, out._max_buckets, out._arrays = self._mapping, self._max_buckets, None
+        out._bins = dict(self._bins)
         out._zero, out._count, out._sum = self._zero, self._count, self._sum
         out._min, out._max = self._min, self._max
         return out
@@ -272,10 +351,10 @@ class Sketch:
         rank = q * (self._count - 1)
         if rank < self._zero:
             return 0.0
-        cumulative = np.cumsum(self._counts)
+        keys, _, cumulative = self._sorted()
         index = int(np.searchsorted(cumulative, rank - self._zero, side="right"))
-        index = min(index, self._keys.size - 1)
-        return float(self._mapping.value(int(self._keys[index])))
+        index = min(index, keys.size - 1)
+        return float(self._mapping.value(int(keys[index])))
 
     def quantiles(self, qs: Iterable[float]) -> list[float | None]:
         """:meth:`quantile` for several ``q`` at once."""
@@ -293,8 +372,7 @@ class Sketch:
         if math.isinf(threshold):
             return self._count
         key = self._mapping.key(float(threshold))
-        upto = int(np.searchsorted(self._keys, key, side="right"))
-        return self._zero + int(self._counts[:upto].sum())
+        return self._zero + sum(c for k, c in self._bins.items() if k <= key)
 
     # ------------------------------------------------------------------ serialization
     def to_builtins(self) -> dict[str, Any]:
@@ -309,9 +387,10 @@ class Sketch:
             out["b"] = self._max_buckets
         if self._count == 0:
             return out
-        if self._keys.size:
-            out["k"] = np.diff(self._keys, prepend=0).tolist()
-            out["c"] = self._counts.tolist()
+        if self._bins:
+            keys = sorted(self._bins)
+            out["k"] = [keys[0], *(b - a for a, b in pairwise(keys))]
+            out["c"] = [self._bins[k] for k in keys]
         if self._zero:
             out["z"] = self._zero
         out["s"] = self._sum
@@ -323,17 +402,17 @@ class Sketch:
     def from_builtins(cls, data: dict[str, Any]) -> Sketch:
         """Inverse of :meth:`to_builtins`; validates shapes and counts."""
         out = cls(float(data["a"]), int(data.get("b", DEFAULT_MAX_BUCKETS)))
-        keys = np.cumsum(np.asarray(data.get("k", ()), dtype=np.int64))
-        counts = np.asarray(data.get("c", ()), dtype=np.int64)
-        if keys.shape != counts.shape or (counts <= 0).any() or (
-            keys.size > 1 and (np.diff(keys) <= 0).any()
+        deltas = [int(k) for k in data.get("k", ())]
+        counts = [int(c) for c in data.get("c", ())]
+        if len(deltas) != len(counts) or any(c <= 0 for c in counts) or any(
+            d <= 0 for d in deltas[1:]
         ):
             raise ValueError("malformed sketch: keys must increase and counts be positive")
-        out._keys, out._counts = keys, counts
+        out._bins = dict(zip(accumulate(deltas), counts, strict=True))
         out._zero = int(data.get("z", 0))
         if out._zero < 0:
             raise ValueError("malformed sketch: negative zero count")
-        out._count = out._zero + int(counts.sum())
+        out._count = out._zero + sum(counts)
         if out._count:
             out._sum = float(data["s"])
             out._min = float(data["lo"])
@@ -354,8 +433,7 @@ class Sketch:
             self._mapping.gamma == other._mapping.gamma
             and self._count == other._count
             and self._zero == other._zero
-            and np.array_equal(self._keys, other._keys)
-            and np.array_equal(self._counts, other._counts)
+            and self._bins == other._bins
             and (self._count == 0 or (self._min == other._min and self._max == other._max))
             and math.isclose(self._sum, other._sum, rel_tol=1e-9, abs_tol=1e-12)
         )
@@ -365,3 +443,8 @@ class Sketch:
 
 def _is_iterator(values: object) -> bool:
     return not isinstance(values, np.ndarray | Sequence)
+
+
+def _number(value: Any) -> float:
+    """A value of a small batch as a float (``None`` as NaN, so it is skipped)."""
+    return math.nan if value is None else float(value)
