@@ -598,8 +598,8 @@ def test_stage2_checkpoint_restore_round_trip():
     restored = Stage2Partition.restore(0, SETTINGS, 2, table.items())
     assert restored.src_watermarks == s.src_watermarks
     assert set(restored.windows) == set(s.windows)
-    for key, window in s.windows.items():
-        other = restored.windows[key]
+    for key in s.windows:
+        window, other = s.window(key), restored.window(key)
         assert (other.labels, other.end, other.seen, other.version, other.pending) == (
             window.labels, window.end, window.seen, window.version, window.pending)
         assert other.profile.to_builtins() == window.profile.to_builtins()
