@@ -219,6 +219,17 @@ class NumericHistogram:
         self._pos.merge(other._pos)
         self._neg.merge(other._neg)
 
+    def parts(self) -> tuple[Sketch, Sketch]:
+        """The sketch of the values ``>= 0`` and that of ``-x`` for ``x < 0`` (builtins keys
+        ``p`` and ``n``), shared, not copied."""
+        return self._pos, self._neg
+
+    def subtract(self, other: NumericHistogram) -> None:
+        """Take ``other``'s values back out (see :meth:`Sketch.subtract`; min/max stay)."""
+        self._check_compatible(other)
+        self._pos.subtract(other._pos)
+        self._neg.subtract(other._neg)
+
     def _check_compatible(self, other: object) -> None:
         if not isinstance(other, NumericHistogram):
             raise TypeError(f"expected a NumericHistogram, got {type(other).__name__}")
@@ -423,6 +434,22 @@ class CategoricalHistogram:
         if not isinstance(other, CategoricalHistogram):
             raise TypeError(f"expected a CategoricalHistogram, got {type(other).__name__}")
         self._add_counts(other._counts)
+
+    def subtract(self, other: CategoricalHistogram) -> None:
+        """Take ``other``'s counts back out; ``ValueError`` (nothing changed) when they are
+        not all here, or once the cap was hit: which categories a merge keeps depends on
+        arrival order, so only a merge in order can say what remains."""
+        if not isinstance(other, CategoricalHistogram):
+            raise TypeError(f"expected a CategoricalHistogram, got {type(other).__name__}")
+        mine = self._counts
+        if OTHER in mine or any(mine.get(k, 0) < n for k, n in other._counts.items()):
+            raise ValueError("cannot subtract categories that were not merged into this one")
+        for key, n in other._counts.items():
+            left = mine[key] - n
+            if left:
+                mine[key] = left
+            else:
+                del mine[key]
 
     def copy(self) -> CategoricalHistogram:
         """An independent copy."""
