@@ -64,7 +64,8 @@ class KafkaRunner:
         worker = self.settings.worker
         await ensure_changelog(self.settings, self.changelog_topic)
         self.producer = AIOKafkaProducer(**client_options(self.settings.kafka), acks="all",
-                                         linger_ms=5, max_request_size=8 << 20)
+                                         linger_ms=5, max_request_size=8 << 20,
+                                         max_batch_size=1 << 20)  # changelog batches
         self.consumer = AIOKafkaConsumer(
             **client_options(self.settings.kafka), group_id=self.group,
             group_instance_id=f"{worker.instance_id}-{self.name}" if worker.instance_id

@@ -117,7 +117,18 @@ class KafkaChangelog:
         return states
 
     async def write(self, partition: int, changes: Changes) -> None:
-        futures = [await self.producer.send(self.topic, value, key=key.encode(),
-                                            partition=partition)
-                   for key, value in changes.items()]
-        await asyncio.gather(*futures)
+        """The changes in record batches built here, in order (one batch in flight per
+        partition keeps them so): a ``send`` per record costs ~20 µs of Python each, and a
+        window of alert state can be thousands of records."""
+        producer, topic = self.producer, self.topic
+        pending = []
+        batch = producer.create_batch()
+        for key, value in changes.items():
+            raw = key.encode()
+            if batch.append(key=raw, value=value, timestamp=None) is None:  # full
+                pending.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                batch.append(key=raw, value=value, timestamp=None)  # a first one always fits
+        if batch.record_count():
+            pending.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*pending)

@@ -26,7 +26,8 @@ def test_load_many_reads_every_partition_as_load_does(kafka_bootstrap: str) -> N
 
     async def go():
         await ensure_changelog(settings, topic)
-        producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all")
+        producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all",
+                                    max_batch_size=1 << 12)  # writes span many batches
         await producer.start()
         try:
             kafka, memory = KafkaChangelog(settings.kafka, topic, producer), MemoryChangelog()
@@ -35,6 +36,8 @@ def test_load_many_reads_every_partition_as_load_does(kafka_bootstrap: str) -> N
                     changes = {f"k{i % 7}": f"{p}:{i}".encode(), f"gone{i % 3}": None}
                     if i % 10 == 0:  # written now and then, deleted at the end
                         changes[f"gone{i % 3}"] = b"soon deleted"
+                    if i % 25 == 0:  # larger than a batch
+                        changes[f"big{i % 2}"] = bytes([i % 256]) * 20_000
                     await kafka.write(p, changes)
                     await memory.write(p, changes)
             started = time.monotonic()
@@ -51,5 +54,6 @@ def test_load_many_reads_every_partition_as_load_does(kafka_bootstrap: str) -> N
     many, one_by_one, expected, many_s, single_s = asyncio.run(go())
     assert many == one_by_one == expected
     assert many[PARTITIONS - 1] == {} and many[0]["k0"] == b"0:49"
-    assert set(many[2]) == {f"k{i}" for i in range(7)}  # deletes applied
+    assert set(many[2]) == {f"k{i}" for i in range(7)} | {"big0", "big1"}  # deletes applied
+    assert many[2]["big1"] == bytes([125]) * 20_000  # the last of each key, in order
     print(f"load_many {many_s:.2f}s, load one by one {single_s:.2f}s")
