@@ -68,10 +68,12 @@ async def run_process(settings: Settings, stop: asyncio.Event) -> None:
     """The processing role's two stages on the runtime until ``stop``, with the pinned
     baselines followed for stage 2. Logs ``processing ready`` once both own partitions."""
     from pipeline.runtime.consumer import KafkaRunner
+    from pipeline.runtime.memory_tuning import tune_gc
     from pipeline.runtime.retry import forever
     from pipeline.scoring.series import follow_pinned
 
     first, second, pinned = stages(settings)
+    tune_gc()  # after the imports and stages: those are frozen out of collection
     runners = [KafkaRunner(settings, first, "stage1"), KafkaRunner(settings, second, "stage2")]
     followers = []
     if settings.drift.enabled:

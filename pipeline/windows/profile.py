@@ -41,6 +41,7 @@ PROFILE_FORMAT = 1  # version of the to_builtins layout
 MAX_DISTINCT_VALUES = 1000
 OTHER = "_OTHER"  # OpenTelemetry's fallback for error.type
 
+_SMALL_BATCH = 32  # batches up to this size are added without numpy
 _EVENT_FIELDS = frozenset(InferenceEvent.__struct_fields__) - {"features", "attributes"}
 
 
@@ -202,6 +203,47 @@ class WindowProfile:
             return
         if self.slo_ms is None:
             self.slo_ms = float(slo_ms)
+        if len(events) <= _SMALL_BATCH:
+            self._add_few(events)
+        else:
+            self._add_columns(events)
+        failed = [e for e in events if e.status == "error"]
+        if failed:
+            self.errors += len(failed)
+            kinds = Counter(
+                e.error_type or (str(e.http_status) if e.http_status else OTHER) for e in failed
+            )
+            _count_into(self.errors_by_type, kinds, MAX_DISTINCT_VALUES)
+        for name in usage_attributes:
+            values = Counter(v for e in events if (v := e.attributes.get(name)) is not None)
+            if values:
+                _count_into(self.feature_usage.setdefault(name, {}), values, MAX_DISTINCT_VALUES)
+
+    def _add_few(self, events: Sequence[InferenceEvent]) -> None:
+        """:meth:`add_events`' counts and sketches for a small batch, in plain Python: at
+        high cardinality one series' share of a message is a handful of events, and
+        numpy's cost per call would be most of the work."""
+        latency = [e.latency_ms for e in events]
+        self.latency_ms.add_many(latency)
+        for name, (field, _) in _SKETCHES.items():
+            if name != "latency_ms":
+                getattr(self, name).add_many([getattr(e, field) for e in events])
+        self.requests += len(events)
+        slo = self.slo_ms
+        self.slo_met += sum(1 for v in latency if v <= slo)  # type: ignore[operator]
+        cost = [c for e in events if (c := e.cost_usd) is not None and c == c]
+        self.cost_count += len(cost)
+        self.cost_usd_sum += float(sum(cost))
+        cache = [c for e in events if (c := e.cache_hit) is not None]
+        self.cache_reported += len(cache)
+        self.cache_hits += sum(cache)
+        feedback = [f for e in events if (f := e.feedback_score) is not None and f == f]
+        self.feedback_count += len(feedback)
+        self.feedback_sum += float(sum(feedback))
+
+    def _add_columns(self, events: Sequence[InferenceEvent]) -> None:
+        """:meth:`add_events`' counts and sketches for a large batch: one numpy column per
+        field, one ``add_many`` per sketch."""
         latency = np.fromiter((e.latency_ms for e in events), dtype=np.float64, count=len(events))
         self.latency_ms.add_many(latency)
         columns = {"latency_ms": latency}
@@ -211,14 +253,6 @@ class WindowProfile:
                 getattr(self, name).add_many(columns[name])
         self.requests += len(events)
         self.slo_met += int(np.count_nonzero(latency <= self.slo_ms))
-
-        failed = [e for e in events if e.status == "error"]
-        if failed:
-            self.errors += len(failed)
-            kinds = Counter(
-                e.error_type or (str(e.http_status) if e.http_status else OTHER) for e in failed
-            )
-            _count_into(self.errors_by_type, kinds, MAX_DISTINCT_VALUES)
 
         cost = columns["cost_usd"]
         seen = ~np.isnan(cost)
@@ -234,11 +268,6 @@ class WindowProfile:
         seen = ~np.isnan(feedback)
         self.feedback_count += int(np.count_nonzero(seen))
         self.feedback_sum += float(feedback[seen].sum())
-
-        for name in usage_attributes:
-            values = Counter(v for e in events if (v := e.attributes.get(name)) is not None)
-            if values:
-                _count_into(self.feature_usage.setdefault(name, {}), values, MAX_DISTINCT_VALUES)
 
     def add_drift(self, events: Sequence[InferenceEvent], spec: MonitorSpec) -> None:
         """Add a batch to the drift histograms of ``spec`` (operational ones excluded:

@@ -191,6 +191,18 @@ def test_add_events_is_vectorised_not_per_event(monkeypatch):
     assert calls == [500] * 7  # one batch call per sketch
 
 
+def test_small_batches_in_python_equal_one_numpy_batch():
+    """At high cardinality a series gets a few events per message: those are added without
+    numpy; the profile is the same as the vectorised one."""
+    events = random_events(5, 240)
+    whole, few = WindowProfile(), WindowProfile()
+    whole.add_events(events, SLO, USAGE)
+    for i in range(0, len(events), 3):
+        few.add_events(events[i:i + 3], SLO, USAGE)
+    assert few == whole
+    assert_metrics_equal(finalize(few), finalize(whole))
+
+
 # --------------------------------------------------------------------------- merge
 def test_merge_of_partials_equals_profile_of_union():
     parts = [random_events(seed, n) for seed, n in ((1, 700), (2, 1), (3, 2500), (4, 40))]
