@@ -95,7 +95,7 @@ class Scoring:
         return scores
 
     def _load(self, partition: int, series_key: str) -> SeriesMonitor:
-        raw = self.table.get(_name(partition, series_key))
+        raw = self.table.pop(_name(partition, series_key), None)  # live from now on
         if raw is None:
             return SeriesMonitor(self.drift)
         try:
