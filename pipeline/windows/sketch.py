@@ -215,11 +215,12 @@ class Sketch:
             raise ValueError(
                 f"Sketch holds finite non-negative values, got min={lo!r} max={hi!r}"
             )
-        bins, floor, key = self._bins, self._mapping.min_possible, self._mapping.key
+        mapping, bins, log, ceil = self._mapping, self._bins, math.log, math.ceil
+        floor, multiplier, offset = mapping.min_possible, mapping._multiplier, mapping._offset
         zero = 0
         for v in clean:
-            if v > floor:
-                k = key(v)
+            if v > floor:  # LogarithmicMapping.key(v), inlined: the same arithmetic
+                k = int(ceil(log(v, 2) * multiplier) + offset)
                 bins[k] = bins.get(k, 0) + 1
             else:
                 zero += 1

@@ -106,6 +106,22 @@ def test_keys_are_ddsketch_keys_even_on_bucket_boundaries():
     assert np.array_equal(keys, expected)
 
 
+def test_small_batches_bucket_like_one_large_batch():
+    """Batches of up to 32 values are bucketed in plain Python: the same buckets, counts,
+    extremes and sum as the numpy path, bucket boundaries included."""
+    mapping = LogarithmicMapping(0.01)
+    rng = np.random.default_rng(3)
+    values = np.concatenate([[mapping.gamma**k for k in range(-50, 200)],
+                             rng.lognormal(3, 2, 3000), np.zeros(7)])
+    rng.shuffle(values)
+    large, small = Sketch(0.01), Sketch(0.01)
+    large.add_many(values)
+    for i in range(0, values.size, 5):
+        small.add_many(values[i:i + 5].tolist())
+    assert small == large
+    assert [a.tolist() for a in small.buckets()] == [a.tolist() for a in large.buckets()]
+
+
 def test_zero_nan_none_and_invalid_values():
     sketch = Sketch(0.01)
     sketch.add_many([0.0, None, float("nan"), 0.0, 5.0])
