@@ -90,7 +90,7 @@ class _Alert:
     """State of one rule on one series."""
 
     __slots__ = ("annotations", "fingerprint", "history", "idle", "labels", "lifecycle",
-                 "saved", "shared", "threshold", "value", "window")
+                 "saved", "shared", "starts", "threshold", "value", "window")
 
     def __init__(self, rule: Rule, series_labels: Mapping[str, str],
                  shared: CountHistory | None = None) -> None:
@@ -100,10 +100,13 @@ class _Alert:
         self.shared = shared is not None  # the series' history, checkpointed with it
         self.history: CountHistory | None = (shared if shared is not None
                                              else rule.condition.new_history())
-        self.annotations: dict[str, str] = {}
+        # rendered with the last holding evaluation; None: not yet (rendered when read,
+        # from value, threshold, window and starts, for templates that read nothing else)
+        self.annotations: dict[str, str] | None = {}
         self.value: float | None = None
         self.threshold: float | None = None
         self.window = (0.0, 0.0)
+        self.starts: float | None = None  # the episode's start, as the last holding saw it
         self.idle = True  # lifecycle.idle, read once per evaluation
         self.saved = False  # has a checkpoint of its own (to delete when forgotten)
 
@@ -117,6 +120,7 @@ class _Alert:
             "value": self.value,
             "threshold": self.threshold,
             "window": list(self.window),
+            "starts": self.starts,
         }
 
     def restore(self, rule: Rule, data: Mapping[str, Any]) -> None:
@@ -124,7 +128,10 @@ class _Alert:
                                                  rule.keep_firing_for, rule.repeat_interval)
         if self.history is not None and data.get("history") and not self.shared:
             self.history.restore(data["history"])
-        self.annotations = dict(data.get("annotations") or {})
+        annotations = data.get("annotations")
+        self.annotations = None if annotations is None and "starts" in data \
+            else dict(annotations or {})
+        self.starts = data.get("starts")
         self.value = data.get("value")
         self.threshold = data.get("threshold")
         start, end = data.get("window") or (0.0, 0.0)
@@ -260,6 +267,10 @@ class Evaluator:
         self._quick = {rule.name: _quick(rule) for rule in rules}
         self._history_keys = {rule.name: _history_key(rule.condition) for rule in rules}
         self._rank = {rule.name: i for i, rule in enumerate(rules)}
+        # rules whose annotations read only the alert's own facts: rendered when read
+        self._later = {rule.name for rule in rules
+                       if not {name.partition(".")[0] for t in rule.annotations.values()
+                               for name in t.names()} & {"metrics", "details"}}
         self._plans: dict[tuple[int, ...], _Plan] = {}  # by the indexes of matching rules
         self._keep = max((lb for r in rules for lb in r.condition.lookbacks()), default=0.0)
         self._series: dict[str, _Series] = {}
@@ -381,16 +392,30 @@ class Evaluator:
 
     def _observe(self, rule: Rule, series: _Series, alert: _Alert, outcome: Outcome,
                  env: Mapping[str, float], start: float, end: float) -> None:
-        """Remember what a holding evaluation measured, annotations rendered with it."""
+        """Remember what a holding evaluation measured, and the annotations rendered with
+        it: now if they read the window's metrics or the outcome's details, else when
+        they are read (most holding windows of a pending or firing alert publish none)."""
         lc = alert.lifecycle
         alert.value, alert.threshold, alert.window = outcome.value, outcome.threshold, (start, end)
-        alert.annotations = rule.render({
-            "value": outcome.value, "threshold": outcome.threshold, "alertname": rule.name,
+        alert.starts = lc.fired_at if lc.firing else lc.active_at
+        alert.annotations = None
+        if rule.name not in self._later:
+            alert.annotations = self._render(rule, series, alert, env, outcome.details)
+
+    def _render(self, rule: Rule, series: _Series, alert: _Alert,
+                env: Mapping[str, float], details: Mapping[str, Any]) -> dict[str, str]:
+        return rule.render({
+            "value": alert.value, "threshold": alert.threshold, "alertname": rule.name,
             "rule": rule.name, "severity": rule.severity, "series_key": series.key,
-            "window_start": start, "window_end": end,
-            "starts_at": lc.fired_at if lc.firing else lc.active_at,
-            "labels": alert.labels, "metrics": env, "details": outcome.details,
+            "window_start": alert.window[0], "window_end": alert.window[1],
+            "starts_at": alert.starts, "labels": alert.labels, "metrics": env,
+            "details": details,
         })
+
+    def _annotations(self, rule: Rule, series: _Series, alert: _Alert) -> dict[str, str]:
+        if alert.annotations is None:  # a template that reads neither metrics nor details
+            alert.annotations = self._render(rule, series, alert, {}, {})
+        return alert.annotations
 
     def _event(self, rule: Rule, series: _Series, alert: _Alert, t: Transition,
                value: float | None, threshold: float | None,
@@ -405,7 +430,7 @@ class Evaluator:
             state="resolved" if resolved else "firing", severity=rule.severity,
             repeat=t.kind == "repeat", series_key=series.key,
             series_labels=dict(series.labels), labels=dict(alert.labels),
-            annotations=dict(alert.annotations),
+            annotations=dict(self._annotations(rule, series, alert)),
             value=value if value is not None else t.value, threshold=threshold,
             window_start=window[0], window_end=window[1], starts_at=t.starts_at,
             ends_at=t.ends_at)
@@ -436,7 +461,7 @@ class Evaluator:
                     fingerprint=alert.fingerprint, rule=name, state="firing",
                     severity=r.severity, series_key=series.key,
                     series_labels=dict(series.labels), labels=dict(alert.labels),
-                    annotations=dict(alert.annotations), value=alert.value,
+                    annotations=dict(self._annotations(r, series, alert)), value=alert.value,
                     threshold=alert.threshold, window_start=alert.window[0],
                     window_end=alert.window[1], starts_at=alert.lifecycle.fired_at)
                 self._mute([e], series.last_end if now is None else now)
@@ -487,9 +512,16 @@ class Evaluator:
             "labels": series.labels,
             "last_end": None if series.last_end == -math.inf else series.last_end,
             "last_version": series.last_version,
-            "alerts": {name: a.to_builtins() for name, a in series.alerts.items()},
+            "alerts": {name: self._rendered(series, name, a).to_builtins()
+                       for name, a in series.alerts.items()},
             "histories": {k: h.to_builtins() for k, h in series.histories.items()},
         }
+
+    def _rendered(self, series: _Series, name: str, alert: _Alert) -> _Alert:
+        rule = self._rules.get(name)
+        if rule is not None:
+            self._annotations(rule, series, alert)
+        return alert
 
     def restore(self, series_key: str, data: Mapping[str, Any], *, changed: bool = False
                 ) -> None:

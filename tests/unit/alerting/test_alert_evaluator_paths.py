@@ -17,7 +17,9 @@ RULES = parse_rules("""
 rules:
   - {name: P99, condition: latency_p99_ms > 900, severity: warning}
   - {name: P99For, condition: latency_p99_ms > 700 and requests >= 20, for: 30s,
-     keep_firing_for: 20s, severity: warning}
+     keep_firing_for: 20s, severity: warning,
+     annotations: {summary: "{{ value }} > {{ threshold }} since {{ starts_at }} on
+       {{ labels.model }} ({{ window_start }}-{{ window_end }})"}}
   - {name: EitherOr, condition: latency_p99_ms > 950 or errors_by_type.timeout > 3,
      severity: info}
   - {name: Low, condition: "not (requests > 5)", severity: info}
@@ -25,7 +27,8 @@ rules:
   - {name: Repeat, condition: "max(latency_p99_ms, 0) * 1.0 > 800", repeat_interval: 30s,
      severity: info}
   - {name: Bound, type: error_rate_bound, threshold: 0.1, min_requests: 10,
-     severity: critical}
+     severity: critical, annotations: {summary: "{{ metrics.requests }} requests,
+       bound {{ details.lower_bound:.3f }}", since: "{{ starts_at }}"}}
   - {name: BoundZero, type: error_rate_bound, threshold: 0.0, z: 1.0, severity: info}
   - {name: BoundOver, type: error_rate_bound, threshold: 0.15, over: 30s, severity: info}
   - {name: BoundOverHigh, type: error_rate_bound, threshold: 0.25, over: 30s, z: 1.0,
@@ -95,9 +98,11 @@ def test_a_series_restored_from_its_checkpoints_carries_on_unchanged(seed):
     straight = Evaluator(RULES)
     ev = Evaluator(RULES)
     store: dict = {"series": {}, "alerts": {}, "histories": {}, "clock": {}}
-    restarts = 0
+    restarts = annotated = 0
     for m in windows(seed):
-        assert ev.evaluate(m) == straight.evaluate(m), m
+        got = ev.evaluate(m)
+        assert got == straight.evaluate(m), m
+        annotated += sum(bool(e.annotations) for e in got)
         key = m["series_key"]
         cp = ev.checkpoint(key)
         if cp.series is not None:
@@ -117,3 +122,4 @@ def test_a_series_restored_from_its_checkpoints_carries_on_unchanged(seed):
             restarts += 1
     assert restarts > 5
     assert ev.firing() == straight.firing()
+    assert annotated > 5  # annotations were compared too
