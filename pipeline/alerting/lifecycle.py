@@ -186,12 +186,18 @@ class Lifecycle:
     def to_builtins(self) -> dict[str, Any]:
         """Checkpoint form (msgpack/JSON safe), including the last evaluation's
         transitions so that a replay after restore returns them again."""
-        out: dict[str, Any] = {"format": LIFECYCLE_FORMAT}
-        for name in _FIELDS:
-            v = getattr(self, name)
-            out[name] = None if v == -math.inf else v
-        out["replay"] = [[t.kind, t.at, t.starts_at, t.ends_at, t.value] for t in self._replay]
-        return out
+        inf = -math.inf  # written as None (the fields of _FIELDS, spelt out: it is hot)
+        return {
+            "format": LIFECYCLE_FORMAT, "state": self.state,
+            "active_at": None if self.active_at == inf else self.active_at,
+            "fired_at": None if self.fired_at == inf else self.fired_at,
+            "resolved_at": None if self.resolved_at == inf else self.resolved_at,
+            "last_eval": None if self.last_eval == inf else self.last_eval,
+            "keep_since": None if self.keep_since == inf else self.keep_since,
+            "last_notified": None if self.last_notified == inf else self.last_notified,
+            "value": None if self.value == inf else self.value,
+            "replay": [[t.kind, t.at, t.starts_at, t.ends_at, t.value] for t in self._replay],
+        }
 
     @classmethod
     def from_builtins(cls, data: Mapping[str, Any], for_: float = 0.0,
