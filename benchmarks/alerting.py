@@ -6,11 +6,16 @@ One run, same machine:
    varied conditions over ``WindowMetrics`` fields, some with ``for`` / ``keep_firing_for``,
    every tenth an ``error_rate_bound`` rule, half of those ``over`` a lookback) on 1,000
    series, window after window through one :class:`Evaluator`. The first window creates
-   the 1,000,000 alert states and is reported on its own; the following windows are timed.
+   the series (and the alert states they need) and is reported on its own; the following
+   windows are timed.
    Baselines of the same run: building the variables mapping of every window
    (``window_vars``) and a plain Python loop doing one ``env[name] > threshold``
-   comparison per (rule, series). Also timed: the per-series checkpoint the worker writes
-   after each window (``Evaluator.state`` + msgpack, as ``AlertStage`` does).
+   comparison per (rule, series). Then the same windows through the stage the worker
+   runs (``AlertRuleStage.on_batch`` on the encoded ``WindowMetrics`` records): the
+   whole step, and of it the checkpoint (``_emit``: the state changes and the outbox);
+   the changes are written to an in-memory changelog (records and bytes counted) and,
+   when a broker is at hand (``--parts`` with ``changelog``), to a compacted topic
+   with ``KafkaChangelog.write`` (acks=all), as the worker writes them.
 2. Time to alert, end to end: one ``inferwatch worker --roles process`` (window 5 s,
    lateness 1 s, idle timeout 3 s) with a threshold rule ``latency_p50_ms > 20000`` that
    only a latency spike crosses; real-time simulated traffic (speed 1) with a
@@ -22,6 +27,7 @@ One run, same machine:
    "delivery" (arrival minus that timestamp).
 
 Usage:  python benchmarks/alerting.py [--quick] [--bootstrap HOST:PORT]
+        [--parts eval,changelog,latency]
 Without --bootstrap it starts the project's KRaft broker on 127.0.0.1:19592 (controller
 19593) under benchmarks/out/alerting-home and stops it afterwards. Progress goes to
 stderr, the markdown block to stdout. Worker log: benchmarks/out/alerting/worker-<tag>.log.
@@ -57,10 +63,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.alerting.evaluator import Evaluator  # noqa: E402
-from pipeline.alerting.rules import parse_rules  # noqa: E402
+from pipeline.alerting.rules import RuleSet, parse_rules  # noqa: E402
+from pipeline.alerting.stage import AlertRuleStage  # noqa: E402
 from pipeline.alerting.variables import window_vars  # noqa: E402
 from pipeline.config import Settings, load_settings  # noqa: E402
 from pipeline.dev.simulate import Incident, TrafficModel  # noqa: E402
+from pipeline.runtime.stage import Record  # noqa: E402
+from pipeline.runtime.state import MemoryChangelog  # noqa: E402
 from pipeline.windows.profile import series_key as make_series_key  # noqa: E402
 from schemas.alert import AlertEvent  # noqa: E402
 from schemas.metrics import WindowMetrics  # noqa: E402
@@ -241,7 +250,7 @@ def eval_bench(rules_n: int, series_n: int, timed_windows: int, seed: int = 7) -
     rss0 = proc.memory_info().rss
 
     ev = Evaluator(rules)
-    say("evaluation: first window (creates the alert states) …")
+    say("evaluation: first window (creates the series and the alert states they need) …")
     t0, c0 = time.perf_counter(), time.process_time()
     events = sum(len(ev.evaluate(m, now=m["window_end"])) for m in windows[0])
     first = (time.perf_counter() - t0, time.process_time() - c0)
@@ -276,11 +285,10 @@ def eval_bench(rules_n: int, series_n: int, timed_windows: int, seed: int = 7) -
                     hits += 1
         plain_walls.append(time.perf_counter() - t0)
 
-    say("evaluation: state checkpoint (Evaluator.state + msgpack) …")
-    encode = msgspec.msgpack.Encoder().encode
-    t0 = time.perf_counter()
-    checkpoint = sum(len(encode(ev.state(m["series_key"]))) for m in windows[-1])
-    checkpoint_s = time.perf_counter() - t0
+    say("evaluation: the same windows through the stage (decode, evaluate, checkpoint) …")
+    stage = stage_bench(rules, windows)
+    del ev
+    gc.collect()
 
     eval_s, eval_cpu = float(np.median(walls)), float(np.median(cpus))
     vars_s, plain_s = float(np.median(var_walls)), float(np.median(plain_walls))
@@ -290,11 +298,108 @@ def eval_bench(rules_n: int, series_n: int, timed_windows: int, seed: int = 7) -
         "first_s": first[0], "first_cpu_s": first[1], "state_mb": state_bytes / 2**20,
         "state_bytes_per_alert": state_bytes / pairs,
         "eval_s": eval_s, "eval_cpu_s": eval_cpu, "eval_max_s": max(walls),
-        "eval_us": eval_s / pairs * 1e6, "vars_s": vars_s, "plain_s": plain_s,
+        "eval_us": eval_s / pairs * 1e6, "eval_cpu_us": eval_cpu / pairs * 1e6,
+        "vars_s": vars_s, "plain_s": plain_s,
         "plain_us": plain_s / pairs * 1e6, "events": events, "firing_at_end": firing,
         "plain_hit_rate": hits / (pairs * timed_windows),
-        "checkpoint_s": checkpoint_s, "checkpoint_mb": checkpoint / 2**20,
+        **stage,
     }
+
+
+def stage_bench(rules: RuleSet, windows: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """Feed each window's records to ``AlertRuleStage.on_batch`` (one batch per window of
+    every series, as the worker gets them); time the step and its checkpoint part."""
+    settings = Settings()
+    topic = settings.topics.metrics
+    stage = AlertRuleStage(settings, rules)
+    spent = [0.0, 0.0]  # wall, CPU
+    emit = stage._emit
+
+    def timed_emit(*args: Any, **kwargs: Any) -> None:  # the stage's own checkpoint code
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            emit(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - t0
+            spent[1] += time.process_time() - c0
+
+    stage._emit = timed_emit  # type: ignore[method-assign]
+    stage.on_assign(topic, 0, {})
+    changelog = MemoryChangelog()
+    encode = msgspec.json.Encoder(enc_hook=float).encode  # numpy numbers in the rows
+    offset, steps = 0, []
+    for rows in windows:
+        records = [Record(topic, 0, offset + i, m["series_key"].encode(), encode(m),
+                          ()) for i, m in enumerate(rows)]
+        offset += len(records)
+        gc.collect()
+        spent[:] = [0.0, 0.0]
+        t0, c0 = time.perf_counter(), time.process_time()
+        step = stage.on_batch(topic, 0, records, rows[0]["window_end"])
+        total, total_cpu = time.perf_counter() - t0, time.process_time() - c0
+        changes = step.changes.get(0, {})
+        size = sum(len(k) + len(v or b"") for k, v in changes.items())
+        asyncio.run(changelog.write(0, changes))
+        for done in step.done:  # Kafka acknowledged the outputs
+            done()
+        steps.append({"total_s": total, "total_cpu_s": total_cpu, "emit_s": spent[0],
+                      "emit_cpu_s": spent[1], "records": len(changes),
+                      "bytes": size, "events": len(step.outputs), "changes": changes,
+                      "series": sum(k.startswith("series|") for k in changes),
+                      "alerts": sum(k.startswith("alert|") for k in changes),
+                      "clocks": sum(k.startswith("clock|") for k in changes),
+                      "histories": sum(k.startswith("history|") for k in changes),
+                      "outbox": sum(k.startswith("out|") for k in changes)})
+    timed = steps[1:]
+
+    def median(name: str) -> float:
+        return float(np.median([s[name] for s in timed]))
+
+    return {"stage_first_s": steps[0]["total_s"], "stage_first_records": steps[0]["records"],
+            "stage_s": median("total_s"), "emit_s": median("emit_s"),
+            "stage_cpu_s": median("total_cpu_s"), "emit_cpu_s": median("emit_cpu_s"),
+            "emit_max_s": max(s["emit_s"] for s in timed),
+            "records": median("records"), "alert_records": median("alerts"),
+            "clock_records": median("clocks"), "series_records": median("series"),
+            "history_records": median("histories"), "outbox_records": median("outbox"),
+            "changelog_mb": median("bytes") / 2**20, "stage_events": median("events"),
+            "change_sets": [s["changes"] for s in steps]}
+
+
+def changelog_bench(bootstrap: str, change_sets: list[dict[str, bytes | None]]
+                    ) -> dict[str, Any]:
+    """Write each window's change set to a fresh compacted topic with the worker's
+    ``KafkaChangelog`` (acks=all, the runner's producer settings); seconds per window."""
+    from aiokafka import AIOKafkaProducer
+
+    from pipeline.config import KafkaSettings
+    from pipeline.runtime.kafka import client_options, ensure_changelog
+    from pipeline.runtime.state import KafkaChangelog
+
+    settings = Settings(kafka=KafkaSettings(bootstrap_servers=bootstrap))
+    topic = f"bench-alert-{uuid.uuid4().hex[:8]}-state"
+
+    async def go() -> list[float]:
+        await ensure_changelog(settings, topic)
+        producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all",
+                                    linger_ms=5, max_request_size=8 << 20,
+                                    max_batch_size=1 << 20)  # as KafkaRunner's
+        await producer.start()
+        try:
+            changelog = KafkaChangelog(settings.kafka, topic, producer)
+            out = []
+            for changes in change_sets:
+                t0 = time.perf_counter()
+                await changelog.write(0, changes)
+                out.append(time.perf_counter() - t0)
+            return out
+        finally:
+            await producer.stop()
+
+    say(f"changelog: writing {len(change_sets)} windows' changes to {topic} …")
+    walls = asyncio.run(go())
+    return {"write_first_s": walls[0], "write_s": float(np.median(walls[1:])),
+            "write_max_s": max(walls[1:])}
 
 
 # =============================================================================== 2. time to alert
@@ -546,18 +651,44 @@ def report(args: argparse.Namespace, command: str, started: float, load: tuple[f
         print("| rule evaluation, per window of every series | s / window | "
               "µs / (rule x series) | vs plain loop |")
         print("|---|---|---|---|")
-        print(f"| `Evaluator.evaluate` (steady state; CPU {fmt(ev['eval_cpu_s'])} s, "
-              f"max {fmt(ev['eval_max_s'])} s) | {fmt(ev['eval_s'])} | {fmt(ev['eval_us'])} "
+        print(f"| `Evaluator.evaluate` (steady state; CPU {fmt(ev['eval_cpu_s'])} s = "
+              f"{fmt(ev['eval_cpu_us'])} µs / pair, max {fmt(ev['eval_max_s'])} s) | "
+              f"{fmt(ev['eval_s'])} | {fmt(ev['eval_us'])} "
               f"| {ev['eval_us'] / ev['plain_us']:.0f}x |")
-        print(f"| first window (creates {ev['pairs']:,} alert states, "
-              f"+{ev['state_mb']:,.0f} MB RSS, ~{ev['state_bytes_per_alert']:.0f} B each) "
+        print(f"| first window (creates the series and the alert states they need, "
+              f"+{ev['state_mb']:,.0f} MB RSS) "
               f"| {fmt(ev['first_s'])} | {fmt(ev['first_s'] / ev['pairs'] * 1e6)} | |")
         print(f"| baseline: variables mapping only (`window_vars`, {ev['series']:,} per "
               f"window) | {fmt(ev['vars_s'], 3)} | | |")
         print(f"| baseline: plain loop (`window_vars` + one comparison per rule) | "
               f"{fmt(ev['plain_s'])} | {fmt(ev['plain_us'], 3)} | 1x |")
-        print(f"| worker checkpoint after the window (`Evaluator.state` + msgpack per "
-              f"series, {ev['checkpoint_mb']:,.0f} MB) | {fmt(ev['checkpoint_s'])} | | |")
+        print()
+        print(f"The same windows through `AlertRuleStage.on_batch` (one batch per window of "
+              f"all {ev['series']:,} series, JSON records decoded), median of the timed "
+              f"windows:")
+        print()
+        print("| stage step per window | s / window | vs `Evaluator.evaluate` | CPU s | "
+              "CPU vs `Evaluator.evaluate` |")
+        print("|---|---|---|---|---|")
+        print(f"| whole step (decode, evaluate, checkpoint) | {fmt(ev['stage_s'])} | "
+              f"{ev['stage_s'] / ev['eval_s']:.2f}x | {fmt(ev['stage_cpu_s'])} | "
+              f"{ev['stage_cpu_s'] / ev['eval_cpu_s']:.2f}x |")
+        print(f"| of which the checkpoint (`_emit`: state changes, clock, outbox; max "
+              f"{fmt(ev['emit_max_s'], 3)} s) | {fmt(ev['emit_s'], 3)} | "
+              f"{ev['emit_s'] / ev['eval_s']:.1%} | {fmt(ev['emit_cpu_s'], 3)} | "
+              f"{ev['emit_cpu_s'] / ev['eval_cpu_s']:.1%} |")
+        if ev.get("write_s") is not None:
+            print(f"| writing those changes to Kafka (`KafkaChangelog.write`, acks=all, "
+                  f"loopback broker; max {fmt(ev['write_max_s'], 3)} s) | "
+                  f"{fmt(ev['write_s'], 3)} | {ev['write_s'] / ev['eval_s']:.1%} | | |")
+        print()
+        print(f"Changelog per timed window: {ev['records']:,.0f} records "
+              f"({ev['alert_records']:,.0f} `alert|`, {ev['history_records']:,.0f} "
+              f"`history|`, {ev['clock_records']:,.0f} `clock|`, {ev['series_records']:,.0f} "
+              f"`series|`, {ev['outbox_records']:,.0f} outbox puts and deletes for "
+              f"{ev['stage_events']:,.0f} events, the offset), "
+              f"{ev['changelog_mb']:,.2f} MB; the first window wrote "
+              f"{ev['stage_first_records']:,} records in {fmt(ev['stage_first_s'])} s.")
         print()
         print(f"Alert events produced: {ev['events']:,} over {ev['timed_windows'] + 1} "
               f"windows; {ev['firing_at_end']:,} alerts firing at the end; the plain "
@@ -613,7 +744,8 @@ def main() -> None:
     parser.add_argument("--series", type=int, default=None, help="default 1000 (quick 200)")
     parser.add_argument("--windows", type=int, default=None,
                         help="timed evaluation windows (default 3, quick 2)")
-    parser.add_argument("--parts", default="eval,latency", help="subset of eval,latency")
+    parser.add_argument("--parts", default="eval,changelog,latency",
+                        help="subset of eval,changelog,latency (changelog needs eval)")
     args = parser.parse_args()
     incidents_n = args.incidents or (2 if args.quick else 10)
     series_n = args.series or (200 if args.quick else 1000)
@@ -630,12 +762,15 @@ def main() -> None:
         if "eval" in parts:
             ev = eval_bench(args.rules, series_n, windows_n)
             gc.collect()
+        bootstrap = args.bootstrap
+        if bootstrap is None and ("latency" in parts or ("changelog" in parts and ev)):
+            local = broker()
+            bootstrap = local.bootstrap
+        if ev and "changelog" in parts:
+            ev.update(changelog_bench(bootstrap, ev["change_sets"]))
+        if ev:
+            del ev["change_sets"]
         if "latency" in parts:
-            if args.bootstrap:
-                bootstrap = args.bootstrap
-            else:
-                local = broker()
-                bootstrap = local.bootstrap
             lat = latency_bench(bootstrap, incidents_n, args.rate, args.batch)
     except (Exception, KeyboardInterrupt) as exc:
         failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
