@@ -345,11 +345,11 @@ class NumericHistogram:
     @classmethod
     def from_builtins(cls, data: Mapping[str, Any]) -> NumericHistogram:
         """Inverse of :meth:`to_builtins`; validates shapes and counts."""
-        shared = {"a": float(data["a"]), "b": int(data.get("b", DEFAULT_MAX_BUCKETS))}
+        alpha, buckets = float(data["a"]), int(data.get("b", DEFAULT_MAX_BUCKETS))
         parts = [data.get(key, {}) for key in ("p", "n")]
         if not all(isinstance(part, Mapping) for part in parts):
             raise ValueError("malformed histogram: 'p' and 'n' must be sketch mappings")
-        pos, neg = (Sketch.from_builtins({**part, **shared}) for part in parts)
+        pos, neg = (Sketch.from_builtins(part, alpha, buckets) for part in parts)
         return cls._of(pos, neg)
 
     def __eq__(self, other: object) -> bool:

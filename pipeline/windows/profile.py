@@ -425,7 +425,7 @@ class WindowProfile:
                 setattr(out, name, type(default)(value))
         for name, (_, key) in _SKETCHES.items():
             if key in data:
-                setattr(out, name, Sketch.from_builtins({**data[key], "a": out.relative_accuracy}))
+                setattr(out, name, Sketch.from_builtins(data[key], out.relative_accuracy))
         out.errors_by_type = {str(k): int(v) for k, v in data.get("et", {}).items()}
         out.feature_usage = {
             str(a): {str(k): int(v) for k, v in counts.items()}

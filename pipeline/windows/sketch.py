@@ -352,8 +352,16 @@ class Sketch:
         rank = q * (self._count - 1)
         if rank < self._zero:
             return 0.0
+        target = rank - self._zero
+        if self._arrays is None and len(self._bins) <= _SMALL:  # no arrays for a few buckets
+            bins, seen, key = self._bins, 0, 0
+            for key in sorted(bins):
+                seen += bins[key]
+                if seen > target:
+                    break
+            return float(self._mapping.value(key))
         keys, _, cumulative = self._sorted()
-        index = int(np.searchsorted(cumulative, rank - self._zero, side="right"))
+        index = int(np.searchsorted(cumulative, target, side="right"))
         index = min(index, keys.size - 1)
         return float(self._mapping.value(int(keys[index])))
 
@@ -400,15 +408,26 @@ class Sketch:
         return out
 
     @classmethod
-    def from_builtins(cls, data: dict[str, Any]) -> Sketch:
-        """Inverse of :meth:`to_builtins`; validates shapes and counts."""
-        out = cls(float(data["a"]), int(data.get("b", DEFAULT_MAX_BUCKETS)))
-        deltas = [int(k) for k in data.get("k", ())]
-        counts = [int(c) for c in data.get("c", ())]
-        if len(deltas) != len(counts) or any(c <= 0 for c in counts) or any(
-            d <= 0 for d in deltas[1:]
-        ):
+    def from_builtins(cls, data: dict[str, Any], relative_accuracy: float | None = None,
+                      max_buckets: int | None = None) -> Sketch:
+        """Inverse of :meth:`to_builtins`; validates shapes and counts. ``relative_accuracy``
+        / ``max_buckets`` stand for ``a`` / ``b`` when the container holds them once for
+        several sketches (stage 2 decodes ~10 per partial: no dict is copied for that)."""
+        out = cls.__new__(cls)
+        alpha = data["a"] if relative_accuracy is None else relative_accuracy
+        out._mapping = _mapping(float(alpha))
+        out._max_buckets = int(data.get("b", DEFAULT_MAX_BUCKETS) if max_buckets is None
+                               else max_buckets)
+        if out._max_buckets < 1:
+            raise ValueError(f"max_buckets must be >= 1, got {out._max_buckets}")
+        out._arrays = None
+        deltas = list(map(int, data.get("k", ())))
+        counts = list(map(int, data.get("c", ())))
+        if counts and (len(deltas) != len(counts) or min(counts) <= 0 or (
+                len(deltas) > 1 and min(deltas[1:]) <= 0)):
             raise ValueError("malformed sketch: keys must increase and counts be positive")
+        if len(deltas) != len(counts):
+            raise ValueError("malformed sketch: as many keys as counts are needed")
         out._bins = dict(zip(accumulate(deltas), counts, strict=True))
         out._zero = int(data.get("z", 0))
         if out._zero < 0:
@@ -418,6 +437,8 @@ class Sketch:
             out._sum = float(data["s"])
             out._min = float(data["lo"])
             out._max = float(data["hi"])
+        else:
+            out._sum, out._min, out._max = 0.0, math.inf, -math.inf
         out._collapse()
         return out
 

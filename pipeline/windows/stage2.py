@@ -10,8 +10,8 @@ Memory per series is what bounds a worker's cardinality, and most of it is windo
 for corrections that never come: an emitted window is kept as its checkpoint bytes
 (~0.5 KiB, against ~10 KiB of live sketches), without its drift histograms (a window is
 scored once, at its first emission; corrections re-emit metrics only), and brought back
-to life only when a correction arrives. Only open windows are scanned when closing; emitted ones leave in
-order of their end from a heap.
+to life only when a correction arrives. Only open windows are scanned when closing;
+emitted ones leave in order of their end from a heap.
 """
 
 from __future__ import annotations

@@ -122,6 +122,21 @@ def test_small_batches_bucket_like_one_large_batch():
     assert [a.tolist() for a in small.buckets()] == [a.tolist() for a in large.buckets()]
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 20, 31])
+def test_quantiles_of_a_few_buckets_agree_with_ddsketch(n):
+    """A sketch of a few buckets answers quantiles without numpy: same as ddsketch."""
+    rng = np.random.default_rng(n)
+    values = [0.0] * (n % 3) + list(rng.lognormal(4, 1.5, n))
+    reference, ours = DDSketch(0.01), Sketch(0.01)
+    for v in values:
+        reference.add(float(v))
+    ours.add_many(values)
+    assert ours.bucket_count <= 32
+    for q in np.linspace(0.0, 1.0, 41):
+        assert ours.quantile(float(q)) == pytest.approx(
+            reference.get_quantile_value(float(q)), rel=1e-12), q
+
+
 def test_zero_nan_none_and_invalid_values():
     sketch = Sketch(0.01)
     sketch.add_many([0.0, None, float("nan"), 0.0, 5.0])
