@@ -414,7 +414,7 @@ def test_checkpoint_restore_round_trip_continues_identically():
     for key, slot in s.slots.items():
         assert restored.slots[key].labels == slot.labels
         assert restored.slots[key].last_offset == slot.last_offset
-        assert restored.slots[key].profile.to_builtins() == slot.profile.to_builtins()
+        assert restored.slots[key].builtins() == slot.builtins()
     assert restored.clock == s.clock
     assert restored.closed_watermark == s.closed_watermark
     assert restored.late == s.late and restored.too_late == s.too_late
@@ -579,6 +579,25 @@ def test_stage2_forgets_windows_after_the_correction_horizon():
     assert deletes == [f"{0.0!r}|{M}"]
     apply_all(s, [wm(0, 50)])
     assert s.windows == {}
+
+
+def test_stage1_slot_at_rest_between_events_gives_the_same_partial():
+    """A slot untouched since its checkpoint is kept as bytes and decoded when its next
+    event comes: the partial is the one a stage that never checkpointed builds."""
+    batches = [[(0, [ev(1.0, "a", 100.0), ev(1.5, "b", 120.0)])],
+               [(1, [ev(2.0, "b", 130.0)])],  # "a" is not touched: at rest after this
+               [(2, [ev(3.0, "b", 140.0)])],
+               [(3, [ev(4.0, "a", 150.0, input_tokens=7)])]]  # "a" decoded again
+    resting, plain = stage1(), stage1()
+    table: dict[str, bytes] = {}
+    for i, batch in enumerate(batches):
+        resting.add(batch, WALL)
+        _checkpoint_into(table, resting)
+        plain.add(batch, WALL)
+        if i == 2:
+            assert resting.slots[series_key({"model": "a"}), 0.0, 0].profile is None
+    assert_same_partials(feed(resting, [msgs(100.0, first_offset=9)], LATER),
+                         feed(plain, [msgs(100.0, first_offset=9)], LATER))
 
 
 def _checkpoint2(table: dict[str, bytes], state: Stage2Partition) -> None:
