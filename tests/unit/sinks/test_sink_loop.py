@@ -1,11 +1,13 @@
 """The sink's loop with a fake consumer and store: the next batch is fetched and decoded
 while one is inserted, yet batches commit one at a time, in order, each after its own
 insert; a stop lets the insert under way finish and commit, and commits nothing behind it.
+The cycle collector waits while a batch is decoded or written, and only then.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from typing import Any
@@ -14,7 +16,7 @@ import msgspec
 from aiokafka import ConsumerRecord, TopicPartition
 
 from pipeline.config import Settings
-from pipeline.sinks.clickhouse.writer import ClickHouseSink
+from pipeline.sinks.clickhouse.writer import _COLLECTOR_PAUSED, ClickHouseSink, _Batch
 
 SETTINGS = Settings()
 TP = TopicPartition(SETTINGS.topics.events, 0)
@@ -140,3 +142,32 @@ def test_a_stop_commits_the_insert_under_way_and_nothing_behind_it() -> None:
     asyncio.run(scenario())
     assert [o for what, o in log.lines if what == "committed"] == [0, 1]
     assert ("insert", 2) not in log.lines  # fetched, maybe, but neither stored nor committed
+
+
+def test_the_collector_waits_while_a_batch_is_decoded_or_written_and_runs_between() -> None:
+    log = Log()
+    during: list[bool] = []
+    store = Store(log, seconds=0, on_insert=lambda _: during.append(gc.isenabled()))
+    sink = sink_with(log, store, n=0)
+    batch = _Batch()
+    assert gc.isenabled()
+    sink.collect({TP: [record(0), record(1)]}, batch)
+    assert gc.isenabled() and len(batch.events) == 2
+    sink.insert(batch)
+    assert during == [False] and gc.isenabled()
+
+
+def test_the_pause_is_shared_and_keeps_a_collector_that_was_off_off() -> None:
+    assert gc.isenabled()
+    with _COLLECTOR_PAUSED:
+        with _COLLECTOR_PAUSED:  # the loop and the insert thread at once
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # until the last holder leaves
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with _COLLECTOR_PAUSED:
+            pass
+        assert not gc.isenabled()  # someone else turned it off: not ours to turn on
+    finally:
+        gc.enable()
