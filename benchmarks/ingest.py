@@ -8,7 +8,9 @@ One run, same machine, same messages:
       - ``split``: `inferwatch worker --roles process` and `inferwatch worker --roles sink`,
         two processes (the embedded store is opened by the sink process only).
 Each layout reads the same events topic with its own consumer groups, topics downstream
-of the events and store. For single-event messages and for batched messages (500 events
+of the events and store. Besides events per second, each side's CPU seconds per event
+(the sink's process, the bare consumer's): on a shared machine other work slows the rates
+a lot more than it changes the CPU each event costs. For single-event messages and for batched messages (500 events
 per message).
 
 Usage:  .venv/bin/python benchmarks/ingest.py [--events 200000] [--bootstrap HOST:PORT]
@@ -82,8 +84,9 @@ def produce(settings: Settings, events: int, batch_size: int) -> int:
     return stats.events
 
 
-async def bare_consumer(settings: Settings, expected: int) -> float:
-    """The ceiling: consume and msgspec-decode every message; events per second."""
+async def bare_consumer(settings: Settings, expected: int) -> tuple[float, float]:
+    """The ceiling: consume and msgspec-decode every message; events per second, and CPU
+    seconds per event (this process's, from the first fetched batch on)."""
     decoder = msgspec.json.Decoder(InferenceEvent | list[InferenceEvent])
     consumer = AIOKafkaConsumer(
         settings.topics.events, bootstrap_servers=settings.kafka.bootstrap_servers,
@@ -97,12 +100,15 @@ async def bare_consumer(settings: Settings, expected: int) -> float:
         while seen < expected:
             batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
             if started is None and batch:
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
             for messages in batch.values():
                 for m in messages:
                     out = decoder.decode(m.value)
                     seen += len(out) if isinstance(out, list) else 1
-        return seen / (time.perf_counter() - (started or time.perf_counter()))
+        if started is None:
+            raise RuntimeError("no events to consume")
+        return (seen / (time.perf_counter() - started),
+                (time.process_time() - cpu) / seen)
     finally:
         await consumer.stop()
 
@@ -110,10 +116,18 @@ async def bare_consumer(settings: Settings, expected: int) -> float:
 _BATCH_LINE = re.compile(r"^\[([\d\- :,]+)\] .*sink batch: (\d+) events", re.M)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, every thread included (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def worker_rate(settings: Settings, env: dict[str, str], expected: int,
-                roles: list[str | None]) -> float:
+                roles: list[str | None]) -> tuple[float, float]:
     """Cold-start one worker process per entry of ``roles`` (None: the configured roles);
-    steady-state events/s from the sink's own batch log lines.
+    steady-state events/s from the sink's own batch log lines, and the CPU seconds the
+    sink's process spent per event stored (from the first batch to the last: noise from
+    other work on the machine slows the rate, much less the CPU per event).
 
     The first batch is left out (it includes the consumer-group join), and so is a last
     batch smaller than the others (the sink waited ``sink_flush_seconds`` for events that
@@ -130,22 +144,29 @@ def worker_rate(settings: Settings, env: dict[str, str], expected: int,
                                     env={**os.environ, **env}, stdout=log,
                                     stderr=subprocess.STDOUT, cwd=ROOT)
             procs.append((proc, log_path, log))
-        sink_log = procs[roles.index("sink") if "sink" in roles else 0][1]
+        sink_proc, sink_log, _ = procs[roles.index("sink") if "sink" in roles else 0]
+        first: tuple[int, float] | None = None  # (events stored, sink CPU) at the first batch
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
+            cpu = _cpu_seconds(sink_proc.pid)
             for proc, log_path, _ in procs:
                 if proc.poll() is not None:
                     raise RuntimeError(f"worker exited: {log_path.read_text()}")
             batches = [(datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f"), int(n))
                        for t, n in _BATCH_LINE.findall(sink_log.read_text())]
-            if sum(n for _, n in batches) >= expected:
+            stored = sum(n for _, n in batches)
+            if first is None and batches:
+                first = (stored, cpu)
+            if stored >= expected:
                 if batches[-1][1] < max(n for _, n in batches):
                     batches.pop()  # the tail: a flush timeout, not the sink's speed
                 if len(batches) < 3:
                     raise RuntimeError("fewer than 3 sink batches: raise --events to time it")
                 span = (batches[-1][0] - batches[0][0]).total_seconds()
-                return sum(n for _, n in batches[1:]) / span
-            time.sleep(0.5)
+                assert first is not None
+                return (sum(n for _, n in batches[1:]) / span,
+                        (cpu - first[1]) / max(1, stored - first[0]))
+            time.sleep(0.1)
         raise RuntimeError("worker did not store every event in time")
     finally:
         for proc, _, _ in procs:
@@ -189,14 +210,14 @@ def main() -> None:
                 say(f"{label}: producing {args.events} events …")
                 produced = produce(settings, args.events, batch_size)
                 say(f"{label}: bare aiokafka + msgspec consumer …")
-                ceiling = asyncio.run(bare_consumer(settings, produced))
+                ceiling, ceiling_cpu = asyncio.run(bare_consumer(settings, produced))
             for layout in layouts:
                 with tempfile.TemporaryDirectory(dir=out) as tmp:
                     settings, env = settings_for(bootstrap, Path(tmp), tag, batch_size, layout)
                     asyncio.run(ensure_topics(settings))
                     say(f"{label}: inferwatch worker ({layout}) → ClickHouse …")
-                    rate = worker_rate(settings, env, produced, LAYOUTS[layout])
-                rows.append((label, layout, produced, rate, ceiling))
+                    rate, cpu = worker_rate(settings, env, produced, LAYOUTS[layout])
+                rows.append((label, layout, produced, rate, ceiling, cpu, ceiling_cpu))
     finally:
         if local is not None:
             local.down()
@@ -204,12 +225,17 @@ def main() -> None:
     print(f"\n{time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}")
     print("| messages | worker processes | events | worker → ClickHouse ev/s | "
-          "bare consumer ev/s | ratio |")
-    print("|---|---|---|---|---|---|")
-    for label, layout, produced, rate, ceiling in rows:
+          "bare consumer ev/s | ratio | sink process CPU µs/event | bare consumer CPU "
+          "µs/event | ratio of CPU per event |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, layout, produced, rate, ceiling, cpu, ceiling_cpu in rows:
         roles = " + ".join(f"--roles {r}" if r else "both roles" for r in LAYOUTS[layout])
         print(f"| {label} | {roles} | {produced:,} | {rate:,.0f} | {ceiling:,.0f} | "
-              f"{rate / ceiling:.2f} |")
+              f"{rate / ceiling:.2f} | {cpu * 1e6:.1f} | {ceiling_cpu * 1e6:.1f} | "
+              f"{ceiling_cpu / cpu:.2f} |")
+    print("(ratio of CPU per event: bare consumer CPU / sink process CPU per event, what the "
+          "ratio would be with a core each; with both roles in one process its CPU is both "
+          "roles')")
 
 
 if __name__ == "__main__":
