@@ -89,7 +89,6 @@ def run(raw: list[bytes], drift: bool, window: float) -> tuple[int, float, int]:
             batch.append((offset, decoded.events))
         stage1.add(batch, now)
         partials = [encode_partial(p) for p in stage1.close(now, caught_up=False)]
-        stage1.sent(list(stage1.outbox))
         mark = stage1.watermark(now, caught_up=False)
         partials.append(encode_partial(stage1_watermark(mark)))
         for value in partials:

@@ -5,9 +5,11 @@ One :class:`~pipeline.windows.stage1.Stage1Partition` per source partition of th
 events and resources topics. Its state lives in the changelog partition of the same
 number, each key prefixed with its kind (``events|…``, ``resources|…``), so both topics'
 partition ``p`` share changelog partition ``p``. A closed window's partial stays in the
-stage's :class:`~pipeline.runtime.outbox.Outbox` (``<kind>|out|…``) until the runtime
-reports it acknowledged (``Step.done``), so a crash in between re-sends the same bytes,
-which stage 2 merges once by (source partition, seq).
+stage's :class:`~pipeline.runtime.outbox.Outbox` (``<kind>|out|…``), written in the same
+change set as the checkpoint that deletes its slot, until the runtime reports it
+acknowledged (``Step.done``), so a crash in between re-sends the same bytes, which stage 2
+merges once by (source partition, seq). The partition states keep no outbox of their
+own: ``on_assign`` restores them from their keys without the outbox's.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ from pipeline.windows.drift_profile import MonitorSpec
 from pipeline.windows.guard import CardinalityGuard
 from pipeline.windows.kinds import EVENTS, RESOURCES, Kind, event_kind, resource_kind
 from pipeline.windows.partials import Partial, Watermark, encode_partial
-from pipeline.windows.stage1 import META, OUTBOX, Stage1Partition
+from pipeline.windows.stage1 import META, Stage1Partition
 from schemas.event import InferenceEvent, ResourceSample
 
 __all__ = ["IngestCounts", "PartialStage"]
 
 _JSON = msgspec.json.Encoder()
+_OUTBOX = "out|"  # after the kind: changelog keys of closed partials not yet acknowledged
 
 
 @dataclass
@@ -72,7 +75,7 @@ class PartialStage:
         self._sent_watermarks: dict[tuple[str, int], float] = {}
         # closed partials until Kafka has them, per kind (both kinds of partition p share
         # changelog partition p): ``<kind>|out|<window start>|<seq>|<series>``
-        self.outboxes = {kind: Outbox(f"{kind}|{OUTBOX}") for kind in self._kinds}
+        self.outboxes = {kind: Outbox(f"{kind}|{_OUTBOX}") for kind in self._kinds}
         self.counts = IngestCounts()
 
     # ------------------------------------------------------------------ partitions
@@ -141,9 +144,6 @@ class PartialStage:
         key = (kind, partition)
         outbox = self.outboxes[kind]
         closed = state.close(wall, idle_ok)
-        # the stage's outbox keeps them: handed over at once, the partition's own outbox
-        # never writes them
-        state.sent((p.series_key, p.window_start, p.seq) for p in closed)
         mark = state.watermark(wall, idle_ok)
         changes: Changes = {}
         for partial in closed:  # written before the checkpoint deletes their slots

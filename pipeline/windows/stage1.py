@@ -14,11 +14,13 @@ skipped, so at-least-once delivery (a crash, a rebalance that re-reads from the 
 committed offset) does not count an event twice. The partition's meta record is
 written last in a checkpoint, so it never claims offsets whose slots were not written.
 
-A closed slot becomes a partial in the *outbox*, which is checkpointed with the state
-that closed it and sent only once that checkpoint is durable; ``sent`` drops it at the
-next checkpoint. A crash in between re-sends the same bytes, which stage 2 merges once
-by ``(src_partition, seq)``. (Sending first and checkpointing after would let a crash
-rebuild a *different* partial under the same identity, which stage 2 would drop.)
+A closed slot becomes a :class:`~pipeline.windows.partials.Partial` that ``close``
+returns and the next ``checkpoint`` deletes. Keeping it until Kafka has it is the
+stage's job: :class:`~pipeline.windows.partial_stage.PartialStage` puts it in the
+runtime's :class:`~pipeline.runtime.outbox.Outbox` (changelog keys ``<kind>|out|…``,
+beside this table's ``<kind>|…``) in the same change set as that checkpoint, so a crash
+before the send re-sends the same bytes rather than rebuilding a *different* partial
+under the same identity, which stage 2 would drop.
 
 At high cardinality most open slots hold a few events and wait a window for more: a slot
 not touched since its last checkpoint is kept as those checkpoint bytes (~0.5 KiB,
@@ -40,7 +42,7 @@ from pipeline.config import MetricsSettings
 from pipeline.windows.event_time import PartitionClock, WindowSpec
 from pipeline.windows.guard import CardinalityGuard
 from pipeline.windows.kinds import Kind, event_kind
-from pipeline.windows.partials import Partial, decode_partials, encode_partial
+from pipeline.windows.partials import Partial
 from pipeline.windows.profile import series_key
 
 __all__ = ["Failed", "Stage1Partition"]
@@ -48,7 +50,6 @@ __all__ = ["Failed", "Stage1Partition"]
 SlotKey = tuple[str, float, int]  # (series key, window start, seq)
 Failed = tuple[int, Any, Exception]  # (source offset, record, why) of a record not absorbed
 META = "meta"
-OUTBOX = "out|"  # table-name prefix of closed partials not yet acknowledged by Kafka
 _ENC = msgspec.msgpack.Encoder()
 _DEC = msgspec.msgpack.Decoder()
 
@@ -78,13 +79,10 @@ class Stage1Partition:
     max_offset: int = -1  # every message up to here is in the state
     replayed: int = 0  # messages skipped because the state already covered them
     slots: dict[SlotKey, _Slot] = field(default_factory=dict)
-    outbox: dict[SlotKey, Partial] = field(default_factory=dict)  # closed, not yet sent
     late: Counter[str] = field(default_factory=Counter)
     too_late: Counter[str] = field(default_factory=Counter)
     _dirty: set[SlotKey] = field(default_factory=set)
     _deleted: set[SlotKey] = field(default_factory=set)
-    _outbox_new: set[SlotKey] = field(default_factory=set)  # not checkpointed yet
-    _outbox_done: set[SlotKey] = field(default_factory=set)  # sent: delete at checkpoint
     _keys: dict[tuple[str, ...], tuple[str, dict[str, str]]] = field(default_factory=dict)
     _live: set[SlotKey] = field(default_factory=set)  # slots whose profile is decoded
     _last_meta: bytes = b""  # the META record as last checkpointed
@@ -184,9 +182,9 @@ class Stage1Partition:
         return max(clock, self.closed_watermark)
 
     def close(self, wall: float, caught_up: bool = True) -> list[Partial]:
-        """Move every slot whose window (or correction band) the watermark passed to the outbox.
+        """Close every slot whose window (or correction band) the watermark passed.
 
-        Returns the partials closed now; ``outbox`` holds every one not yet ``sent``.
+        Returns their partials; the next ``checkpoint`` deletes their slots.
         """
         wm = self.watermark(wall, caught_up)
         if wm > self.closed_watermark:
@@ -201,22 +199,10 @@ class Stage1Partition:
                               src_partition=self.partition, seq=seq,
                               profile=slot.builtins())
             out.append(partial)
-            self.outbox[slot_key] = partial
-            self._outbox_new.add(slot_key)
             self._dirty.discard(slot_key)
             self._live.discard(slot_key)
             self._deleted.add(slot_key)
         return out
-
-    def sent(self, keys: Iterable[SlotKey]) -> None:
-        """Kafka acknowledged these outbox partials: forget them at the next checkpoint."""
-        for slot_key in keys:
-            if self.outbox.pop(slot_key, None) is None:
-                continue
-            if slot_key in self._outbox_new:  # never written: nothing to delete
-                self._outbox_new.discard(slot_key)
-            else:
-                self._outbox_done.add(slot_key)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self) -> tuple[dict[str, bytes], list[str]]:
@@ -233,10 +219,7 @@ class Stage1Partition:
             if slot is not None and slot.raw is not None:
                 slot.profile = None
         self._live = {k for k in self._dirty if k in self.slots}
-        upserts.update((OUTBOX + _slot_name(k), encode_partial(self.outbox[k]))
-                       for k in self._outbox_new)
         deletes = [_slot_name(k) for k in self._deleted]
-        deletes += [OUTBOX + _slot_name(k) for k in self._outbox_done]
         # dicts keep insertion order: META goes out after every slot it vouches for, and
         # only when it changed (a quiet partition's tick writes nothing)
         meta = _ENC.encode([self.clock.to_builtins(), self.closed_watermark,
@@ -245,15 +228,13 @@ class Stage1Partition:
             upserts[META] = self._last_meta = meta
         self._dirty.clear()
         self._deleted.clear()
-        self._outbox_new.clear()
-        self._outbox_done.clear()
         return upserts, deletes
 
     @classmethod
     def restore(cls, partition: int, settings: MetricsSettings, guard: CardinalityGuard,
                 items: Iterable[tuple[str, bytes]], kind: Kind | None = None
                 ) -> Stage1Partition:
-        """Rebuild from checkpointed (key, value) items of this partition."""
+        """Rebuild from the (key, value) items ``checkpoint`` wrote for this partition."""
         state = cls(partition, settings, guard, kind)
         assert state.kind is not None
         for name, raw in items:
@@ -265,10 +246,6 @@ class Stage1Partition:
                                                            state.spec.idle_timeout)
                 state.closed_watermark = closed
                 state.late, state.too_late = Counter(late), Counter(too_late)
-            elif name.startswith(OUTBOX):
-                partial = decode_partials(raw)
-                assert isinstance(partial, Partial)
-                state.outbox[_parse_slot(name[len(OUTBOX):])] = partial
             else:
                 labels, last_offset, profile = data
                 state.kind.load(profile)  # validated now; decoded again when an event comes

@@ -1,4 +1,5 @@
-"""Stage 1 (per source partition), stage 2 (merge and finalize) and the cardinality guard.
+"""Stage 1 (per source partition, and its outbox in the stage), stage 2 (merge and
+finalize) and the cardinality guard.
 
 Pure state machines fed hand-built event sequences: no Kafka, no faust, no I/O.
 Window 10 s, lateness 2 s, idle timeout 5 s, corrections for 3 windows (30 s).
@@ -15,8 +16,11 @@ import msgspec
 import numpy as np
 import pytest
 
-from pipeline.config import MetricsSettings
+from pipeline.config import MetricsSettings, Settings, TopicSettings
+from pipeline.runtime.stage import Record, Step
+from pipeline.runtime.state import apply_changes
 from pipeline.windows.guard import OTHER, CardinalityGuard
+from pipeline.windows.partial_stage import PartialStage
 from pipeline.windows.partials import Partial, Watermark, decode_partials, encode_partial
 from pipeline.windows.profile import WindowProfile, series_key
 from pipeline.windows.stage1 import Stage1Partition
@@ -433,46 +437,94 @@ def test_checkpoint_is_incremental():
     upserts, deletes = s.checkpoint()
     assert list(upserts) == [] and deletes == []  # nothing changed: not even meta
     s.add(msgs(12, first_offset=2), WALL)
-    s.close(WALL)  # [0, 10) closes
+    (closed,) = s.close(WALL)  # [0, 10) closes: returned, its slot deleted
+    assert (closed.window_start, closed.seq) == (0.0, 0)
     upserts, deletes = s.checkpoint()
-    # [10, 20) changed, [0, 10) deleted and its partial written to the outbox
-    assert len(deletes) == 1 and len(upserts) == 3
-    assert deletes[0] not in upserts and "out|" + deletes[0] in upserts
-    s.sent(list(s.outbox))
-    upserts, deletes = s.checkpoint()
-    assert list(upserts) == [] and deletes == ["out|" + "0.0|0|model=m"]
+    assert sorted(upserts) == ["10.0|0|model=m", "meta"] and deletes == ["0.0|0|model=m"]
+    assert s.checkpoint() == ({}, [])
 
 
-def test_a_closed_partial_stays_in_the_outbox_until_sent_and_survives_a_restore():
-    """Closed partials are checkpointed before they are sent: a crash in between restores
-    the very same partial (same identity, same bytes) for sending, not a rebuilt one."""
-    s = stage1()
-    table: dict[str, bytes] = {}
-    s.add(msgs(1, 5, 12), WALL)
-    closed = s.close(WALL)
-    assert [p.window_start for p in closed] == [0.0]
-    assert list(s.outbox.values()) == closed
-    _checkpoint_into(table, s)  # durable; then the worker dies before sending
-    restored = Stage1Partition.restore(0, SETTINGS, CardinalityGuard(9, ("model",)),
-                                       table.items())
-    assert list(restored.outbox.values()) == closed
-    restored.add(msgs(3, first_offset=3), WALL)  # a late event: a correction, not seq 0 again
-    restored.close(LATER)
-    assert sorted((p.window_start, p.seq) for p in restored.outbox.values()) == [
-        (0.0, 0), (0.0, 1), (10.0, 0)]
-    restored.sent(list(restored.outbox))
-    _checkpoint_into(table, restored)
-    assert not any(name.startswith("out|") for name in table)
+# --------------------------------------------------------------------------- the stage's outbox
+STAGE = Settings(topics=TopicSettings(partitions=1), metrics=SETTINGS)
+TOPIC = STAGE.topics.events
+STAGE_WALL = 1_700_000_000.0
+T0 = STAGE_WALL - 3600  # event times an hour back: inside the codec's past limit
+SLOT = f"events|{T0!r}|0|{M}"  # the changelog key of the first window's seq 0 slot...
+OUT = f"events|out|{T0!r}|0|{M}"  # ...and of its partial in the stage's outbox
 
 
-def test_a_partial_sent_before_its_checkpoint_leaves_nothing_to_delete():
-    s = stage1()
-    s.add(msgs(1, 12), WALL)
-    s.close(WALL)
-    s.sent(list(s.outbox))
-    upserts, deletes = s.checkpoint()
-    assert not s.outbox and not any(k.startswith("out|") for k in upserts) and deletes == [
-        "0.0|0|model=m"]
+def records(*offsets: float, first_offset: int = 0) -> list[Record]:
+    """One source record per event, ``T0 + offset`` seconds, consecutive offsets."""
+    return [Record(TOPIC, 0, first_offset + i, None, msgspec.json.encode(
+        {"event_id": f"r{next(_ids)}", "timestamp": T0 + dt, "model": "m",
+         "latency_ms": 100.0})) for i, dt in enumerate(offsets)]
+
+
+def partials_out(step: Step) -> list[tuple[float, int, bytes]]:
+    """(window start, seq, bytes) of the partials a step sends; watermarks left out."""
+    out = []
+    for o in step.outputs:
+        message = decode_partials(o.value)
+        if isinstance(message, Partial):
+            out.append((message.window_start, message.seq, o.value))
+    return out
+
+
+def idle(topic: str, partition: int) -> bool:
+    return True
+
+
+def busy(topic: str, partition: int) -> bool:
+    return False
+
+
+def test_a_closed_partial_is_written_to_the_outbox_with_the_checkpoint_that_closed_it():
+    """In one change set: the partial under its outbox key, then the slot's delete, then
+    meta; sent in the same step, and its key deleted by the step after the ack."""
+    stage = PartialStage(STAGE)
+    stage.on_assign(TOPIC, 0, {})
+    stage.on_batch(TOPIC, 0, records(1, 11), STAGE_WALL)
+    step = stage.on_batch(TOPIC, 0, records(12, first_offset=2), STAGE_WALL)  # [0, 10) closes
+    changes = step.changes[0]
+    assert list(changes) == [OUT, f"events|{T0 + 10!r}|0|{M}", SLOT, "events|meta"]
+    assert changes[SLOT] is None
+    assert partials_out(step) == [(T0, 0, changes[OUT])]
+    waiting = stage.on_tick(STAGE_WALL, busy)  # not acknowledged: kept, not sent twice
+    assert waiting.changes == {0: {}} and partials_out(waiting) == []
+    for done in step.done:
+        done()
+    after = stage.on_tick(STAGE_WALL, busy)
+    assert after.changes == {0: {OUT: None}} and partials_out(after) == []
+    assert stage.on_tick(STAGE_WALL, busy).changes == {0: {}}
+
+
+def test_a_crash_before_the_ack_re_sends_the_same_partial_and_a_late_event_corrects_it():
+    """The partial was durable before it was sent: a restart re-sends those very bytes (same
+    identity, same content), not a rebuilt partial, and a late event for its window goes to
+    a correction (seq 1), never to seq 0 again."""
+    stage, table = PartialStage(STAGE), {}
+    stage.on_assign(TOPIC, 0, {})
+    for batch in (records(1, 5), records(12, first_offset=2)):
+        step = stage.on_batch(TOPIC, 0, batch, STAGE_WALL)
+        apply_changes(table, step.changes[0])
+    (first,) = partials_out(step)
+    assert OUT in table and SLOT not in table
+    # the worker dies before Kafka acknowledged: a new one restores the changelog
+    again = PartialStage(STAGE)
+    assert again.on_assign(TOPIC, 0, dict(table)) == 3
+    assert set(again.states["events", 0].slots) == {(M, T0 + 10, 0)}  # the outbox is no slot
+    steps = [again.on_tick(STAGE_WALL, busy),
+             again.on_batch(TOPIC, 0, records(3, first_offset=3), STAGE_WALL),  # late
+             again.on_tick(STAGE_WALL + 1e6, idle)]
+    sent = [p for s in steps for p in partials_out(s)]
+    assert sent[0] == first
+    assert sorted((start - T0, seq) for start, seq, _ in sent) == [(0, 0), (0, 1), (10, 0)]
+    for s in steps:
+        apply_changes(table, s.changes.get(0, {}))
+        for done in s.done:
+            done()
+    apply_changes(table, again.on_tick(STAGE_WALL + 1e6, idle).changes[0])
+    assert not [name for name in table if name.startswith("events|out|")]
 
 
 # =========================================================================== stage 2
