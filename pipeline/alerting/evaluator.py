@@ -25,11 +25,14 @@ that stops sending windows is resolved by :meth:`Evaluator.sweep`.
 
 Most alerts are idle (not pending, not firing) and their condition does not hold, which
 changes no state: an idle alert whose condition never held is not even kept (it is
-created when first needed), and for threshold rules (and error-rate bounds, which cannot
-exceed the rate they bound) a window costs one call of a quick test. Pending and firing
+created when first needed), and when its condition has a ``quick_test`` (threshold rules,
+error-rate bounds without ``over``) a window costs one call of it. Pending and firing
 alerts, and those with transitions to replay, are "awake": evaluated in full every
-window. Rules that count the same (error rates ``over`` the same lookback, burn rates of
-the same SLI and windows) share one count history per series, checkpointed once.
+window. Rules whose conditions give the same ``history_key`` (error rates ``over`` the
+same lookback, burn rates of the same SLI and windows) share one count history per
+series, checkpointed once; the conditions after the first that counts the window may
+skip it on their ``sums_test`` of that history. The evaluator asks the condition these
+facts (see :class:`~pipeline.alerting.conditions.Condition`), never its type.
 
 >>> from pipeline.alerting.rules import parse_rules
 >>> rules = parse_rules('''
@@ -54,19 +57,14 @@ the same SLI and windows) share one count history per series, checkpointed once.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
-from pipeline.alerting.conditions import (
-    BurnRateCondition,
-    Condition,
-    ErrorRateBoundCondition,
-    Outcome,
-    ThresholdCondition,
-)
+from pipeline.alerting.conditions import Condition, Outcome
+from pipeline.alerting.conditions.base import QuickTest, SumsTest
 from pipeline.alerting.history import CountHistory
 from pipeline.alerting.inhibit import inhibited_by
 from pipeline.alerting.lifecycle import Lifecycle, Transition, fingerprint
@@ -80,10 +78,8 @@ from schemas.metrics import WindowMetrics
 __all__ = ["EVALUATOR_FORMAT", "Checkpoint", "Evaluator"]
 
 EVALUATOR_FORMAT = 1
-Quick = Callable[[Mapping[str, Any]], object]  # True: the condition may hold
-Sums = Callable[[tuple[float, float]], bool]  # on (bad, total) of a lookback: may it hold
 # per matching rule: rule, name, quick test, shared history key, test on the history's sums
-Entry = tuple[Rule, str, "Quick | None", str | None, "Sums | None"]
+Entry = tuple[Rule, str, "QuickTest | None", str | None, "SumsTest | None"]
 
 
 class _Alert:
@@ -207,56 +203,6 @@ class Checkpoint:
                 or self.gone)
 
 
-def _may_exceed(condition: ErrorRateBoundCondition) -> Sums:
-    """The quick test of an ``error_rate_bound`` rule with ``over`` on the summed counts
-    of its lookback (as :func:`_quick`: the bound never exceeds the rate)."""
-    threshold, minimum = condition.threshold, condition.min_requests
-
-    def may_exceed(sums: tuple[float, float]) -> bool:
-        errors, total = sums
-        return total > 0 and total >= minimum and errors / total + 1e-9 > threshold
-
-    return may_exceed
-
-
-def _history_key(condition: Condition) -> str | None:
-    """What a condition's count history holds, when it is known: conditions with the same
-    key add the same counts of the same windows, so a series keeps one history for them
-    (error-rate rules at several thresholds or severities are common)."""
-    lookbacks = ",".join(f"{lb:g}" for lb in condition.lookbacks())
-    if isinstance(condition, ErrorRateBoundCondition) and condition.over:
-        return f"error_rate_bound|{condition.errors.text}|{condition.total.text}|{lookbacks}"
-    if isinstance(condition, BurnRateCondition):
-        return f"burn_rate|{condition.sli}|{lookbacks}"
-    return None
-
-
-def _quick(rule: Rule) -> Quick | None:
-    """A cheap test that is true whenever the rule's condition may hold and has no side
-    effect (no history), or ``None``: evaluate the condition in full every window.
-
-    A threshold condition is its compiled expression. The Wilson lower bound of an error
-    rate never exceeds the rate itself, so a rate at or below the threshold cannot hold.
-    """
-    condition = rule.condition
-    if isinstance(condition, ThresholdCondition):
-        return condition.condition.evaluate
-    if isinstance(condition, ErrorRateBoundCondition) and not condition.over:
-        errors_of, total_of = condition.errors.evaluate, condition.total.evaluate
-        threshold, minimum = condition.threshold, condition.min_requests
-
-        def may_exceed(env: Mapping[str, Any]) -> bool:
-            errors, total = errors_of(env), total_of(env)
-            if not (isinstance(errors, float) and isinstance(total, float)) or total <= 0 \
-                    or total < minimum:
-                return False
-            rate = min(max(errors, 0.0), total) / total
-            return rate + 1e-9 > threshold  # margin for rounding in the bound
-
-        return may_exceed
-    return None
-
-
 class Evaluator:
     """Evaluates a :class:`RuleSet` for every series it is given; holds their alert state."""
 
@@ -264,8 +210,8 @@ class Evaluator:
         self.rules = rules
         self.silences = silences if silences is not None else Silences()
         self._rules = {rule.name: rule for rule in rules}
-        self._quick = {rule.name: _quick(rule) for rule in rules}
-        self._history_keys = {rule.name: _history_key(rule.condition) for rule in rules}
+        self._quick = {rule.name: rule.condition.quick_test() for rule in rules}
+        self._history_keys = {rule.name: rule.condition.history_key() for rule in rules}
         self._rank = {rule.name: i for i, rule in enumerate(rules)}
         # rules whose annotations read only the alert's own facts: rendered when read
         self._later = {rule.name for rule in rules
@@ -294,9 +240,9 @@ class Evaluator:
         for i in matching:
             rule = self.rules.rules[i]
             shared = self._history_keys[rule.name]
-            sums = None  # the first rule of a history counts the window, in full; the
-            if shared in counted and isinstance(rule.condition, ErrorRateBoundCondition):
-                sums = _may_exceed(rule.condition)  # others may then test the sums first
+            # the first rule of a history counts the window, in full; the others may
+            # then test the sums first
+            sums = rule.condition.sums_test() if shared in counted else None
             if shared is not None:
                 counted.add(shared)
             entries.append((rule, rule.name, self._quick[rule.name], shared, sums))

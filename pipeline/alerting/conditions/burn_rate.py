@@ -58,6 +58,11 @@ class BurnRateCondition(Condition):
     def lookbacks(self) -> tuple[float, ...]:
         return tuple(sorted({w.long for w in self.windows} | {w.short for w in self.windows}))
 
+    def history_key(self) -> str:
+        """Burn rates of the same SLI over the same windows count the same."""
+        lookbacks = ",".join(f"{lb:g}" for lb in self.lookbacks())
+        return f"burn_rate|{self.sli}|{lookbacks}"
+
     def names(self) -> frozenset[str]:
         return frozenset({"requests", "errors" if self.sli == "errors" else "slo_compliance"})
 

@@ -4,8 +4,9 @@ rate, so a handful of requests with one error does not page anyone."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
-from pipeline.alerting.conditions.base import Condition, Outcome
+from pipeline.alerting.conditions.base import Condition, Outcome, QuickTest, SumsTest
 from pipeline.alerting.expr import Expr, parse
 from pipeline.alerting.history import CountHistory
 from pipeline.alerting.maths import wilson_interval
@@ -48,6 +49,44 @@ class ErrorRateBoundCondition(Condition):
 
     def lookbacks(self) -> tuple[float, ...]:
         return (self.over,) if self.over else ()
+
+    def quick_test(self) -> QuickTest | None:
+        """The rate at most the threshold (and requests enough): the Wilson lower bound
+        never exceeds the rate, so the condition cannot hold. None with ``over``."""
+        if self.over:
+            return None
+        errors_of, total_of = self.errors.evaluate, self.total.evaluate
+        threshold, minimum = self.threshold, self.min_requests
+
+        def may_exceed(env: Mapping[str, Any]) -> bool:
+            errors, total = errors_of(env), total_of(env)
+            if not (isinstance(errors, float) and isinstance(total, float)) or total <= 0 \
+                    or total < minimum:
+                return False
+            rate = min(max(errors, 0.0), total) / total
+            return rate + 1e-9 > threshold  # margin for rounding in the bound
+
+        return may_exceed
+
+    def history_key(self) -> str | None:
+        """Bounds ``over`` the same lookback of the same counts share them, whatever their
+        threshold (rules at several thresholds or severities are common)."""
+        if not self.over:
+            return None
+        lookbacks = ",".join(f"{lb:g}" for lb in self.lookbacks())
+        return f"error_rate_bound|{self.errors.text}|{self.total.text}|{lookbacks}"
+
+    def sums_test(self) -> SumsTest | None:
+        """As ``quick_test``, on the counts summed over ``over``."""
+        if not self.over:
+            return None
+        threshold, minimum = self.threshold, self.min_requests
+
+        def may_exceed(sums: tuple[float, float]) -> bool:
+            errors, total = sums
+            return total > 0 and total >= minimum and errors / total + 1e-9 > threshold
+
+        return may_exceed
 
     def names(self) -> frozenset[str]:
         return self.errors.names() | self.total.names()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pipeline.alerting.conditions.base import Condition, Outcome
+from pipeline.alerting.conditions.base import Condition, Outcome, QuickTest
 from pipeline.alerting.expr import Expr
 from pipeline.alerting.history import CountHistory
 
@@ -36,6 +36,10 @@ class ThresholdCondition(Condition):
         pair = condition.first_comparison()
         self.value = value if value is not None else (pair[0] if pair else None)
         self.threshold = pair[1] if pair else None
+
+    def quick_test(self) -> QuickTest:
+        """The compiled condition itself: it has no history."""
+        return self.condition.evaluate
 
     def names(self) -> frozenset[str]:
         names = self.condition.names()
