@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.alerting.evaluator import EVALUATOR_FORMAT, Evaluator
 from pipeline.alerting.rules import parse_rules
+from pipeline.alerting.variables import window_vars
 
 RULES = parse_rules("""
 rules:
@@ -79,6 +80,43 @@ def test_the_quick_path_gives_the_events_of_the_full_evaluation(seed):
     assert quick.firing() == full.firing()
     for now in (900.0, 2000.0):
         assert quick.sweep(now, 60.0) == full.sweep(now, 60.0)
+
+
+def test_each_condition_says_what_may_be_skipped_and_shared():
+    facts = {rule.name: (rule.condition.quick_test() is not None, rule.condition.history_key(),
+                         rule.condition.sums_test() is not None) for rule in RULES}
+    no_history = (True, None, False)  # a quick test, and no history to keep up to date
+    assert facts == {
+        "P99": no_history, "P99For": no_history, "EitherOr": no_history, "Low": no_history,
+        "Ratio": no_history, "Repeat": no_history, "Bound": no_history,
+        "BoundZero": no_history,
+        # keys of the shared histories in checkpoints: a change would lose them on restore
+        "BoundOver": (False, "error_rate_bound|errors|requests|30", True),
+        "BoundOverHigh": (False, "error_rate_bound|errors|requests|30", True),
+        "Burn": (False, "burn_rate|errors|20,60", False),
+    }
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_quick_or_sums_test_never_rejects_a_window_where_the_condition_holds(seed):
+    held = 0
+    for rule in RULES:
+        condition = rule.condition
+        quick, sums, history = condition.quick_test(), condition.sums_test(), \
+            condition.new_history()
+        for m in windows(seed):
+            env = window_vars(m)
+            outcome = condition.evaluate(env, m["window_start"], m["window_end"], history)
+            if not outcome.holds:
+                continue
+            held += 1
+            if quick is not None:
+                assert quick(env) is True, (rule.name, m)
+            if sums is not None:
+                assert history is not None
+                lookback = condition.lookbacks()[0]
+                assert sums(history.sum(m["window_end"], lookback)), (rule.name, m)
+    assert held > 100
 
 
 def restored(store: dict) -> Evaluator:
