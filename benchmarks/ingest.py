@@ -8,10 +8,14 @@ One run, same machine, same messages:
       - ``split``: `inferwatch worker --roles process` and `inferwatch worker --roles sink`,
         two processes (the embedded store is opened by the sink process only).
 Each layout reads the same events topic with its own consumer groups, topics downstream
-of the events and store. Besides events per second, each side's CPU seconds per event
-(the sink's process, the bare consumer's): on a shared machine other work slows the rates
-a lot more than it changes the CPU each event costs. For single-event messages and for batched messages (500 events
+of the events and store. For single-event messages and for batched messages (500 events
 per message).
+
+Besides events per second: the CPU seconds per event of the sink's process and of the
+bare consumer (other work on a shared machine moves the rates a lot more than the CPU
+each event costs, and their ratio is what the rates would be with a core each), and how
+much of the topic the process role's stage 1 had committed when the sink was done (in
+one process the roles share one GIL, and the sink's rate is partly the other's loss).
 
 Usage:  .venv/bin/python benchmarks/ingest.py [--events 200000] [--bootstrap HOST:PORT]
             [--port 19392] [--messages single,batched] [--layouts one,split]
@@ -113,6 +117,23 @@ async def bare_consumer(settings: Settings, expected: int) -> tuple[float, float
         await consumer.stop()
 
 
+async def stage1_messages(settings: Settings) -> int:
+    """Messages of the events topic the process role's stage 1 has committed so far."""
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    topic = settings.topics.events
+    tps = [TopicPartition(topic, p) for p in range(settings.topics.partitions)]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(
+            f"{settings.worker.app_id}-stage1", partitions=tps)
+        return sum(max(m.offset, 0) for m in offsets.values())
+    finally:
+        await admin.close()
+
+
 _BATCH_LINE = re.compile(r"^\[([\d\- :,]+)\] .*sink batch: (\d+) events", re.M)
 
 
@@ -123,11 +144,13 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def worker_rate(settings: Settings, env: dict[str, str], expected: int,
-                roles: list[str | None]) -> tuple[float, float]:
+                roles: list[str | None]) -> tuple[float, float, int]:
     """Cold-start one worker process per entry of ``roles`` (None: the configured roles);
     steady-state events/s from the sink's own batch log lines, and the CPU seconds the
     sink's process spent per event stored (from the first batch to the last: noise from
-    other work on the machine slows the rate, much less the CPU per event).
+    other work on the machine slows the rate, much less the CPU per event), and the
+    messages the process role's stage 1 had committed when the sink had stored them all
+    (how far the other role kept up meanwhile).
 
     The first batch is left out (it includes the consumer-group join), and so is a last
     batch smaller than the others (the sink waited ``sink_flush_seconds`` for events that
@@ -165,7 +188,8 @@ def worker_rate(settings: Settings, env: dict[str, str], expected: int,
                 span = (batches[-1][0] - batches[0][0]).total_seconds()
                 assert first is not None
                 return (sum(n for _, n in batches[1:]) / span,
-                        (cpu - first[1]) / max(1, stored - first[0]))
+                        (cpu - first[1]) / max(1, stored - first[0]),
+                        asyncio.run(stage1_messages(settings)))
             time.sleep(0.1)
         raise RuntimeError("worker did not store every event in time")
     finally:
@@ -216,8 +240,10 @@ def main() -> None:
                     settings, env = settings_for(bootstrap, Path(tmp), tag, batch_size, layout)
                     asyncio.run(ensure_topics(settings))
                     say(f"{label}: inferwatch worker ({layout}) → ClickHouse …")
-                    rate, cpu = worker_rate(settings, env, produced, LAYOUTS[layout])
-                rows.append((label, layout, produced, rate, ceiling, cpu, ceiling_cpu))
+                    rate, cpu, processed = worker_rate(settings, env, produced,
+                                                       LAYOUTS[layout])
+                kept_up = min(1.0, processed * batch_size / produced)
+                rows.append((label, layout, produced, rate, ceiling, cpu, ceiling_cpu, kept_up))
     finally:
         if local is not None:
             local.down()
@@ -226,13 +252,13 @@ def main() -> None:
           f"Python {platform.python_version()}")
     print("| messages | worker processes | events | worker → ClickHouse ev/s | "
           "bare consumer ev/s | ratio | sink process CPU µs/event | bare consumer CPU "
-          "µs/event | ratio of CPU per event |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for label, layout, produced, rate, ceiling, cpu, ceiling_cpu in rows:
+          "µs/event | ratio of CPU per event | processed by stage 1 meanwhile |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for label, layout, produced, rate, ceiling, cpu, ceiling_cpu, kept_up in rows:
         roles = " + ".join(f"--roles {r}" if r else "both roles" for r in LAYOUTS[layout])
         print(f"| {label} | {roles} | {produced:,} | {rate:,.0f} | {ceiling:,.0f} | "
               f"{rate / ceiling:.2f} | {cpu * 1e6:.1f} | {ceiling_cpu * 1e6:.1f} | "
-              f"{ceiling_cpu / cpu:.2f} |")
+              f"{ceiling_cpu / cpu:.2f} | {kept_up:.0%} |")
     print("(ratio of CPU per event: bare consumer CPU / sink process CPU per event, what the "
           "ratio would be with a core each; with both roles in one process its CPU is both "
           "roles')")
