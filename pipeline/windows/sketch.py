@@ -421,6 +421,10 @@ class Sketch:
         if out._max_buckets < 1:
             raise ValueError(f"max_buckets must be >= 1, got {out._max_buckets}")
         out._arrays = None
+        if not data.keys() - {"a", "b"}:  # empty (a histogram's unused sign, mostly)
+            out._bins, out._zero, out._count = {}, 0, 0
+            out._sum, out._min, out._max = 0.0, math.inf, -math.inf
+            return out
         deltas = list(map(int, data.get("k", ())))
         counts = list(map(int, data.get("c", ())))
         if counts and (len(deltas) != len(counts) or min(counts) <= 0 or (
