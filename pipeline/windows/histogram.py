@@ -219,6 +219,11 @@ class NumericHistogram:
         self._pos.merge(other._pos)
         self._neg.merge(other._neg)
 
+    def compact(self) -> None:
+        """Buckets as arrays until the next change (see :meth:`Sketch.compact`)."""
+        self._pos.compact()
+        self._neg.compact()
+
     def parts(self) -> tuple[Sketch, Sketch]:
         """The sketch of the values ``>= 0`` and that of ``-x`` for ``x < 0`` (builtins keys
         ``p`` and ``n``), shared, not copied."""

@@ -82,7 +82,7 @@ class Sketch:
             raise ValueError(f"max_buckets must be >= 1, got {max_buckets}")
         self._mapping = _mapping(float(relative_accuracy))
         self._max_buckets = int(max_buckets)
-        self._bins: dict[int, int] = {}  # bucket key -> count (> 0)
+        self._bins: dict[int, int] | None = {}  # bucket key -> count (> 0); None: compact
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # sorted view
         self._zero = 0
         self._count = 0
@@ -124,7 +124,7 @@ class Sketch:
     @property
     def bucket_count(self) -> int:
         """Number of non-empty buckets (the zero bucket not included)."""
-        return len(self._bins)
+        return len(self._bins) if self._bins is not None else int(self._sorted()[0].size)
 
     @property
     def zero_count(self) -> int:
@@ -148,6 +148,22 @@ class Sketch:
         """
         keys, counts, _ = self._sorted()
         return keys, counts
+
+    def _dict(self) -> dict[int, int]:
+        """The buckets as a dict (rebuilt from the arrays if :meth:`compact`)."""
+        bins = self._bins
+        if bins is None:
+            keys, counts, _ = self._arrays  # type: ignore[misc]
+            bins = self._bins = dict(zip(keys.tolist(), counts.tolist(), strict=True))
+        return bins
+
+    def compact(self) -> None:
+        """Hold the buckets as int64 arrays only (~16 bytes a bucket against ~80 in the
+        dict) until the next change: for a sketch kept long and read more than changed,
+        such as the merge a trailing drift reference keeps per series."""
+        if self._bins is not None and len(self._bins) > _SMALL:
+            self._sorted()
+            self._bins = None
 
     def _sorted(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(keys, counts, cumulative counts) in key order, read-only, cached until changed."""
@@ -215,7 +231,7 @@ class Sketch:
             raise ValueError(
                 f"Sketch holds finite non-negative values, got min={lo!r} max={hi!r}"
             )
-        mapping, bins, log, ceil = self._mapping, self._bins, math.log, math.ceil
+        mapping, bins, log, ceil = self._mapping, self._dict(), math.log, math.ceil
         floor, multiplier, offset = mapping.min_possible, mapping._multiplier, mapping._offset
         zero = 0
         for v in clean:
@@ -239,7 +255,7 @@ class Sketch:
         positive = arr[arr > self._mapping.min_possible]
         if positive.size:
             keys, counts = np.unique(self._keys_of(positive), return_counts=True)
-            bins = self._bins
+            bins = self._dict()
             for k, c in zip(keys.tolist(), counts.tolist(), strict=True):
                 bins[k] = bins.get(k, 0) + c
         self._added(int(arr.size), int(arr.size - positive.size), float(arr.sum()), lo, hi)
@@ -266,9 +282,9 @@ class Sketch:
 
     def _collapse(self) -> None:
         """Fold the lowest buckets into the lowest kept one while over ``max_buckets``."""
-        excess = len(self._bins) - self._max_buckets
+        excess = len(self._dict()) - self._max_buckets
         if excess > 0:
-            bins = self._bins
+            bins = self._dict()
             keys = sorted(bins)
             folded = sum(bins.pop(k) for k in keys[:excess])
             bins[keys[excess]] += folded
@@ -286,12 +302,12 @@ class Sketch:
             )
         if other._count == 0:
             return
-        bins = self._bins
+        bins = self._dict()
         if bins:
-            for k, c in other._bins.items():
+            for k, c in other._dict().items():
                 bins[k] = bins.get(k, 0) + c
         else:
-            bins.update(other._bins)
+            bins.update(other._dict())
         self._added(other._count, other._zero, other._sum, other._min, other._max)
 
     def subtract(self, other: Sketch) -> None:
@@ -307,11 +323,11 @@ class Sketch:
         """
         if other._count == 0:
             return
-        bins = self._bins
+        bins = self._dict()
         if other._zero > self._zero or other._count > self._count or any(
-                bins.get(k, 0) < c for k, c in other._bins.items()):
+                bins.get(k, 0) < c for k, c in other._dict().items()):
             raise ValueError("cannot subtract a sketch that was not merged into this one")
-        for k, c in other._bins.items():
+        for k, c in other._dict().items():
             left = bins[k] - c
             if left:
                 bins[k] = left
@@ -333,7 +349,7 @@ class Sketch:
         """An independent copy."""
         out = Sketch.__new__(Sketch)
         out._mapping, out._max_buckets, out._arrays = self._mapping, self._max_buckets, None
-        out._bins = dict(self._bins)
+        out._bins = dict(self._dict())
         out._zero, out._count, out._sum = self._zero, self._count, self._sum
         out._min, out._max = self._min, self._max
         return out
@@ -353,8 +369,9 @@ class Sketch:
         if rank < self._zero:
             return 0.0
         target = rank - self._zero
-        if self._arrays is None and len(self._bins) <= _SMALL:  # no arrays for a few buckets
-            bins, seen, key = self._bins, 0, 0
+        bins = self._bins
+        if self._arrays is None and bins is not None and len(bins) <= _SMALL:  # few buckets
+            seen, key = 0, 0
             for key in sorted(bins):
                 seen += bins[key]
                 if seen > target:
@@ -381,7 +398,7 @@ class Sketch:
         if math.isinf(threshold):
             return self._count
         key = self._mapping.key(float(threshold))
-        return self._zero + sum(c for k, c in self._bins.items() if k <= key)
+        return self._zero + sum(c for k, c in self._dict().items() if k <= key)
 
     # ------------------------------------------------------------------ serialization
     def to_builtins(self) -> dict[str, Any]:
@@ -396,10 +413,10 @@ class Sketch:
             out["b"] = self._max_buckets
         if self._count == 0:
             return out
-        if self._bins:
-            keys = sorted(self._bins)
+        if bins := self._dict():
+            keys = sorted(bins)
             out["k"] = [keys[0], *(b - a for a, b in pairwise(keys))]
-            out["c"] = [self._bins[k] for k in keys]
+            out["c"] = [bins[k] for k in keys]
         if self._zero:
             out["z"] = self._zero
         out["s"] = self._sum
@@ -459,7 +476,7 @@ class Sketch:
             self._mapping.gamma == other._mapping.gamma
             and self._count == other._count
             and self._zero == other._zero
-            and self._bins == other._bins
+            and self._dict() == other._dict()
             and (self._count == 0 or (self._min == other._min and self._max == other._max))
             and math.isclose(self._sum, other._sum, rel_tol=1e-9, abs_tol=1e-12)
         )

@@ -137,6 +137,26 @@ def test_quantiles_of_a_few_buckets_agree_with_ddsketch(n):
             reference.get_quantile_value(float(q)), rel=1e-12), q
 
 
+def test_a_compacted_sketch_answers_and_changes_like_the_original():
+    rng = np.random.default_rng(11)
+    plain, compact = Sketch(0.01), Sketch(0.01)
+    for s in (plain, compact):
+        s.add_many(rng.lognormal(4, 1.5, 500).tolist() if s is plain else [])
+    compact.merge(plain)
+    compact.compact()
+    assert compact._bins is None and compact.bucket_count == plain.bucket_count > 32
+    assert compact.quantiles(QS) == plain.quantiles(QS)
+    assert compact.count_at_most(60.0) == plain.count_at_most(60.0)
+    assert compact.to_builtins() == plain.to_builtins()
+    more = Sketch(0.01)
+    more.add_many([1.0, 55.0, 3000.0])
+    for s in (plain, compact):  # a change brings the dict back
+        s.merge(more)
+        s.subtract(more)
+        s.merge(more)
+    assert compact == plain and compact.quantiles(QS) == plain.quantiles(QS)
+
+
 def test_zero_nan_none_and_invalid_values():
     sketch = Sketch(0.01)
     sketch.add_many([0.0, None, float("nan"), 0.0, 5.0])
