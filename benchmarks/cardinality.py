@@ -199,10 +199,12 @@ def one(series: int, windows: int, per_window: int, seed: int,
     seen: set[int] = set()
     deep_size(settings, seen)  # shared, not per series
     first, second, third = pipe.stages
-    state = {"stage1": deep_size(first.states, seen) + deep_size(first.outboxes, seen),
+    state = {"stage1": deep_size(first.states, seen)
+             + deep_size(getattr(first, "outboxes", None), seen),  # older trees: in states
              "windows": deep_size(second.states, seen),
              "monitors": deep_size(second.scoring.monitors, seen) if second.scoring else 0,
              "alerts": deep_size(third.evaluator, seen)}
+    state["windows"] += deep_size(getattr(second, "_outbox", None), seen)  # older trees
     emitted = pipe.stages[1].emitted
     closed = max(1, emitted)
     per_window_s = pipe.seconds[1] + pipe.seconds[2]
