@@ -568,8 +568,10 @@ class ClickHouseSink:
         One batch is fetched and decoded while the one before is stored: the insert runs
         in a thread, and the store releases the GIL while it writes, so its work and the
         next batch's decoding overlap. Batches still commit one at a time and in order,
-        each after its own insert and dead letters; a stop lets the insert under way
-        finish and commit, and drops the batch behind it uncommitted.
+        each after its own insert and dead letters. A stop fetches nothing more: the
+        insert under way finishes and commits, then the batch already fetched is stored
+        and committed the same way (as before the overlap, when a stop stored the batch
+        in hand); only a store that fails while stopping leaves a batch uncommitted.
         """
         await asyncio.to_thread(self.prepare)
         worker = self.settings.worker
@@ -602,10 +604,10 @@ class ClickHouseSink:
                 if stored is not None and not await stored:
                     break  # stopping: this batch is not written, so not committed either
                 stored = None
-                if batch.next_offsets and not stop.is_set():  # after a stop: re-delivered
+                if batch.next_offsets:
                     stored = asyncio.ensure_future(self._store(consumer, producer, batch, stop))
             if stored is not None:
-                await stored  # a stop lets the insert under way finish (and commit) first
+                await stored  # a stop still stores (and commits) what was fetched
                 stored = None
         finally:
             try:
