@@ -129,3 +129,15 @@ def test_interrupted_migration_reruns_to_the_same_result(empty_store, crash_afte
         f"SELECT sorting_key FROM system.tables WHERE name = 'events' AND database = '{db}'"
     ).result_rows[0][0] == "event_id"
     assert "events_0008" not in {row[0] for row in client.query("SHOW TABLES").result_rows}
+
+
+def test_kafka_coordinates_fit_any_partition_and_offset(fresh_store) -> None:
+    """The source record's coordinates are stored whatever Kafka allows: partition up to
+    2^31 - 1 (an int32), offset up to 2^63 - 1 (an int64)."""
+    client = fresh_store.client
+    event = InferenceEvent(event_id="far", timestamp=time.time() - 60, model="m",
+                           latency_ms=1.0)
+    cols = event_columns([event], [2**31 - 1], [2**63 - 1])
+    client.insert("events", cols, column_names=EVENT_COLUMNS, column_oriented=True)
+    assert client.query("SELECT kafka_partition, kafka_offset FROM events").result_rows == [
+        (2**31 - 1, 2**63 - 1)]
