@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from importlib import resources
 from typing import Any
 
@@ -15,7 +16,7 @@ from clickhouse_connect.driver.client import Client
 
 from pipeline.config import Settings
 
-__all__ = ["READ_ONLY", "apply_migrations", "connect", "migrations"]
+__all__ = ["READ_ONLY", "apply_migrations", "apply_retention", "connect", "migrations"]
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,43 @@ def apply_migrations(client: Client, settings: Settings) -> list[str]:
         )
         log.info("applied migration %s", name)
         applied.append(name)
+    apply_retention(client, settings)
     return applied
+
+
+# Tables whose rows are raw records (raw_retention_days); every other table with a TTL
+# holds aggregates (aggregate_retention_days). The migrations write the same split.
+RAW_TABLES = frozenset({"events", "resources"})
+_TTL = re.compile(r"\bTTL (?P<expr>.+?) \+ toIntervalDay\((?P<days>\d+)\)")
+
+
+def apply_retention(client: Client, settings: Settings) -> list[str]:
+    """Bring every table's TTL to the configured retention; return the tables changed.
+
+    Migrations set the TTL once, from the settings of the day they ran; a retention
+    changed later in the config would otherwise be silently ignored. The engine then
+    drops rows older than the new retention in the background (``MODIFY TTL``
+    materialises it), so shortening it frees space and lengthening keeps rows longer.
+    """
+    db = settings.clickhouse.database
+    wanted = {True: settings.clickhouse.raw_retention_days,
+              False: settings.clickhouse.aggregate_retention_days}
+    changed = []
+    rows = client.query("SELECT name, engine_full FROM system.tables WHERE database = "
+                        "{db:String}", parameters={"db": db}).result_rows
+    for table, engine in rows:
+        found = _TTL.search(engine)
+        if found is None:
+            continue
+        days = wanted[table in RAW_TABLES]
+        if int(found["days"]) == days:
+            continue
+        client.command(f"ALTER TABLE {db}.{table} MODIFY TTL {found['expr']} "
+                       f"+ INTERVAL {days} DAY")
+        log.info("retention of %s changed from %s to %d days: TTL updated", table,
+                 found["days"], days)
+        changed.append(table)
+    return changed
 
 
 def _statements(sql: str) -> list[str]:

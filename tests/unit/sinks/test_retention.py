@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from pipeline.config import ConfigError, IngestLimits, Settings, load_settings
-from pipeline.sinks.clickhouse.client import apply_migrations, connect
+from pipeline.sinks.clickhouse.client import apply_migrations, apply_retention, connect
 from pipeline.sinks.clickhouse.rows import EVENT_COLUMNS, event_columns
 from pipeline.sources.codec import decode_events
 from schemas import InferenceEvent
@@ -99,3 +99,30 @@ def test_the_oldest_accepted_event_survives_the_ttl(tmp_path: Path, days: int) -
         client.close()
     assert kept == ["edge"]
     assert expires - now >= min(DAY, days * DAY / 4) - 5
+
+
+def _ttl_days(client, database: str) -> dict[str, int]:
+    rows = client.query("SELECT name, engine_full FROM system.tables WHERE database = "
+                        f"'{database}' AND engine_full LIKE '%TTL%'").result_rows
+    return {name: int(engine.split("toIntervalDay(")[1].split(")")[0]) for name, engine in rows}
+
+
+def test_a_changed_retention_updates_every_table_ttl(tmp_path: Path) -> None:
+    """Migrations set the TTL once; a retention changed in the config later must reach
+    the tables, raw ones from raw_retention_days, the rest from aggregate_retention_days."""
+    first = _settings(tmp_path, 30)
+    client = connect(first)
+    try:
+        apply_migrations(client, first)
+        before = _ttl_days(client, first.clickhouse.database)
+        assert before["events"] == before["resources"] == 30
+        assert before["window_metrics"] == 400
+        later = msgspec.structs.replace(first, clickhouse=msgspec.structs.replace(
+            first.clickhouse, raw_retention_days=7, aggregate_retention_days=90))
+        assert apply_migrations(client, later) == []  # no migration left: the TTLs still move
+        after = _ttl_days(client, first.clickhouse.database)
+        assert apply_retention(client, later) == []  # idempotent
+    finally:
+        client.close()
+    assert set(after) == set(before) and len(after) >= 10
+    assert after == {name: 7 if name in ("events", "resources") else 90 for name in before}
