@@ -50,3 +50,16 @@ def test_bad_config_file_is_a_clear_error(tmp_path):
 def test_config_show_masks_secrets():
     out = run("config", "show", env={"INFERWATCH_KAFKA__SASL_PASSWORD": "hunter2"})
     assert out.exit_code == 0 and "hunter2" not in out.output and '"***"' in out.output
+
+
+def test_migrate_applies_a_changed_retention_and_says_so(tmp_path):
+    """`inferwatch migrate` on the embedded store: migrations first, then a retention
+    changed since is applied to the tables' TTLs, and the command names them."""
+    env = {"INFERWATCH_HOME": str(tmp_path)}
+    first = run("migrate", env=env)
+    assert first.exit_code == 0 and "applied: 0001_events" in first.output
+    assert "retention updated" not in first.output
+    again = run("migrate", env={**env, "INFERWATCH_CLICKHOUSE__RAW_RETENTION_DAYS": "9"})
+    assert again.exit_code == 0, again.output
+    assert "applied: nothing (up to date)" in again.output
+    assert "retention updated: events, resources\n" in again.output  # the raw tables

@@ -76,7 +76,6 @@ def apply_migrations(client: Client, settings: Settings) -> list[str]:
         )
         log.info("applied migration %s", name)
         applied.append(name)
-    apply_retention(client, settings)
     return applied
 
 

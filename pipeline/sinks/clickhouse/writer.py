@@ -52,7 +52,7 @@ from clickhouse_connect.driver.exceptions import (
 from pipeline.config import Settings
 from pipeline.runtime.kafka import client_options
 from pipeline.runtime.retry import Backoff
-from pipeline.sinks.clickhouse.client import apply_migrations, connect
+from pipeline.sinks.clickhouse.client import apply_migrations, apply_retention, connect
 from pipeline.sinks.clickhouse.isolate import isolate
 from pipeline.sinks.clickhouse.rollups import refresh_rollups
 from pipeline.sinks.clickhouse.rows import (
@@ -348,8 +348,10 @@ class ClickHouseSink:
         return self._client
 
     def prepare(self) -> None:
-        """Connect and apply pending migrations (blocking: call from a thread)."""
+        """Connect, apply pending migrations and the configured retention (blocking: call
+        from a thread)."""
         apply_migrations(self.client, self.settings)
+        apply_retention(self.client, self.settings)
         transform = logging.getLogger("clickhouse_connect.driver.transform")
         if _QUIET not in transform.filters:
             transform.addFilter(_QUIET)

@@ -114,12 +114,14 @@ def test_a_changed_retention_updates_every_table_ttl(tmp_path: Path) -> None:
     client = connect(first)
     try:
         apply_migrations(client, first)
+        assert apply_retention(client, first) == []  # the migrations wrote these TTLs
         before = _ttl_days(client, first.clickhouse.database)
         assert before["events"] == before["resources"] == 30
         assert before["window_metrics"] == 400
         later = msgspec.structs.replace(first, clickhouse=msgspec.structs.replace(
             first.clickhouse, raw_retention_days=7, aggregate_retention_days=90))
-        assert apply_migrations(client, later) == []  # no migration left: the TTLs still move
+        assert apply_migrations(client, later) == []  # no migration left
+        assert sorted(apply_retention(client, later)) == sorted(before)  # every TTL moves
         after = _ttl_days(client, first.clickhouse.database)
         assert apply_retention(client, later) == []  # idempotent
     finally:
