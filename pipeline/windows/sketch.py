@@ -444,11 +444,10 @@ class Sketch:
             return out
         deltas = list(map(int, data.get("k", ())))
         counts = list(map(int, data.get("c", ())))
-        if counts and (len(deltas) != len(counts) or min(counts) <= 0 or (
-                len(deltas) > 1 and min(deltas[1:]) <= 0)):
-            raise ValueError("malformed sketch: keys must increase and counts be positive")
         if len(deltas) != len(counts):
             raise ValueError("malformed sketch: as many keys as counts are needed")
+        if counts and (min(counts) <= 0 or (len(deltas) > 1 and min(deltas[1:]) <= 0)):
+            raise ValueError("malformed sketch: keys must increase and counts be positive")
         out._bins = dict(zip(accumulate(deltas), counts, strict=True))
         out._zero = int(data.get("z", 0))
         if out._zero < 0:

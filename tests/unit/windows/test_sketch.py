@@ -139,10 +139,9 @@ def test_quantiles_of_a_few_buckets_agree_with_ddsketch(n):
 
 def test_a_compacted_sketch_answers_and_changes_like_the_original():
     rng = np.random.default_rng(11)
-    plain, compact = Sketch(0.01), Sketch(0.01)
-    for s in (plain, compact):
-        s.add_many(rng.lognormal(4, 1.5, 500).tolist() if s is plain else [])
-    compact.merge(plain)
+    plain = Sketch(0.01)
+    plain.add_many(rng.lognormal(4, 1.5, 500))
+    compact = plain.copy()
     compact.compact()
     assert compact._bins is None and compact.bucket_count == plain.bucket_count > 32
     assert compact.quantiles(QS) == plain.quantiles(QS)
@@ -306,3 +305,15 @@ def test_add_accepts_numpy_lists_and_iterators_alike():
     for v in values:
         d.add(v)
     assert a == b == c == d
+
+
+@pytest.mark.parametrize("data", [
+    {"a": 0.01, "k": [5, 1], "c": [1]},  # a key without a count
+    {"a": 0.01, "k": [5], "c": [1, 2]},  # a count without a key
+    {"a": 0.01, "k": [5, 0], "c": [1, 1], "s": 2.0, "lo": 1.0, "hi": 1.0},  # keys repeat
+    {"a": 0.01, "k": [5, 2], "c": [1, 0], "s": 2.0, "lo": 1.0, "hi": 1.0},  # empty bucket
+    {"a": 0.01, "z": -1},  # negative zero count
+])
+def test_malformed_builtins_are_refused(data):
+    with pytest.raises(ValueError, match="malformed sketch"):
+        Sketch.from_builtins(data)
