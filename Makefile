@@ -7,7 +7,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test unit integration lint demo bench kafka-up kafka-down clean
+.PHONY: install system-deps test unit integration lint demo bench kafka-up kafka-down clean
+
+# Debian packages the integration tests drive (the real Prometheus and Alertmanager).
+SYSTEM_PACKAGES := prometheus prometheus-alertmanager
+SYSTEM_COMMANDS := prometheus promtool prometheus-alertmanager
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +21,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Installed with apt when run as root (CI); otherwise the tests that need them say so.
+system-deps:
+	@missing=""; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing $(SYSTEM_PACKAGES) (missing:$$missing)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; \
+	  else echo "make: not root, so not installing $(SYSTEM_PACKAGES) (missing:$$missing)" >&2; fi; \
+	fi
+
 # The whole suite: lint, unit tests, doctests, and integration tests on a real broker
 # (INFERWATCH_KAFKA, else testcontainers where Docker answers, else our own KRaft broker,
 # started and stopped by the test session). pytest's "no tests ran" (exit 5) fails.
-test: install
+test: install system-deps
 	$(BIN)/ruff check .
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests - failing" >&2; exit 1; fi; \
@@ -29,7 +44,7 @@ test: install
 unit: install
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
-integration: install
+integration: install system-deps
 	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
 
 lint: install

@@ -182,6 +182,53 @@ class DriftSettings(_Section):
     checkpoint_every_windows: PositiveInt = 6
 
 
+class OtlpSettings(_Section):
+    """OpenTelemetry spans from the OTel Collector's Kafka exporter (``sources/otlp``).
+
+    The exporter sends no content-type header, so each topic names its encoding:
+    ``otlp_proto`` (the exporter's default) or ``otlp_json`` (protojson)."""
+
+    enabled: bool = False
+    topics: dict[str, Literal["otlp_proto", "otlp_json"]] = msgspec.field(
+        default_factory=lambda: {"otlp_spans": "otlp_proto"}
+    )
+    partitions: PositiveInt = 6  # when InferWatch creates a missing spans topic
+
+
+class PricingSettings(_Section):
+    """Cost of events that carry no ``cost_usd``, from a dated price table."""
+
+    enabled: bool = True
+    table: str = ""  # a price table file (TOML); empty: the table shipped with InferWatch
+
+
+class TelemetrySettings(_Section):
+    """The worker's own HTTP endpoint: ``/metrics`` (Prometheus), ``/healthz``, ``/readyz``."""
+
+    enabled: bool = True
+    bind: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9464  # 0: any free port (logged)
+    # Opt-in: the model metrics themselves per series (requests, errors, latency, tokens,
+    # cost) as Prometheus gauges, for teams that alert in Prometheus; at most this many.
+    model_metrics: bool = False
+    max_model_series: PositiveInt = 500
+
+
+class QuerySettings(_Section):
+    """The embedded store's read-only query endpoint (ClickHouse HTTP interface subset)."""
+
+    bind: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8123  # 0: any free port
+    user: str = "inferwatch"
+    password: str = ""  # empty: a random one per start, in <home>/clickhouse.owner.json
+
+
+class LogSettings(_Section):
+    """``text`` (the human default) or ``json``: one object per line for log search."""
+
+    format: Literal["text", "json"] = "text"
+
+
 class DevKafkaSettings(_Section):
     kafka_version: str = "4.0.2"
     port: PositiveInt = 9092
@@ -199,6 +246,11 @@ class Settings(_Section):
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
     alerts: AlertSettings = msgspec.field(default_factory=AlertSettings)
     drift: DriftSettings = msgspec.field(default_factory=DriftSettings)
+    otlp: OtlpSettings = msgspec.field(default_factory=OtlpSettings)
+    pricing: PricingSettings = msgspec.field(default_factory=PricingSettings)
+    telemetry: TelemetrySettings = msgspec.field(default_factory=TelemetrySettings)
+    query: QuerySettings = msgspec.field(default_factory=QuerySettings)
+    log: LogSettings = msgspec.field(default_factory=LogSettings)
     dev: DevKafkaSettings = msgspec.field(default_factory=DevKafkaSettings)
 
     @property

@@ -75,6 +75,10 @@ async def run_process(settings: Settings, stop: asyncio.Event) -> None:
     first, second, pinned = stages(settings)
     tune_gc()  # after the imports and stages: those are frozen out of collection
     runners = [KafkaRunner(settings, first, "stage1"), KafkaRunner(settings, second, "stage2")]
+    if settings.otlp.enabled:
+        from pipeline.sources.otlp_stage import OtlpStage
+
+        runners.append(KafkaRunner(settings, OtlpStage(settings), "otlp"))
     followers = []
     if settings.drift.enabled:
         followers.append(forever("reading baselines", lambda: follow_pinned(settings, pinned),

@@ -42,6 +42,10 @@ class Pipeline:
                ("events", "dlq", "resources", "partials", "metrics", "scores", "alerts",
                 "silences", "baselines")},
             "INFERWATCH_WORKER__SINK_FLUSH_SECONDS": "0.3",
+            # several workers per machine: any free port for /metrics and the query
+            # endpoint (each worker logs the one it took)
+            "INFERWATCH_TELEMETRY__PORT": "0",
+            "INFERWATCH_QUERY__PORT": "0",
             **env,
         }
         if os.environ.get("INFERWATCH_CLICKHOUSE"):
