@@ -1,4 +1,12 @@
-"""Logging that stays readable during an outage: repeats of a record are rate-limited.
+"""Logging that stays readable during an outage, in text for people or JSON for search.
+
+:func:`configure` sets the worker's and the CLI's logging up: the human text format by
+default, or one JSON object per line (``log.format = "json"``) with the time, level,
+logger, message and the ids in scope (series key, topic, partition, offset, event id,
+trace id) that :func:`scope` binds around a piece of work, or that a call passes with
+``extra={...}``.
+
+Repeats of a record are rate-limited.
 
 A broker outage makes every component log the same few failures over and over (aiokafka
 and faust connection errors, our own retry loops): thousands of lines a second that bury
@@ -35,14 +43,19 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import contextvars
 import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
-__all__ = ["RepeatFilter", "install"]
+import msgspec
+
+__all__ = ["SCOPE_FIELDS", "JsonFormatter", "RepeatFilter", "configure", "install", "scope"]
 
 _Kind = tuple[str, int, str]
 _MAX_KINDS = 10_000  # bound on remembered kinds (f-string messages make every line a kind)
@@ -191,3 +204,81 @@ def _flush_at_exit() -> None:
     for repeat in list(_INSTALLED):
         with contextlib.suppress(Exception):  # a closed stream at exit: nothing to tell
             repeat.flush()
+
+
+# ---------------------------------------------------------------------------- JSON format
+SCOPE_FIELDS = ("series", "topic", "partition", "offset", "event_id", "trace_id", "stage")
+TEXT_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
+_SCOPE: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "log_scope", default=None)
+_ENCODER = msgspec.json.Encoder()
+
+
+@contextlib.contextmanager
+def scope(**ids: Any) -> Iterator[None]:
+    """Bind ids (e.g. ``partition=3, offset=120``) to every record logged inside, in this
+    task or thread; nested scopes add to the outer one. ``None`` values are left out."""
+    outer = _SCOPE.get() or {}
+    token = _SCOPE.set({**outer, **{k: v for k, v in ids.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time`` (RFC 3339, UTC, ms), ``level``, ``logger``,
+    ``message``, ``pid``, the ids in :func:`scope` and those of :data:`SCOPE_FIELDS`
+    passed as ``extra``, and ``exception`` with the traceback when there is one.
+
+    >>> record = logging.LogRecord("pipeline.x", logging.WARNING, "f.py", 1,
+    ...                            "lag %d on %s", (12, "p3"), None)
+    >>> record.created = 1700000000.25
+    >>> with scope(partition=3, offset=120):
+    ...     line = JsonFormatter().format(record)
+    >>> import json
+    >>> fields = json.loads(line)
+    >>> fields["time"], fields["level"], fields["message"]
+    ('2023-11-14T22:13:20.250Z', 'WARNING', 'lag 12 on p3')
+    >>> fields["partition"], fields["offset"]
+    (3, 120)
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created, tz=UTC)
+        out: dict[str, Any] = {
+            "time": when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        out.update(_SCOPE.get() or {})
+        for name in SCOPE_FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                out[name] = value
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        try:
+            return _ENCODER.encode(out).decode()
+        except (TypeError, msgspec.EncodeError):  # an id of an odd type: as text
+            return _ENCODER.encode({k: v if isinstance(v, str | int | float) else str(v)
+                                    for k, v in out.items()}).decode()
+
+
+def configure(fmt: str = "text", level: int | str = logging.INFO,
+              text_format: str = TEXT_FORMAT) -> None:
+    """Log to stderr in ``fmt`` (``text`` or ``json``) at ``level``, repeats rate-limited.
+
+    Replaces handlers set up earlier by :func:`configure` itself, so the worker can apply
+    the configured format after the CLI's default set-up."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_inferwatch", False)]:
+        root.removeHandler(handler)
+    handler = logging.StreamHandler()
+    handler._inferwatch = True  # type: ignore[attr-defined]
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(text_format))
+    root.addHandler(handler)
+    root.setLevel(level.upper() if isinstance(level, str) else level)
+    install([handler])

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline.config import Settings
-from pipeline.logs import install as install_repeat_filter
+from pipeline.logs import configure as configure_logging
 from pipeline.runtime.kafka import ensure_topics, wait_for_broker
 from pipeline.sinks.clickhouse.client import connect
 from pipeline.sinks.clickhouse.owner import StoreLock, serve_queries
@@ -119,9 +119,7 @@ def run_worker(settings: Settings, roles: Sequence[str], loglevel: str = "info")
     roles = sorted(set(roles))
     settings.home_path.mkdir(parents=True, exist_ok=True)
     asyncio.run(_prepare(settings))
-    logging.basicConfig(level=loglevel.upper(),
-                        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
-    install_repeat_filter()
+    configure_logging(settings.log.format, loglevel)  # text, or JSON lines (log.format)
     return asyncio.run(_run_roles(settings, roles))
 
 

@@ -179,3 +179,73 @@ def test_install_puts_one_filter_per_handler_once() -> None:
 def test_period_must_be_positive() -> None:
     with pytest.raises(ValueError, match="period"):
         RepeatFilter(Collect(), period=0)
+
+
+# ---------------------------------------------------------------------------- JSON lines
+def _json_lines(capsys: pytest.CaptureFixture[str]) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+
+
+@pytest.fixture
+def restore_root() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def test_json_format_is_one_object_per_line_with_the_ids_in_scope(
+        capsys: pytest.CaptureFixture[str], restore_root: None) -> None:
+    from pipeline.logs import configure, scope
+
+    configure("json", "info")
+    log = logging.getLogger("pipeline.test")
+    with scope(stage="stage1", topic="inferwatch.events", partition=4):
+        with scope(offset=1234):
+            log.info("batch of %d records", 500)
+        log.warning("slow insert", extra={"series": "gpt-x|v1|chat", "event_id": "e-9"})
+    log.info("outside")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("failed with trace", extra={"trace_id": "ab" * 16})
+    first, second, third, fourth = _json_lines(capsys)
+    assert first["message"] == "batch of 500 records" and first["level"] == "INFO"
+    assert first["logger"] == "pipeline.test" and first["time"].endswith("Z")
+    assert (first["stage"], first["topic"], first["partition"], first["offset"]) == (
+        "stage1", "inferwatch.events", 4, 1234)
+    assert "offset" not in second and second["partition"] == 4
+    assert (second["series"], second["event_id"]) == ("gpt-x|v1|chat", "e-9")
+    assert not {"partition", "offset", "stage"} & third.keys()
+    assert fourth["trace_id"] == "ab" * 16 and "ValueError: boom" in fourth["exception"]
+
+
+def test_json_format_keeps_the_repeat_limit_and_odd_values_readable(
+        capsys: pytest.CaptureFixture[str], restore_root: None) -> None:
+    from pipeline.logs import configure
+
+    configure("json", "info")
+    log = logging.getLogger("pipeline.test.flood")
+    for attempt in range(200):
+        log.error("cannot reach %s (attempt %d)", "broker:9092", attempt,
+                  extra={"partition": object()})
+    lines = _json_lines(capsys)
+    assert len(lines) == 1 and lines[0]["message"] == "cannot reach broker:9092 (attempt 0)"
+    assert lines[0]["partition"].startswith("<object")
+
+
+def test_text_stays_the_default(capsys: pytest.CaptureFixture[str],
+                                restore_root: None) -> None:
+    from pipeline.logs import configure
+
+    configure()
+    configure()  # twice (CLI, then worker): still one handler
+    logging.getLogger("pipeline.test").warning("plain %s", "text")
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].endswith("[WARNING] plain text")
