@@ -9,9 +9,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install system-deps test unit integration lint demo bench kafka-up kafka-down clean
 
-# Debian packages the integration tests drive (the real Prometheus and Alertmanager).
-SYSTEM_PACKAGES := prometheus prometheus-alertmanager
-SYSTEM_COMMANDS := prometheus promtool prometheus-alertmanager
+# Debian packages the integration tests drive (the real Prometheus and Alertmanager, and
+# kcat as a Kafka client that is not ours).
+SYSTEM_PACKAGES := prometheus prometheus-alertmanager kcat
+SYSTEM_COMMANDS := prometheus promtool prometheus-alertmanager kcat
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
