@@ -69,9 +69,13 @@ async def _wait(kafka: KafkaSettings, deadline: float) -> None:
 
 
 async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
-    """Create the topics that do not exist yet; return the ones created. Idempotent."""
+    """Create the topics that do not exist yet; return the ones created. Idempotent.
+
+    By default: every topic of the settings, with the OTLP span topics when that source
+    is enabled (``otlp.partitions`` partitions; the Collector may also create them)."""
     topics = settings.topics
-    wanted = list(names) if names is not None else topics.all()
+    otlp = set(settings.otlp.topics) if settings.otlp.enabled else set()
+    wanted = list(names) if names is not None else topics.all() + sorted(otlp)
     admin = AIOKafkaAdminClient(**client_options(settings.kafka))
     await admin.start()
     try:
@@ -81,8 +85,8 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) 
             compacted = {"cleanup.policy": "compact"}
             state = set(topics.compacted())  # silences, baselines: one partition, compacted
             new = [
-                NewTopic(t, 1 if t in state else topics.partitions,
-                         topics.replication_factor,
+                NewTopic(t, 1 if t in state else settings.otlp.partitions if t in otlp
+                         else topics.partitions, topics.replication_factor,
                          topic_configs=compacted if t in state else None)
                 for t in missing
             ]
