@@ -148,14 +148,75 @@ class MetricsSettings(_Section):
     correction_horizon_windows: PositiveInt = 30
 
 
+class AlertReceiverSettings(_Section):
+    """One receiver of alert notifications, routed by label matchers (Alertmanager's
+    route + receiver in one): an alert goes to the first receiver, in order, whose
+    ``matchers`` all match its labels (none: every alert), and on to later ones only when
+    that receiver says ``continue``. Kinds: ``alertmanager`` (its API v2, ``urls`` are the
+    Alertmanagers of an HA pair, each one gets every alert), ``webhook`` (Alertmanager's
+    webhook body) and ``slack`` (an incoming webhook)."""
+
+    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    kind: Literal["alertmanager", "webhook", "slack"]
+    urls: Annotated[list[str], msgspec.Meta(min_length=1)]
+    matchers: list[str] = msgspec.field(default_factory=list)  # e.g. 'severity="critical"'
+    continue_: bool = msgspec.field(default=False, name="continue")
+    group_by: list[str] | None = None  # webhook, slack; None: the rule files' group_by
+
+    def __post_init__(self) -> None:
+        from pipeline.alerting.matchers import parse_matcher  # config stays import-light
+
+        for url in self.urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"receiver {self.name!r}: url {url!r} is not http(s)://")
+        for text in self.matchers:
+            try:
+                parse_matcher(text)
+            except ValueError as exc:
+                raise ValueError(f"receiver {self.name!r}: {exc}") from None
+
+
 class AlertSettings(_Section):
-    """Alert rules and where notifications go (alert events always go to the alerts topic)."""
+    """Alert rules and where notifications go (alert events always go to the alerts topic).
+
+    ``webhook_urls``, ``slack_webhook_url`` and ``alertmanager_urls`` are shorthands for
+    receivers named ``webhook``, ``slack`` and ``alertmanager`` that take every alert and
+    let it continue; they come before the ``receivers`` (see
+    ``pipeline.alerting.receivers``)."""
 
     rules: str = ""  # a rules file or directory; empty: no alerting
     webhook_urls: list[str] = msgspec.field(default_factory=list)  # Alertmanager format
     slack_webhook_url: str = ""
+    alertmanager_urls: list[str] = msgspec.field(default_factory=list)  # its API v2
+    receivers: list[AlertReceiverSettings] = msgspec.field(default_factory=list)
+    # Firing alerts are re-sent to Alertmanager this often (Prometheus: every minute); a
+    # firing alert's endsAt is 4 re-sends ahead, so Alertmanager resolves it by itself
+    # when InferWatch stops sending.
+    alertmanager_resend_seconds: PositiveFloat = 60.0
+    # A link to the alert (generatorURL); {fingerprint} and {rule} are replaced.
+    generator_url: str = ""
     # A series without a window for this many windows counts as not holding: it resolves.
     stale_after_windows: PositiveInt = 6
+
+    def __post_init__(self) -> None:
+        shorthands = {"webhook": self.webhook_urls, "slack": self.slack_webhook_url,
+                      "alertmanager": self.alertmanager_urls}
+        for name, given in shorthands.items():
+            for url in [given] if isinstance(given, str) else given:
+                if url and not url.startswith(("http://", "https://")):
+                    raise ValueError(f"receiver {name!r} (shorthand): url {url!r} is not "
+                                     "http(s)://")
+        try:
+            self.generator_url.format(fingerprint="0" * 16, rule="rule")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"generator_url {self.generator_url!r}: only {{fingerprint}} "
+                             f"and {{rule}} can be replaced ({exc!r})") from None
+        seen = {name for name, given in shorthands.items() if given}
+        for receiver in self.receivers:
+            if receiver.name in seen:
+                raise ValueError(f"receiver {receiver.name!r} is defined twice (a receiver "
+                                 "of that name, or its shorthand setting)")
+            seen.add(receiver.name)
 
 
 class DriftSettings(_Section):
@@ -282,6 +343,7 @@ def _mask(value: Any) -> Any:
 
 
 _LISTS = {"roles", "series_labels", "feature_usage_attributes", "webhook_urls",
+          "alertmanager_urls",
           "numeric_features", "categorical_features"}
 _SHORT_ENV = {"INFERWATCH_KAFKA": ("kafka", "bootstrap_servers"),
               "INFERWATCH_CLICKHOUSE": ("clickhouse", "dsn"),

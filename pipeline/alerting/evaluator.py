@@ -414,6 +414,15 @@ class Evaluator:
                 out.append(e)
         return sorted(out, key=lambda e: (e.rule, e.series_key))
 
+    def counts(self) -> dict[str, int]:
+        """Alerts held per state, ``pending`` and ``firing`` (the worker's gauge)."""
+        out = {"pending": 0, "firing": 0}
+        for series in self._series.values():
+            for alert in series.alerts.values():
+                if alert.lifecycle.state in out:
+                    out[alert.lifecycle.state] += 1
+        return out
+
     # ----------------------------------------------------------------------- staleness
     def sweep(self, now: float, stale_after: float) -> list[AlertEvent]:
         """Treat series without a window for ``stale_after`` seconds as not holding at

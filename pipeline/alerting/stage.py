@@ -23,6 +23,12 @@ re-publishes the same event (same fingerprint and ``starts_at``) instead of losi
 firing twice. Series that stop sending windows are resolved by the wall-clock sweep in
 ``on_tick``. A ``series|`` record of the earlier layout (the whole state of the series)
 is read back, and rewritten in this layout at the series' next checkpoint.
+
+Notifications (:mod:`pipeline.alerting.receivers`) leave once Kafka acknowledged the
+transitions, in the background. Alertmanager receivers also get every firing alert
+again every ``alerts.alertmanager_resend_seconds``, from the alert state itself, so the
+re-send goes on after a restart or a rebalance (the restored firing alerts are re-sent
+at the next tick) and restores an Alertmanager that lost its state.
 """
 
 from __future__ import annotations
@@ -37,17 +43,15 @@ from typing import Any
 import msgspec
 
 from pipeline.alerting.evaluator import EVALUATOR_FORMAT, Evaluator
-from pipeline.alerting.grouping import group
-from pipeline.alerting.notify.alertmanager import AlertmanagerWebhook
-from pipeline.alerting.notify.base import Notifier
 from pipeline.alerting.notify.sender import WebhookSender
-from pipeline.alerting.notify.slack import SlackWebhook
+from pipeline.alerting.receivers import Resend, Router, build_receivers
 from pipeline.alerting.rules import RuleSet
 from pipeline.alerting.silences import Silences
 from pipeline.config import Settings
 from pipeline.runtime.outbox import Outbox
 from pipeline.runtime.stage import Changes, Output, Step
 from pipeline.sources.codec import describe
+from pipeline.telemetry import ALERTS
 from schemas.alert import AlertEvent
 from schemas.metrics import CONTRACT_HEADER, WindowMetrics
 
@@ -73,10 +77,8 @@ class AlertRuleStage:
         self.silences = Silences()  # kept current by the silences follower
         self.evaluator = Evaluator(rules, self.silences)
         self.sender = sender or WebhookSender()
-        alerts = settings.alerts
-        self.notifiers: list[Notifier] = [AlertmanagerWebhook(u) for u in alerts.webhook_urls]
-        if alerts.slack_webhook_url:
-            self.notifiers.append(SlackWebhook(alerts.slack_webhook_url))
+        self.router = Router(build_receivers(settings.alerts), rules.group_by)
+        self.resend = Resend(settings.alerts.alertmanager_resend_seconds)
         self.series: dict[int, set[str]] = {}  # partition -> its series
         self.scores: dict[str, tuple[float, dict[str, float]]] = {}  # latest scored window
         self.outbox = Outbox("out|")
@@ -118,6 +120,7 @@ class AlertRuleStage:
         self._clocks[partition] = {n: {k: v for k, v in bucket.items() if k in headers}
                                    for n, bucket in clocks.items()}
         self.outbox.restore(partition, state)
+        self.resend.soon()  # tell Alertmanager about the firing alerts restored
         done = int(state["offset"]) if "offset" in state else -1
         self._done[partition] = done
         return done + 1 if done >= 0 else None  # after the last window evaluated
@@ -163,11 +166,15 @@ class AlertRuleStage:
         step = Step()
         self._emit(partition, events, touched, step)
         step.changes.setdefault(partition, {})["offset"] = str(records[-1].offset).encode()
+        if events:
+            self._count()
         return step
 
     def on_tick(self, wall: float, caught_up: Callable[[str, int], bool]) -> Step:
         """Every window length: resolve series that stopped sending windows (else their
-        alert fires forever), forget quiet ones; re-send a restored outbox."""
+        alert fires forever), forget quiet ones; re-send a restored outbox. When due,
+        re-send the firing alerts to the Alertmanager receivers (after this step's
+        outputs are acknowledged, like every notification)."""
         step = Step()
         due = wall >= self._next_sweep
         events: list[AlertEvent] = []
@@ -186,6 +193,11 @@ class AlertRuleStage:
             if mine or keys & changed or self.outbox.pending(partition):
                 self._emit(partition, mine, keys & changed, step)
             keys -= gone
+        if due:
+            self._count()
+        if self.router.alertmanagers and self.resend.due(wall):
+            firing = self.evaluator.firing(now=wall)  # muted ones are left out by routing
+            step.done.append(lambda: self._resend(firing))
         return step
 
     # ------------------------------------------------------------------ checkpoints
@@ -240,12 +252,22 @@ class AlertRuleStage:
                       headers=_HEADERS)
 
     def _notify(self, events: list[AlertEvent]) -> None:
-        """Hand groups of transitions to the receivers, in the background."""
-        if not self.notifiers or not events:
+        """Hand transitions to the receivers they are routed to, in the background."""
+        if not self.router or not events:
             return
-        for alert_group in group(events, self.rules.group_by):
-            for notifier in self.notifiers:
-                self.sender.submit(notifier, alert_group)
+        self.resend.observe(events, time.time())
+        for notifier, alert_group in self.router.requests(events):
+            self.sender.submit(notifier, alert_group)
+
+    def _resend(self, firing: list[AlertEvent]) -> None:
+        """The firing alerts and recent resolutions, again, to every Alertmanager."""
+        for notifier, alert_group in self.router.resend(self.resend.batch(firing,
+                                                                          time.time())):
+            self.sender.submit(notifier, alert_group)
+
+    def _count(self) -> None:
+        for state, n in self.evaluator.counts().items():
+            ALERTS.labels(state).set(n)
 
     def summary(self) -> str:
         stats = self.sender.stats

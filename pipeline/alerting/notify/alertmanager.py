@@ -1,6 +1,7 @@
 """A generic webhook whose JSON body is Alertmanager's webhook format (version 4), so any
 receiver written for Alertmanager (PagerDuty bridges, incident tools, custom handlers)
-understands InferWatch alerts."""
+understands InferWatch alerts: the ``webhook`` receiver kind. (Posting alerts *to* an
+Alertmanager is :mod:`pipeline.alerting.notify.alertmanager_api`.)"""
 
 from __future__ import annotations
 
@@ -33,12 +34,11 @@ class AlertmanagerWebhook(Notifier):
     ('4', 'firing', '{}:{alertname="R"}', '0001-01-01T00:00:00Z')
     """
 
-    kind = "alertmanager"
+    kind = "webhook"
 
     def __init__(self, url: str, *, receiver: str = "inferwatch", external_url: str = "",
                  generator_url: str = "", max_alerts: int = 0) -> None:
-        super().__init__(url)
-        self.receiver = receiver
+        super().__init__(url, receiver=receiver)
         self.external_url = external_url
         self.generator_url = generator_url
         self.max_alerts = max_alerts

@@ -32,19 +32,21 @@ def rfc3339(ts: float | None) -> str:
 
 
 class Notifier(ABC):
-    """A webhook receiver of grouped alerts. ``url`` is where the body is posted."""
+    """A webhook receiver of grouped alerts. ``url`` is where the body is posted;
+    ``receiver`` names the configured receiver it belongs to (metrics and logs say it)."""
 
     kind: ClassVar[str]
     content_type: ClassVar[str] = "application/json"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, receiver: str = "inferwatch") -> None:
         self.url = url
+        self.receiver = receiver
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
 
     @abstractmethod
-    def body(self, group: AlertGroup) -> dict[str, Any]:
+    def body(self, group: AlertGroup) -> Any:
         """The JSON body (plain data) announcing ``group``."""
 
     def encode(self, group: AlertGroup) -> bytes:

@@ -8,6 +8,9 @@ directly and returns whether the receiver accepted the body.
 
 Retried: connection errors, timeouts, HTTP 429 and 5xx (``Retry-After`` in seconds is
 honoured, capped by ``max_backoff``). Not retried: other 4xx (the body will not improve).
+
+Notifications (:meth:`WebhookSender.notify`, :meth:`WebhookSender.submit`) are counted in
+``inferwatch_notifications`` by the notifier's receiver and outcome (sent, failed, dropped).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import msgspec
 
 from pipeline.alerting.grouping import AlertGroup
 from pipeline.alerting.notify.base import Notifier
+from pipeline.telemetry import NOTIFICATIONS
 
 __all__ = ["SendStats", "WebhookSender"]
 
@@ -123,14 +127,18 @@ class WebhookSender:
             self.stats.failed += 1
             self.stats.last_error = f"cannot render: {exc}"
             log.warning("notification by %r not rendered: %s", notifier, exc)
+            NOTIFICATIONS.labels(notifier.receiver, "failed").inc()
             return False
-        return await self.send(notifier.url, data, content_type=notifier.content_type)
+        ok = await self.send(notifier.url, data, content_type=notifier.content_type)
+        NOTIFICATIONS.labels(notifier.receiver, "sent" if ok else "failed").inc()
+        return ok
 
     def submit(self, notifier: Notifier, group: AlertGroup) -> bool:
         """Schedule :meth:`notify` in the background; ``False`` (counted in ``dropped``)
         when ``max_pending`` sends are already in flight. Needs a running event loop."""
         if len(self._pending) >= self.max_pending:
             self.stats.dropped += 1
+            NOTIFICATIONS.labels(notifier.receiver, "dropped").inc()
             return False
         task = asyncio.get_running_loop().create_task(self.notify(notifier, group))
         self._pending.add(task)

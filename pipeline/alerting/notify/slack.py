@@ -42,9 +42,9 @@ class SlackWebhook(Notifier):
 
     kind = "slack"
 
-    def __init__(self, url: str, *, channel: str | None = None, username: str | None = None,
-                 max_alerts: int = 20) -> None:
-        super().__init__(url)
+    def __init__(self, url: str, *, receiver: str = "slack", channel: str | None = None,
+                 username: str | None = None, max_alerts: int = 20) -> None:
+        super().__init__(url, receiver=receiver)
         self.channel = channel
         self.username = username
         self.max_alerts = max_alerts
