@@ -31,6 +31,7 @@ from pipeline.runtime.retry import Backoff
 from pipeline.runtime.stage import Output, Stage, Step
 from pipeline.runtime.state import KafkaChangelog
 from pipeline.sources.dlq import DeadLetter, deliver
+from pipeline.telemetry import StageMeter
 
 __all__ = ["KafkaRunner"]
 
@@ -56,6 +57,7 @@ class KafkaRunner:
         self.changelog: KafkaChangelog | None = None
         self.batches = 0
         self.assigned_once = asyncio.Event()  # set at the first assignment
+        self.meter = StageMeter(name, stage)  # /metrics: consumed, rejected, DLQ, lag
         self._committed: dict[TopicPartition, int] = {}  # offsets committed, never backwards
 
     # ------------------------------------------------------------------ lifecycle
@@ -76,6 +78,7 @@ class KafkaRunner:
         )
         self.changelog = KafkaChangelog(self.settings.kafka, self.changelog_topic, self.producer)
         await self.producer.start()
+        self.meter.watch()
         try:
             self.consumer.subscribe(list(self.stage.topics), listener=_Listener(self))
             await self.consumer.start()
@@ -86,6 +89,7 @@ class KafkaRunner:
             finally:
                 await self.consumer.stop()
         finally:
+            self.meter.close()
             await self.producer.stop()
 
     async def _loop(self, stop: asyncio.Event) -> None:
@@ -104,11 +108,15 @@ class KafkaRunner:
                     # records of a partition that moved away meanwhile are the new owner's;
                     # ones fetched before this worker's own seek are skipped by the state
                     if records and tp in self.owned:
-                        step.extend(self.stage.on_batch(tp.topic, tp.partition, records, wall))
+                        part = self.stage.on_batch(tp.topic, tp.partition, records, wall)
+                        self.meter.batch(tp.topic, len(records), part.dead_letters)
+                        step.extend(part)
                         ends[tp] = records[-1].offset + 1
                 if loop.time() >= next_tick:
                     caught = await self._caught_up()
-                    step.extend(self.stage.on_tick(wall, _lookup(caught)))
+                    ticked = self.stage.on_tick(wall, _lookup(caught))
+                    self.meter.rejected(ticked.dead_letters)
+                    step.extend(ticked)
                     next_tick = loop.time() + self.tick_seconds
                 if step or ends:
                     if not await self._checkpoint(step, ends, stop):
@@ -148,6 +156,7 @@ class KafkaRunner:
                                               headers=list(letter.headers)))
 
         await deliver(letters, send, self.settings.worker.sink_retry_max_seconds)
+        self.meter.delivered(len(letters))
 
     async def _send(self, outputs: Sequence[Output]) -> None:
         producer = self.producer
@@ -171,9 +180,10 @@ class KafkaRunner:
 
     async def _caught_up(self) -> dict[tuple[str, int], bool]:
         """Per owned partition: nothing unread (a quiet partition may then advance its
-        watermark with the wall clock; one with a backlog is slow, not idle)."""
+        watermark with the wall clock; one with a backlog is slow, not idle). The lag
+        seen on the way (highwater - position) goes to ``/metrics``."""
         assert self.consumer is not None
-        out = {}
+        out, lags = {}, {}
         for tp in self.owned:
             highwater = self.consumer.highwater(tp)
             try:
@@ -181,6 +191,9 @@ class KafkaRunner:
             except Exception:  # not (or no longer) assigned
                 continue
             out[tp.topic, tp.partition] = highwater is not None and position >= highwater
+            if highwater is not None:
+                lags[tp.topic, tp.partition] = highwater - position
+        self.meter.lag(lags)
         return out
 
     # ------------------------------------------------------------------ rebalance

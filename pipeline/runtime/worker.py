@@ -25,6 +25,8 @@ from pipeline.sinks.clickhouse.client import connect
 from pipeline.sinks.clickhouse.owner import StoreLock, serve_queries
 from pipeline.sinks.clickhouse.query import run_readonly
 from pipeline.sinks.clickhouse.writer import ClickHouseSink
+from pipeline.telemetry import HEALTH, TelemetryError
+from pipeline.telemetry import serve as serve_telemetry
 
 __all__ = ["run_sink", "run_worker"]
 
@@ -94,6 +96,7 @@ async def run_process(settings: Settings, stop: asyncio.Event) -> None:
         followers.append(forever("reading silences",
                                  lambda: read_silences(settings, alerting.silences), stop=stop))
         log.info("alerting with %d rules from %s", len(rules), settings.alerts.rules)
+    HEALTH.runners.extend(runners)  # /readyz: every runner has its partitions
     tasks = [asyncio.create_task(r.run(stop)) for r in runners]
     stages_running = list(tasks)
     tasks += [asyncio.create_task(f) for f in followers]
@@ -129,11 +132,20 @@ async def _prepare(settings: Settings) -> None:
 
 
 async def _run_roles(settings: Settings, roles: Sequence[str]) -> int:
-    """The roles on one asyncio loop until SIGINT/SIGTERM; a role that fails stops all."""
+    """The roles on one asyncio loop until SIGINT/SIGTERM; a role that fails stops all.
+
+    The telemetry endpoint (``/metrics``, ``/healthz``, ``/readyz``) starts first: a
+    port already taken ends the worker here with one line naming the setting."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    HEALTH.expect(roles)
+    try:
+        telemetry = await serve_telemetry(settings)
+    except TelemetryError as exc:
+        log.error("worker cannot start: %s", exc)
+        return 1
     jobs = []
     if "process" in roles:
         jobs.append(asyncio.create_task(run_process(settings, stop)))
@@ -149,4 +161,6 @@ async def _run_roles(settings: Settings, roles: Sequence[str]) -> int:
     finally:
         stop.set()
         await asyncio.gather(*jobs, return_exceptions=True)
+        if telemetry is not None:
+            await telemetry.stop()
     return 0

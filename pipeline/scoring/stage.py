@@ -9,6 +9,10 @@ and an *outbox* (``out|…``) of results not yet acknowledged by Kafka. A closed
 marked emitted in the same checkpoint that puts its result in the outbox, so a crash
 re-sends the result instead of losing it; readers keep one row per (series, window,
 version).
+
+For ``/metrics`` it records the delay from a window's end to its first emission, exposes
+how many series it holds windows for, and (opt-in, ``telemetry.model_metrics``) keeps the
+latest window of each series in a bounded :class:`~pipeline.telemetry.ModelSeries`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pipeline.runtime.stage import Changes, Output, Step
 from pipeline.scoring.series import PinnedLookup, Scoring
 from pipeline.sources.codec import Rejection, describe
 from pipeline.sources.dlq import dead_letter
+from pipeline.telemetry import WINDOW_CLOSE_DELAY, ModelSeries
 from pipeline.windows.drift_profile import MonitorSpec
 from pipeline.windows.kinds import EVENTS, RESOURCES, Kind, event_kind, resource_kind
 from pipeline.windows.partials import decode_partials
@@ -78,6 +83,9 @@ class MergeStage:
         self.states: dict[tuple[str, int], Stage2Partition] = {}
         self.outbox = Outbox("out|")
         self.emitted = 0
+        telemetry = settings.telemetry
+        self.model_series = (ModelSeries(metrics.series_labels, telemetry.max_model_series)
+                             if telemetry.model_metrics else None)
 
     # ------------------------------------------------------------------ partitions
     def on_assign(self, topic: str, partition: int, state: dict[str, bytes]) -> int | None:
@@ -123,7 +131,7 @@ class MergeStage:
         if records:
             for kind in self._kinds:
                 self.states[kind, partition].seen_through(records[-1].offset)
-        self._close(partition, step)
+        self._close(partition, step, wall)
         return step
 
     def on_tick(self, wall: float, caught_up: Callable[[str, int], bool]) -> Step:
@@ -131,15 +139,17 @@ class MergeStage:
         step = Step()
         for partition in {p for _, p in self.states}:
             if self.outbox.pending(partition):
-                self._close(partition, step)
+                self._close(partition, step, wall)
         return step
 
     # ------------------------------------------------------------------ closing
-    def _close(self, partition: int, step: Step) -> None:
+    def _close(self, partition: int, step: Step, wall: float) -> None:
         changes: Changes = {}
         for kind in self._kinds:
             state = self.states[kind, partition]
             for result, profile in state.close_with_profiles():
+                if isinstance(result, WindowMetrics):
+                    self._observe(result, wall)
                 for name, record in self._results(partition, kind, result, profile):
                     self.outbox.put(partition, name, record, changes)
             upserts, deletes = state.checkpoint()
@@ -170,6 +180,19 @@ class MergeStage:
         out.append(_record(topics.metrics, result, key))
         self.emitted += 1
         return out
+
+    def _observe(self, result: WindowMetrics, wall: float) -> None:
+        """``/metrics``: how late a window's first result is; the model metrics."""
+        if result.version == 1:
+            WINDOW_CLOSE_DELAY.observe(max(0.0, wall - result.window_end))
+        if self.model_series is not None:
+            self.model_series.add(result)
+
+    def active_series(self) -> int:
+        """Distinct event series with windows held (open or within the correction
+        horizon) on this worker (``/metrics``)."""
+        return len({key[0] for (kind, _), state in list(self.states.items())
+                    if kind == EVENTS for key in list(state.windows)})
 
     def summary(self) -> str:
         windows = sum(len(s.windows) for s in self.states.values())

@@ -4,12 +4,15 @@ Label values come from producers, so a flood of distinct models, tenants or user
 agents must not explode memory or ClickHouse. Past the cap, a new series keeps the
 label values already seen in each dimension and folds the unseen ones into
 ``__other__`` (per dimension); if even that series is new, every label folds. The
-folded events are counted per dimension.
+folded events are counted per dimension, and each folded event once in
+``inferwatch_series_overflow_total`` (``/metrics``).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+
+from pipeline.telemetry import SERIES_OVERFLOW
 
 __all__ = ["OTHER", "CardinalityGuard"]
 
@@ -51,6 +54,8 @@ class CardinalityGuard:
         for i, (a, b) in enumerate(zip(labels, folded, strict=True)):
             if a != b:
                 self.overflow[self.names[i] if i < len(self.names) else str(i)] += 1
+        if folded != labels:
+            SERIES_OVERFLOW.inc()
         return self._touch(folded, now)
 
     def _touch(self, labels: tuple[str, ...], now: float) -> tuple[str, ...]:
