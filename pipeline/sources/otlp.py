@@ -91,16 +91,21 @@ def map_spans(value: bytes | None, encoding: Encoding) -> Mapped:
         return Mapped(rejection=Rejection("empty", "message has no value", raw))
     try:
         if encoding == "otlp_proto":
-            return _from_proto(raw)
-        if encoding == "otlp_json":
-            return _from_json(raw)
-        return Mapped(rejection=Rejection(MALFORMED, f"unknown encoding {encoding!r}",  # type: ignore[arg-type]
-                                          raw))
+            out = _from_proto(raw)
+        elif encoding == "otlp_json":
+            out = _from_json(raw)
+        else:
+            return Mapped(rejection=Rejection(MALFORMED, f"unknown encoding {encoding!r}",  # type: ignore[arg-type]
+                                              raw))
     except (DecodeError, msgspec.DecodeError, ValueError, RecursionError) as exc:
         return Mapped(rejection=Rejection(MALFORMED, f"{encoding}: {describe(exc)}",  # type: ignore[arg-type]
                                           raw))
     except Exception as exc:  # the poison-proof boundary: report it, never raise it
         return Mapped(rejection=Rejection("internal", describe(exc), raw))
+    if not out.events and not out.skipped:  # e.g. JSON on a proto topic parsing as nothing
+        detail = f"{encoding}: the record holds no spans (is it {encoding}?)"
+        return Mapped(rejection=Rejection("empty", detail, raw))
+    return out
 
 
 # ---------------------------------------------------------------------- the mapping
@@ -139,6 +144,8 @@ def _event(attrs: dict[str, Any], resource: dict[str, Any], trace_id: str, span_
     if reasons is not None:
         event["finish_reason"] = reasons
     error_type = attrs.get("error.type")
+    if isinstance(error_type, str) and error_type.startswith("<class '"):
+        error_type = error_type[8:].removesuffix("'>")  # str(type(exc)), as some write it
     if error_type is not None or status_error:
         event["status"] = "error"
         event["error_type"] = _OTHER_ERROR if error_type is None else error_type
