@@ -90,6 +90,10 @@ class InferenceEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
     cache_read_tokens: Tokens | None = None
     cache_hit: bool | None = None
     cost_usd: Usd | None = None
+    # Set by the pipeline, never trusted from the producer: "given" when the event came
+    # with cost_usd, "computed" when priced from the price table (docs/pricing.md), None
+    # when it has no cost.
+    cost_source: Literal["given", "computed"] | None = None
 
     # quality
     prediction: Text | Finite | None = None

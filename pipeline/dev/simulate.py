@@ -110,6 +110,9 @@ class ModelProfile:
     price_in_per_mtok: float = 1.0
     price_out_per_mtok: float = 4.0
     cached_price_ratio: float = 0.5
+    # False: events carry tokens but no cost_usd, and the pipeline prices them from its
+    # price table (the shipped one lists these prices for provider inferwatch-sim)
+    sends_cost: bool = True
     # quality
     labels: tuple[str, ...] = ()  # predictions of a classifier
     feedback_rate: float = 0.03
@@ -164,7 +167,7 @@ DEFAULT_MODELS: tuple[ModelProfile, ...] = (
         input_median=1400, input_sigma=0.8, output_median=24, output_sigma=1.2, max_output=256,
         chars_per_token=3.3, queue_ms=5.0, base_ms=25.0, prefill_ms_per_token=0.08,
         tpot_ms=12.0, timeout_ms=20_000.0, cache_rate=0.5,
-        price_in_per_mtok=0.5, price_out_per_mtok=1.5,
+        price_in_per_mtok=0.5, price_out_per_mtok=1.5, sends_cost=False,
         app_features=("ide_inline", "ide_chat", "code_review"),
     ),
     ModelProfile(
@@ -550,7 +553,7 @@ class TrafficModel:
                 output_tokens=n_out if gen else None,
                 cache_read_tokens=n_cache if gen else None,
                 cache_hit=is_hit if gen else None,
-                cost_usd=usd,
+                cost_usd=usd if prof.sends_cost else None,
                 prediction=None if is_err else pred,
                 confidence=None if is_err else confidence,
                 feedback_score=(1.0 if is_good else 0.0) if has_fb else None,

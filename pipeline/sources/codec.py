@@ -21,6 +21,7 @@ import msgspec
 
 from pipeline.config import IngestLimits
 from pipeline.sdk.wire import JSON, MSGPACK, encode_events
+from pipeline.sources.pricing import Prices, stamp_costs
 from pipeline.sources.shape import json_array_length, msgpack_array_length
 from schemas.event import InferenceEvent, ResourceSample
 
@@ -139,6 +140,7 @@ def decode_events(
     limits: IngestLimits,
     now: float,
     contract: Contract = InferenceEvent,
+    prices: Prices | None = None,
 ) -> Decoded:
     """Decode one Kafka message value into valid records of ``contract`` and rejections.
 
@@ -146,16 +148,26 @@ def decode_events(
     raises: whatever fails on this message becomes a rejection (``internal`` where no
     more precise reason applies), so no input can stop the worker that reads it.
 
+    Inference events leave with their cost settled (:func:`~pipeline.sources.pricing.
+    stamp_costs`): priced from ``prices`` when they came without ``cost_usd`` (None: no
+    pricing), and ``cost_source`` set to ``given``, ``computed`` or None. Both stage 1
+    and the sink decode here, so they agree on every event's cost.
+
     >>> from pipeline.config import IngestLimits
     >>> good = b'{"event_id":"a","timestamp":1,"model":"m","latency_ms":5}'
     >>> bad = b'{"event_id":"b","timestamp":1,"model":"m","latency_ms":-5}'
     >>> out = decode_events(b"[" + good + b"," + bad + b"]", {}, IngestLimits(), now=2.0)
     >>> [e.event_id for e in out.events], [(r.reason, r.index) for r in out.rejections]
     (['a'], [('schema', 1)])
+    >>> out.events[0].cost_usd, out.events[0].cost_source  # no cost given, none priced
+    (None, None)
     """
     raw = value or b""
     try:
-        return _decode(raw, headers, limits, now, contract)
+        decoded = _decode(raw, headers, limits, now, contract)
+        if contract is InferenceEvent:
+            stamp_costs(decoded.events, prices)
+        return decoded
     except Exception as exc:  # the poison-proof boundary: report it, never raise it
         return Decoded(rejections=[Rejection("internal", describe(exc), raw)])
 

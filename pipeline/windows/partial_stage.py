@@ -27,6 +27,7 @@ from pipeline.runtime.outbox import Outbox
 from pipeline.runtime.stage import Changes, Output, Step
 from pipeline.sources.codec import Rejection, decode_events, describe
 from pipeline.sources.dlq import dead_letter
+from pipeline.sources.pricing import price_table
 from pipeline.windows.drift_profile import MonitorSpec
 from pipeline.windows.guard import CardinalityGuard
 from pipeline.windows.kinds import EVENTS, RESOURCES, Kind, event_kind, resource_kind
@@ -77,6 +78,9 @@ class PartialStage:
         # changelog partition p): ``<kind>|out|<window start>|<seq>|<series>``
         self.outboxes = {kind: Outbox(f"{kind}|{_OUTBOX}") for kind in self._kinds}
         self.counts = IngestCounts()
+        # events without cost_usd are priced here (None: pricing off); a bad table file
+        # fails now, when the worker starts, not on every event
+        self.prices = price_table(settings.pricing)
 
     # ------------------------------------------------------------------ partitions
     def on_assign(self, topic: str, partition: int, state: dict[str, bytes]) -> int | None:
@@ -106,7 +110,7 @@ class PartialStage:
         messages: list[tuple[int, list[Any]]] = []
         for record in records:
             decoded = decode_events(record.value, record.headers or (), limits, wall,
-                                    self._contract[kind])
+                                    self._contract[kind], self.prices)
             self.counts.messages += 1
             self.counts.events += len(decoded.events)
             for rejection in decoded.rejections:

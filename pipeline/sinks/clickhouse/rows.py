@@ -23,7 +23,7 @@ EVENT_COLUMNS = [
     "status", "error_type", "http_status", "finish_reason",
     "latency_ms", "time_to_first_token_ms", "queue_wait_ms", "time_per_output_token_ms",
     "input_tokens", "output_tokens", "cache_read_tokens", "cache_hit", "cost_usd",
-    "prediction", "confidence", "feedback_score",
+    "cost_source", "prediction", "confidence", "feedback_score",
     "features_num", "features_cat", "attributes",
     "kafka_partition", "kafka_offset",
 ]
@@ -74,8 +74,8 @@ def event_columns(
     (event_id, ts, version, request_id, trace_id, span_id, service, environment, tenant, user,
      region, model, model_version, provider, operation, status, error_type, http_status,
      finish_reason, latency, ttft, queue_wait, tpot, input_tokens, output_tokens, cache_read,
-     cache_hit, cost, prediction, confidence, feedback, f_num, f_cat, attributes, part,
-     offset) = cols
+     cache_hit, cost, cost_source, prediction, confidence, feedback, f_num, f_cat, attributes,
+     part, offset) = cols
     for e, p, o in zip(events, partitions, offsets, strict=True):
         event_id.append(e.event_id)
         ts.append(_ticks(e.timestamp, "timestamp"))
@@ -105,6 +105,7 @@ def event_columns(
         cache_read.append(e.cache_read_tokens)
         cache_hit.append(e.cache_hit)
         cost.append(e.cost_usd)
+        cost_source.append(e.cost_source or "")
         prediction.append("" if e.prediction is None else str(e.prediction))
         confidence.append(e.confidence)
         feedback.append(e.feedback_score)

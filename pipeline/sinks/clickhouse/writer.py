@@ -70,6 +70,7 @@ from pipeline.sinks.clickhouse.rows import (
 )
 from pipeline.sources.codec import Rejection, decode_events, describe
 from pipeline.sources.dlq import DeadLetter, dead_letter, deliver
+from pipeline.sources.pricing import price_table
 from schemas.alert import AlertEvent
 from schemas.event import InferenceEvent, ResourceSample
 from schemas.metrics import CONTRACT_HEADER, ResourceMetrics, WindowMetrics
@@ -340,6 +341,9 @@ class ClickHouseSink:
         self.settings = settings
         self.stats = SinkStats()
         self._client = client
+        # the same prices as stage 1, so stored rows and windows agree on every cost;
+        # a bad table file fails here, when the worker starts
+        self.prices = price_table(settings.pricing)
 
     @property
     def client(self) -> Any:
@@ -410,7 +414,8 @@ class ClickHouseSink:
             contract = ResourceSample if tp.topic == topics.resources else InferenceEvent
             rows = batch.resources if contract is ResourceSample else batch.events
             for msg in messages:
-                decoded = decode_events(msg.value, msg.headers, limits, now, contract)
+                decoded = decode_events(msg.value, msg.headers, limits, now, contract,
+                                        self.prices)
                 batch.rejected += len(decoded.rejections)
                 positions = _positions(len(decoded.events), decoded.rejections)
                 rows.extend(decoded.events, msg, positions)  # a whole message at once

@@ -32,6 +32,7 @@ def expected_row(e: InferenceEvent, partition: int, offset: int) -> dict[str, An
         "request_id": e.request_id or "", "trace_id": e.trace_id or "",
         "span_id": e.span_id or "", "error_type": e.error_type or "",
         "finish_reason": e.finish_reason or "", "http_status": e.http_status or 0,
+        "cost_source": e.cost_source or "",
         "prediction": "" if e.prediction is None else str(e.prediction),
         "features_num": {k: float(v) for k, v in e.features.items() if not isinstance(v, str)},
         "features_cat": {k: v for k, v in e.features.items() if isinstance(v, str)},
@@ -54,7 +55,7 @@ def edge_events() -> list[InferenceEvent]:
                 http_status=504, finish_reason="length", time_to_first_token_ms=1.25,
                 queue_wait_ms=0.0, time_per_output_token_ms=3.5, input_tokens=0,
                 output_tokens=100_000_000, cache_read_tokens=7, cache_hit=False,
-                cost_usd=1e-9, confidence=1.0, feedback_score=0.0,
+                cost_usd=1e-9, cost_source="given", confidence=1.0, feedback_score=0.0,
                 attributes={"k": "", "deployment": "canary"})
     return [
         InferenceEvent(event_id="edge-bare", timestamp=1.0, model="m", latency_ms=0.0),

@@ -16,9 +16,14 @@ from pipeline.sinks.clickhouse.rows import EVENT_COLUMNS, event_columns
 from schemas import InferenceEvent
 
 
-def _insert(client, events: list[InferenceEvent]) -> None:
+def _insert(client, events: list[InferenceEvent], old: bool = False) -> None:
+    """Insert rows; ``old``: into a table from before 0011 (no ``cost_source`` column)."""
     cols = event_columns(events, [0] * len(events), list(range(len(events))))
-    client.insert("events", cols, column_names=EVENT_COLUMNS, column_oriented=True)
+    names = list(EVENT_COLUMNS)
+    if old:
+        del cols[names.index("cost_source")]
+        names.remove("cost_source")
+    client.insert("events", cols, column_names=names, column_oriented=True)
 
 
 def _count_final(client) -> int:
@@ -88,10 +93,10 @@ def test_old_table_is_migrated_with_its_rows(empty_store) -> None:
     now = time.time()
     events = [InferenceEvent(event_id=f"old{i}", timestamp=now - 86400 * (i % 5) - i,
                              model=f"m{i % 3}", latency_ms=float(i)) for i in range(200)]
-    _insert(client, events)
+    _insert(client, events, old=True)
     # The bug being fixed: under the old key these two copies were both kept.
     _insert(client, [InferenceEvent(event_id="old7", timestamp=now - 3600, model="other",
-                                    latency_ms=1e6)])
+                                    latency_ms=1e6)], old=True)
     assert _count_final(client) == 201
 
     applied = apply_migrations(client, settings)
@@ -113,7 +118,7 @@ def test_interrupted_migration_reruns_to_the_same_result(empty_store, crash_afte
     _apply_up_to(client, settings, 7)
     now = time.time()
     _insert(client, [InferenceEvent(event_id=f"r{i}", timestamp=now - i, model="m",
-                                    latency_ms=1.0) for i in range(50)])
+                                    latency_ms=1.0) for i in range(50)], old=True)
     db = settings.clickhouse.database
     params = {"db": db, "raw_retention_days": settings.clickhouse.raw_retention_days,
               "aggregate_retention_days": settings.clickhouse.aggregate_retention_days}

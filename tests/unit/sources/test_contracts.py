@@ -45,7 +45,8 @@ def test_full_event_round_trips_in_json_and_msgpack():
         status="error", error_type="timeout", http_status=504, finish_reason="length",
         latency_ms=812.0, time_to_first_token_ms=95.0, queue_wait_ms=3.0,
         time_per_output_token_ms=12.5, input_tokens=1020, output_tokens=129,
-        cache_read_tokens=512, cache_hit=True, cost_usd=0.0031, prediction="positive",
+        cache_read_tokens=512, cache_hit=True, cost_usd=0.0031, cost_source="given",
+        prediction="positive",
         confidence=0.93, feedback_score=1.0, features={"prompt_length": 1020.0, "lang": "en"},
         attributes={"app_feature": "summarize"},
     )
