@@ -84,6 +84,14 @@ $iw query "SELECT window_start, labels['model_version'] AS version, statistic,
 echo; echo "== errors by type"
 $iw query "SELECT model, error_type, count() AS errors FROM events FINAL
            WHERE $since AND status = 'error' GROUP BY model, error_type ORDER BY errors DESC LIMIT 8"
+
+# --- cost: given by the producer, or computed from the price table (docs/pricing.md) ---
+echo; echo "== cost per model and its source: code-complete sends no cost_usd, so the pipeline"
+echo "   prices it from the shipped price table (cost_source = computed)"
+$iw query "SELECT model, cost_source, count() AS events, round(sum(cost_usd), 4) AS cost_usd
+           FROM events FINAL WHERE $since GROUP BY model, cost_source ORDER BY model, cost_source"
+# --- end of the cost block ---
+
 echo; echo "demo done: try  $iw query \"SELECT ...\""
 echo "tables: events, resources, window_metrics, resource_metrics, rollup_1m, rollup_1h,"
 echo "        drift_scores, anomaly_scores, alerts"

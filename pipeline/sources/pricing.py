@@ -58,6 +58,7 @@ _EPOCH = dt.date(1970, 1, 1)
 _DAY = 86_400.0
 _GLOB = re.compile(r"[*?\[]")
 _CACHE_LIMIT = 65_536  # (model, provider, day) keys cached before the cache is cleared
+_MISS = object()
 
 # At most $1,000 per million tokens: with at most 10⁸ tokens of each kind an event's
 # computed cost stays inside the contract's cost bound (``Usd``: at most $1,000,000).
@@ -119,6 +120,10 @@ class Price(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
                 + (output_tokens or 0) * self.output_per_million) / 1e6
 
 
+# a cached lookup: the entry, then its input, output and cache-read USD per million
+_Rates = tuple["Price", float, float, float]
+
+
 class PriceTable(msgspec.Struct, forbid_unknown_fields=True):
     """The spec of a price table file: a version label and its prices."""
 
@@ -161,7 +166,7 @@ class Prices:
             key=lambda e: (e[0].exact, bool(e[0].provider), len(e[0].model), e[1]),
             reverse=True,
         )
-        self._cache: dict[tuple[str, str, int], Price | None] = {}
+        self._cache: dict[tuple[str, str, int], _Rates | None] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -173,19 +178,10 @@ class Prices:
     def price(self, model: str, provider: str, timestamp: float) -> Price | None:
         """The price in force for ``model`` from ``provider`` at Unix time ``timestamp``."""
         key = (model, provider, int(timestamp // _DAY))
-        try:
-            return self._cache[key]
-        except KeyError:
-            pass
-        found = None
-        for entry, since in self._entries:
-            if since <= key[2] and entry.matches(model, provider):
-                found = entry
-                break
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[key] = found
-        return found
+        found = self._cache.get(key, _MISS)
+        if found is _MISS:
+            found = self._find(key)
+        return None if found is None else found[0]
 
     def cost(self, event: InferenceEvent) -> float | None:
         """The computed cost of ``event`` in USD (its own ``cost_usd`` ignored), or None."""
@@ -196,11 +192,27 @@ class Prices:
             return None
         return found.cost(event.input_tokens, event.output_tokens, event.cache_read_tokens)
 
+    def _find(self, key: tuple[str, str, int]) -> _Rates | None:
+        """Look ``key`` up in the entries (most specific first) and cache the answer."""
+        model, provider, day = key
+        found = None
+        for entry, since in self._entries:
+            if since <= day and entry.matches(model, provider):
+                found = (entry, entry.input_per_million, entry.output_per_million,
+                         entry.cache_read)
+                break
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[key] = found
+        return found
+
 
 def stamp_costs(events: Iterable[InferenceEvent], prices: Prices | None) -> None:
     """Fill ``cost_usd`` from ``prices`` where it is missing; set every ``cost_source``.
 
     ``prices`` None (pricing disabled) computes nothing but still marks given costs.
+    The loop is :meth:`Prices.cost` inlined (same arithmetic, same order): it runs on
+    every event stage 1 and the sink decode.
 
     >>> e = InferenceEvent(event_id="a", timestamp=0.0, model="m", latency_ms=1.0,
     ...                    cost_usd=0.5, cost_source="computed")
@@ -208,13 +220,34 @@ def stamp_costs(events: Iterable[InferenceEvent], prices: Prices | None) -> None
     >>> e.cost_source
     'given'
     """
+    if prices is None:
+        for event in events:
+            event.cost_source = None if event.cost_usd is None else "given"
+        return
+    cache, find = prices._cache, prices._find
     for event in events:
         if event.cost_usd is not None:
             event.cost_source = "given"
             continue
-        cost = None if prices is None else prices.cost(event)
-        event.cost_source = None if cost is None else "computed"
-        event.cost_usd = cost
+        tin, tout = event.input_tokens, event.output_tokens
+        if tin is None and tout is None:
+            event.cost_source = None
+            continue
+        key = (event.model, event.provider, int(event.timestamp // _DAY))
+        rates = cache.get(key, _MISS)
+        if rates is _MISS:
+            rates = find(key)
+        if rates is None:
+            event.cost_source = None
+            continue
+        _, per_in, per_out, per_cached = rates
+        tin = tin or 0
+        cached = event.cache_read_tokens or 0
+        if cached > tin:
+            cached = tin
+        event.cost_usd = ((tin - cached) * per_in + cached * per_cached
+                          + (tout or 0) * per_out) / 1e6
+        event.cost_source = "computed"
 
 
 # ---------------------------------------------------------------------- loading

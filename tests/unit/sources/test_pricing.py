@@ -376,7 +376,10 @@ def test_the_shipped_table_prices_the_simulator_as_the_simulator_does() -> None:
             assert shipped.cost(e) == pytest.approx(sim, rel=1e-9, abs=1e-12)
             checked += 1
     assert checked > 100
-    stamp_costs(events, shipped)
+    computed = [shipped.cost(e) for e in silent]
+    stamp_costs(events, shipped)  # the inlined hot path: the very same numbers
+    assert [e.cost_usd for e in silent] == computed
+    assert all(e.cost_source == "computed" for e in silent)
     assert {e.cost_source for e in events} == {"given", "computed"}
 
 
