@@ -174,6 +174,10 @@ class PartialStage:
 
             step.done.append(done)
 
+    def active_series(self) -> int:
+        """Event series seen recently by the cardinality guard (``/metrics``)."""
+        return self._guards[EVENTS].active
+
     def summary(self) -> str:
         states = self.states.values()
         late = sum(sum(s.late.values()) for s in states)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -84,6 +85,20 @@ class Pipeline:
                 raise AssertionError(f"worker exited {proc.returncode}:\n{self.log(proc)}")
             time.sleep(0.2)
         raise AssertionError(f"worker not ready after {timeout}s:\n{self.log(proc)}")
+
+    def telemetry_url(self, proc: subprocess.Popen, timeout: float = 60.0) -> str:
+        """The worker's telemetry endpoint (``http://host:port``) as its log names it: each
+        test worker takes any free port (``INFERWATCH_TELEMETRY__PORT=0``)."""
+        deadline = time.monotonic() + timeout
+        path = Path(proc.log_path)  # type: ignore[attr-defined]
+        while time.monotonic() < deadline:
+            found = re.search(r"telemetry on (http://[^\s\"]+)", path.read_text(errors="replace"))
+            if found:
+                return found.group(1)
+            if proc.poll() is not None:
+                raise AssertionError(f"worker exited {proc.returncode}:\n{self.log(proc)}")
+            time.sleep(0.2)
+        raise AssertionError(f"no telemetry endpoint logged after {timeout}s:\n{self.log(proc)}")
 
     def log(self, proc: subprocess.Popen) -> str:
         return Path(proc.log_path).read_text(errors="replace")[-6000:]  # type: ignore[attr-defined]

@@ -71,6 +71,16 @@ from pipeline.sinks.clickhouse.rows import (
 from pipeline.sources.codec import Rejection, decode_events, describe
 from pipeline.sources.dlq import DeadLetter, dead_letter, deliver
 from pipeline.sources.pricing import price_table
+from pipeline.telemetry import (
+    CONSUMER_LAG,
+    DLQ_DELIVERIES,
+    HEALTH,
+    MESSAGES_CONSUMED,
+    SINK_INSERT_FAILURES,
+    SINK_INSERT_SECONDS,
+    SINK_ROWS,
+    count_letters,
+)
 from schemas.alert import AlertEvent
 from schemas.event import InferenceEvent, ResourceSample
 from schemas.metrics import CONTRACT_HEADER, ResourceMetrics, WindowMetrics
@@ -319,6 +329,18 @@ class _Batch:
         return sum(1 for r in self.refused if r.table == table)
 
 
+def _observe_lag(consumer: Any, offsets: dict[TopicPartition, int]) -> None:
+    """``/metrics``: records left to read after a commit, per partition of the batch (from
+    the end offsets the last fetch saw; a consumer that keeps none reports nothing)."""
+    highwater = getattr(consumer, "highwater", None)
+    if highwater is None:
+        return
+    for tp, offset in offsets.items():
+        if (end := highwater(tp)) is not None:
+            CONSUMER_LAG.labels(stage="sink", topic=tp.topic,
+                                partition=str(tp.partition)).set(max(0, end - offset))
+
+
 def _positions(count: int, rejections: Sequence[Rejection]) -> list[int | None]:
     """Batch positions of the ``count`` decoded elements of one message (None: the message
     held only this one, so its raw value is the row's own bytes)."""
@@ -341,6 +363,7 @@ class ClickHouseSink:
         self.settings = settings
         self.stats = SinkStats()
         self._client = client
+        self._ping_client: Any | None = None
         # the same prices as stage 1, so stored rows and windows agree on every cost;
         # a bad table file fails here, when the worker starts
         self.prices = price_table(settings.pricing)
@@ -350,6 +373,12 @@ class ClickHouseSink:
         if self._client is None:
             self._client = connect(self.settings)
         return self._client
+
+    def ping(self) -> None:
+        """``SELECT 1`` on a client of its own (blocking): ``/readyz`` asks it."""
+        if self._ping_client is None:
+            self._ping_client = connect(self.settings, database=False)
+        self._ping_client.command("SELECT 1")
 
     def prepare(self) -> None:
         """Connect, apply pending migrations and the configured retention (blocking: call
@@ -393,6 +422,7 @@ class ClickHouseSink:
         limits = self.settings.limits
         now = time.time()
         for tp, messages in records.items():
+            MESSAGES_CONSUMED.labels(stage="sink", topic=tp.topic).inc(len(messages))
             if tp.topic in (topics.metrics, topics.scores, topics.alerts):
                 for msg in messages:
                     try:
@@ -444,8 +474,14 @@ class ClickHouseSink:
                 chosen, sources = rows, records
             else:
                 chosen, sources = [rows[i] for i in indices], [records[i] for i in indices]
-            self.client.insert(table.name, table.build(chosen, sources),
-                               column_names=table.columns, column_oriented=True)
+            started = time.perf_counter()
+            try:
+                self.client.insert(table.name, table.build(chosen, sources),
+                                   column_names=table.columns, column_oriented=True)
+            except Exception:
+                SINK_INSERT_FAILURES.labels(table=table.name).inc()
+                raise
+            SINK_INSERT_SECONDS.labels(table=table.name).observe(time.perf_counter() - started)
 
         refused_by = _refused_by_anything_but_an_outage if batch.suspect else refused_by_store
         refusals = isolate(range(len(rows)), write, refused_by)
@@ -453,6 +489,7 @@ class ClickHouseSink:
             # every row refused even alone: the store's problem, not the rows'
             raise RuntimeError(f"{table.name} refused all {len(rows)} rows one by one: "
                                f"{refusals[0].error}")
+        SINK_ROWS.labels(table=table.name).inc(len(rows) - len(refusals))
         for refused in refusals:
             source = table.rows.source(refused.row)
             msg = source.record
@@ -555,9 +592,9 @@ class ClickHouseSink:
                                          headers=letter.headers)
             return await future
 
+        letters = [*batch.letters, *(self.letter(r) for r in batch.refused)]
         delivery = asyncio.ensure_future(deliver(
-            [*batch.letters, *(self.letter(r) for r in batch.refused)], send,
-            self.settings.worker.sink_retry_max_seconds))
+            letters, send, self.settings.worker.sink_retry_max_seconds))
         stopping = asyncio.ensure_future(stop.wait())
         try:
             await asyncio.wait({delivery, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -567,6 +604,8 @@ class ClickHouseSink:
             delivery.cancel()
             return False
         delivery.result()
+        count_letters("sink", letters)
+        DLQ_DELIVERIES.labels(stage="sink").inc(len(letters))
         return True
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
@@ -581,6 +620,7 @@ class ClickHouseSink:
         in hand); only a store that fails while stopping leaves a batch uncommitted.
         """
         await asyncio.to_thread(self.prepare)
+        HEALTH.store_probe = self.ping  # /readyz: the store answers
         worker = self.settings.worker
         consumer = self._consumer()
         producer = self._producer()
@@ -659,6 +699,7 @@ class ClickHouseSink:
             self.stats.commit_failures += 1
             log.warning("offset commit failed after a durable insert (re-delivery is safe): %s",
                         exc)
+        _observe_lag(consumer, batch.next_offsets)
         stats = self.stats
         stored_events = len(batch.events) - batch.refused_in("events")
         stats.events += stored_events
