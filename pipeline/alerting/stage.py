@@ -132,6 +132,7 @@ class AlertRuleStage:
         self.outbox.drop(partition)
         self._clocks.pop(partition, None)
         self._done.pop(partition, None)
+        self._count()  # its alerts are another worker's now
 
     # ------------------------------------------------------------------ windows
     def on_batch(self, topic: str, partition: int, records: Sequence[Any],
@@ -266,11 +267,12 @@ class AlertRuleStage:
             self.sender.submit(notifier, alert_group)
 
     def _count(self) -> None:
+        """The ``inferwatch_alerts`` gauge: alerts pending and firing on this worker."""
         for state, n in self.evaluator.counts().items():
             ALERTS.labels(state).set(n)
 
     def summary(self) -> str:
         stats = self.sender.stats
         return (f"alerts: {len(self.evaluator.firing())} firing, {self.published} published, "
-                f"{len(self.silences.active(time.time()))} active silences, webhooks sent "
+                f"{len(self.silences.active(time.time()))} active silences, notifications sent "
                 f"{stats.sent} failed {stats.failed} dropped {stats.dropped}")

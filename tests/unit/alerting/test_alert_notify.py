@@ -12,7 +12,13 @@ import pytest
 from aiohttp import web
 
 from pipeline.alerting.grouping import AlertGroup, group
-from pipeline.alerting.notify import AlertmanagerWebhook, Notifier, SlackWebhook, rfc3339
+from pipeline.alerting.notify import (
+    AlertmanagerAPI,
+    AlertmanagerWebhook,
+    Notifier,
+    SlackWebhook,
+    rfc3339,
+)
 from pipeline.alerting.notify.sender import WebhookSender
 from schemas.alert import AlertEvent
 
@@ -111,7 +117,8 @@ def test_slack_limits_the_number_of_sections():
 
 
 # --------------------------------------------------------------------------- contract suite
-NOTIFIERS = [AlertmanagerWebhook("http://hook"), SlackWebhook("http://hook")]
+NOTIFIERS = [AlertmanagerWebhook("http://hook"), SlackWebhook("http://hook"),
+             AlertmanagerAPI("http://am:9093", clock=lambda: T0 + 1000)]
 
 
 @pytest.mark.parametrize("notifier", NOTIFIERS, ids=lambda n: n.kind)
@@ -126,7 +133,11 @@ def test_every_notifier_keeps_the_same_promises(notifier: Notifier):
     for alert in g.alerts:  # every alert is announced
         assert alert.labels["model"] in text
     resolved_only = one_group(event("z", state="resolved"))
-    assert "resolved" in json.dumps(notifier.body(resolved_only)).lower()
+    if isinstance(notifier, AlertmanagerAPI):  # resolved: endsAt not after "now"
+        (body,) = notifier.body(resolved_only)
+        assert body["endsAt"] <= rfc3339(notifier.clock())
+    else:
+        assert "resolved" in json.dumps(notifier.body(resolved_only)).lower()
 
 
 # --------------------------------------------------------------------------- sender
