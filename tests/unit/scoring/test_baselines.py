@@ -35,7 +35,8 @@ def _events(n: int, start: float = 1_700_000_000.0) -> list[InferenceEvent]:
     return [
         InferenceEvent(event_id=f"e{i}", timestamp=start + i, model="gpt-chat",
                        latency_ms=10.0 + i, input_tokens=i, output_tokens=2 * i,
-                       cost_usd=0.001 * i, time_to_first_token_ms=5.0 + i,
+                       cost_usd=0.001 * i, cost_source="given",  # as decoding marks it
+                       time_to_first_token_ms=5.0 + i,
                        prediction="yes" if i % 3 else "no", confidence=0.5,
                        features={"x": float(i), "lang": "en" if i % 2 else "de"})
         for i in range(n)
