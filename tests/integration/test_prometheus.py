@@ -1,7 +1,7 @@
 """The real Prometheus scrapes a running worker: what PromQL says over the HTTP API is
-what the test sent (events accepted, rejections by reason, dead letters, rows stored),
-and the worker's ``/readyz`` turns 200 once its partitions are assigned and the store
-answers.
+what the test sent (events accepted, rejections by reason, dead letters, rows stored,
+and with the opt-in model metrics the requests of each series' window), and the
+worker's ``/readyz`` turns 200 once its partitions are assigned and the store answers.
 
 Prometheus (the Debian ``prometheus`` package) runs on a fixed loopback port outside the
 ephemeral range, with its storage in the test's temporary directory, scraping the
@@ -11,6 +11,7 @@ worker's telemetry port (any free one, read from the worker's log) every second.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import socket
 import subprocess
@@ -111,7 +112,9 @@ def wait_query(promql: str, expected: float, timeout: float = 120.0) -> float | 
                     "'prometheus'; `make system-deps` installs it as root)")
 def test_prometheus_scrapes_a_worker_and_counts_what_was_sent(pipe: Pipeline,
                                                               tmp_path: Path) -> None:
-    worker = pipe.start_worker()
+    worker = pipe.start_worker(INFERWATCH_TELEMETRY__MODEL_METRICS="true",
+                               INFERWATCH_METRICS__IDLE_TIMEOUT_SECONDS="2",
+                               INFERWATCH_METRICS__LATENESS_SECONDS="1")
     telemetry = pipe.telemetry_url(worker)
     prometheus = start_prometheus(tmp_path, telemetry.removeprefix("http://"))
     try:
@@ -123,7 +126,7 @@ def test_prometheus_scrapes_a_worker_and_counts_what_was_sent(pipe: Pipeline,
         assert ready[0] == 200, f"{ready}\n{pipe.log(worker)}"
         assert _get(f"{telemetry}/healthz")[0] == 200
 
-        now = time.time()
+        now = math.floor(time.time() / 10) * 10 + 1  # every event in one 10 s window
         single = [(None, msgspec.json.encode({"event_id": f"p-{i}", "timestamp": now,
                                               "model": f"m{i % 3}", "latency_ms": 20.0 + i}),
                    [("content-type", b"application/json")]) for i in range(150)]
@@ -143,6 +146,12 @@ def test_prometheus_scrapes_a_worker_and_counts_what_was_sent(pipe: Pipeline,
         assert query('up{job="inferwatch"}') == 1
         assert query('sum(inferwatch_messages_consumed_total{stage="stage1"})') == (
             len(single) + len(batches) + len(bad))
+        # the window closes (idle partitions advance with the wall clock): one window per
+        # series, its requests exposed with the series labels
+        assert wait_query("sum(inferwatch_model_requests)", sent) == sent, pipe.log(worker)
+        assert query("count(inferwatch_model_requests)") == 3
+        assert query('inferwatch_model_requests{model="m1"}') == 50
+        assert query("sum(inferwatch_window_close_delay_seconds_count)") >= 3
         time.sleep(3)  # a few more scrapes: nothing counted twice
         assert query(consumed) == sent
     finally:
