@@ -79,6 +79,7 @@ def baseline_set(ctx: click.Context, series: str, start: str | None, end: str | 
     )
     from pipeline.sinks.clickhouse.owner import StoreBusyError
     from pipeline.sinks.clickhouse.query import QueryError
+    from pipeline.sources.pricing import PriceTableError, price_table
     from pipeline.windows.drift_profile import MonitorSpec
 
     settings = _settings(ctx)
@@ -111,13 +112,14 @@ def baseline_set(ctx: click.Context, series: str, start: str | None, end: str | 
         _, labels = resolve_series(settings, series)
         if path is not None:
             built = build_from_file(path, spec, labels, start=begin, end=until,
-                                    created_by=created_by)
+                                    created_by=created_by,
+                                    prices=price_table(settings.pricing))
         else:
             assert begin is not None and until is not None
             built = build_from_clickhouse(settings, labels, begin, until, spec,
                                           created_by=created_by)
         stored = asyncio.run(publish_baseline(settings, built))
-    except (BaselineError, QueryError, StoreBusyError) as exc:
+    except (BaselineError, QueryError, StoreBusyError, PriceTableError) as exc:
         raise click.ClickException(str(exc)) from exc
     except KafkaError as exc:
         raise click.ClickException(f"Kafka ({settings.kafka.bootstrap_servers}): {exc}") from exc

@@ -21,8 +21,10 @@ def worker(ctx: click.Context, roles: str | None, loglevel: str) -> None:
     Add processing workers to the consumer group to scale out. With the embedded
     store, run exactly one sink; it also answers `inferwatch query`.
     """
+    from pipeline.alerting.rules import RuleError
     from pipeline.runtime.worker import run_worker
     from pipeline.sinks.clickhouse.owner import StoreBusyError
+    from pipeline.sources.pricing import PriceTableError
 
     settings = _settings(ctx)
     chosen = [r.strip() for r in roles.split(",")] if roles else list(settings.worker.roles)
@@ -32,5 +34,5 @@ def worker(ctx: click.Context, roles: str | None, loglevel: str) -> None:
                                  param_hint="--roles")
     try:
         sys.exit(run_worker(settings, chosen, loglevel=loglevel))
-    except (StoreBusyError, TimeoutError) as exc:
+    except (StoreBusyError, TimeoutError, PriceTableError, RuleError) as exc:
         raise click.ClickException(str(exc)) from exc

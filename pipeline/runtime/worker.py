@@ -120,10 +120,24 @@ async def run_process(settings: Settings, stop: asyncio.Event) -> None:
 def run_worker(settings: Settings, roles: Sequence[str], loglevel: str = "info") -> int:
     """Run the given roles until SIGINT/SIGTERM; return the process exit code."""
     roles = sorted(set(roles))
+    check_files(settings)
     settings.home_path.mkdir(parents=True, exist_ok=True)
     asyncio.run(_prepare(settings))
     configure_logging(settings.log.format, loglevel)  # text, or JSON lines (log.format)
     return asyncio.run(_run_roles(settings, roles))
+
+
+def check_files(settings: Settings) -> None:
+    """Read the files the settings name (price table, alert rules) before anything starts,
+    so a mistake is one line naming file and line (PriceTableError, RuleError), not a
+    traceback from a running stage."""
+    from pipeline.sources.pricing import price_table
+
+    price_table(settings.pricing)
+    if settings.alerts.rules:
+        from pipeline.alerting.rules import load_rules
+
+        load_rules(settings.alerts.rules)
 
 
 async def _prepare(settings: Settings) -> None:

@@ -38,6 +38,7 @@ import msgspec
 from pipeline.config import IngestLimits, Settings
 from pipeline.scoring.drift.reference import Reference
 from pipeline.sources.codec import decode_events
+from pipeline.sources.pricing import Prices, stamp_costs
 from pipeline.windows.drift_profile import FEATURE_PREFIX, OPERATIONAL, DriftProfile, MonitorSpec
 from pipeline.windows.profile import series_key as make_series_key
 from schemas.event import InferenceEvent
@@ -614,6 +615,7 @@ def build_from_file(
     start: float | None = None,
     end: float | None = None,
     created_by: str = "",
+    prices: Prices | None = None,
 ) -> Baseline:
     """An unstored baseline of ``series`` from a file of ``InferenceEvent`` records.
 
@@ -622,7 +624,8 @@ def build_from_file(
     struct or JSON text, nulls meaning absent). The whole file is the reference of ``series``
     (its events' own labels are not filtered on: it may be training data of another version);
     ``start``/``end`` optionally keep only events in ``[start, end)``. Any invalid record fails
-    the build with the file name and line/row of each.
+    the build with the file name and line/row of each. Events without ``cost_usd`` are
+    priced from ``prices``, as the workers price live events.
     """
     file = Path(path)
     labels = parse_series_key(series) if isinstance(series, str) else dict(series)
@@ -634,5 +637,6 @@ def build_from_file(
                 f"{format_time(end) if end is not None else '-'}")
         raise NoEventsError(f"no events for series {make_series_key(labels)} in {file}{span} "
                             f"(the file holds {len(events)})")
+    stamp_costs(kept, prices)
     return Baseline.of_events(kept, spec, labels, source=f"file:{file.resolve()}",
                               start=start, end=end, created_by=created_by)

@@ -48,6 +48,7 @@ Reason = Literal[
     "batch_too_large",
     "future_timestamp",
     "stale_timestamp",
+    "otlp_malformed",  # an OTLP record (sources/otlp) that is not a TracesData
     "internal",  # anything else that failed on this message: exception type and message
 ]
 

@@ -95,10 +95,10 @@ def map_spans(value: bytes | None, encoding: Encoding) -> Mapped:
         elif encoding == "otlp_json":
             out = _from_json(raw)
         else:
-            return Mapped(rejection=Rejection(MALFORMED, f"unknown encoding {encoding!r}",  # type: ignore[arg-type]
+            return Mapped(rejection=Rejection(MALFORMED, f"unknown encoding {encoding!r}",
                                               raw))
     except (DecodeError, msgspec.DecodeError, ValueError, RecursionError) as exc:
-        return Mapped(rejection=Rejection(MALFORMED, f"{encoding}: {describe(exc)}",  # type: ignore[arg-type]
+        return Mapped(rejection=Rejection(MALFORMED, f"{encoding}: {describe(exc)}",
                                           raw))
     except Exception as exc:  # the poison-proof boundary: report it, never raise it
         return Mapped(rejection=Rejection("internal", describe(exc), raw))

@@ -63,3 +63,20 @@ def test_migrate_applies_a_changed_retention_and_says_so(tmp_path):
     assert again.exit_code == 0, again.output
     assert "applied: nothing (up to date)" in again.output
     assert "retention updated: events, resources\n" in again.output  # the raw tables
+
+
+def test_worker_refuses_a_bad_price_table_or_rules_file_in_one_line(tmp_path):
+    """Checked before the broker is even asked: file and line, no traceback."""
+    prices = tmp_path / "prices.toml"
+    prices.write_text('version = "x"\n\n[[prices]]\nmodel = "m"\ninput_per_million = "a lot"\n')
+    env = {"INFERWATCH_PRICING__TABLE": str(prices), "INFERWATCH_HOME": str(tmp_path / "h"),
+           "INFERWATCH_KAFKA": "127.0.0.1:1"}
+    out = CliRunner().invoke(cli, ["worker"], env=env)
+    assert out.exit_code == 1 and "Traceback" not in out.output
+    assert f"{prices}:" in out.output and "input_per_million" in out.output, out.output
+    rules = tmp_path / "rules.yml"
+    rules.write_text("rules:\n  - name: R\n    severity: warning\n    condition: latency_p99_ms >\n")
+    env = {**env, "INFERWATCH_PRICING__TABLE": "", "INFERWATCH_ALERTS__RULES": str(rules)}
+    out = CliRunner().invoke(cli, ["worker"], env=env)
+    assert out.exit_code == 1 and "Traceback" not in out.output
+    assert f"{rules}:4" in out.output, out.output

@@ -271,3 +271,23 @@ def test_baseline_set_checks_its_arguments_before_touching_anything() -> None:
 def test_baseline_set_help_has_an_example() -> None:
     out = CliRunner().invoke(cli, ["baseline", "set", "--help"])
     assert out.exit_code == 0 and "Example:" in out.output and "--numeric-features" in out.output
+
+
+def test_a_file_baseline_prices_events_without_cost_as_the_workers_do(tmp_path) -> None:
+    """Live windows carry computed costs; a baseline from a file of the same events must
+    too, or the cost distribution would drift against a reference with no costs."""
+    from pipeline.scoring.baselines import build_from_file
+    from pipeline.sources.pricing import load_prices
+
+    events = [InferenceEvent(event_id=f"c{i}", timestamp=1_750_000_000.0 + i,
+                             model="code-complete", provider="inferwatch-sim",
+                             latency_ms=10.0, input_tokens=1000 + i, output_tokens=20)
+              for i in range(30)]
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(b"\n".join(msgspec.json.encode(e) for e in events) + b"\n")
+    spec = MonitorSpec(prediction="none", confidence=False, operational=True)
+    labels = {"model": "code-complete", "model_version": "1.3", "operation": "chat"}
+    priced = build_from_file(path, spec, labels, prices=load_prices())
+    unpriced = build_from_file(path, spec, labels)
+    assert priced.counts()["cost_usd"] == 30
+    assert unpriced.counts().get("cost_usd", 0) == 0
