@@ -75,7 +75,8 @@ def test_worker_refuses_a_bad_price_table_or_rules_file_in_one_line(tmp_path):
     assert out.exit_code == 1 and "Traceback" not in out.output
     assert f"{prices}:" in out.output and "input_per_million" in out.output, out.output
     rules = tmp_path / "rules.yml"
-    rules.write_text("rules:\n  - name: R\n    severity: warning\n    condition: latency_p99_ms >\n")
+    rules.write_text("rules:\n  - name: R\n    severity: warning\n"
+                     "    condition: latency_p99_ms >\n")
     env = {**env, "INFERWATCH_PRICING__TABLE": "", "INFERWATCH_ALERTS__RULES": str(rules)}
     out = CliRunner().invoke(cli, ["worker"], env=env)
     assert out.exit_code == 1 and "Traceback" not in out.output
