@@ -31,13 +31,17 @@ from pipeline.cli import _log_to_stderr, _settings, cli
               type=click.IntRange(min=1),
               help="Records kept while Kafka is unreachable. When full, a paced run drops "
                    "the newest (counted); --speed 0 waits for room instead.")
+@click.option("--otlp", "otlp_encoding", type=click.Choice(["otlp_proto", "otlp_json"]),
+              default=None,
+              help="Send the events as OpenTelemetry GenAI spans, as an OTel Collector would, "
+                   "to the first OTLP topic configured with this encoding (otlp.topics).")
 @click.option("--drain-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds to keep trying to send what is left once generation ends.")
 @click.pass_context
 def simulate(ctx: click.Context, rate: float, duration: float, seed: int, speed: float,
              incidents: tuple[str, ...], replay_file: str | None, limit: int | None,
              model: str | None, batch_size: int, fmt: str, start: float | None,
-             buffer_events: int, drain_timeout: float) -> None:
+             buffer_events: int, otlp_encoding: str | None, drain_timeout: float) -> None:
     """Publish realistic inference traffic (or replay a trace) to the events topic.
 
     A Kafka outage does not stop the run: records wait in a bounded buffer and are sent
@@ -68,7 +72,17 @@ def simulate(ctx: click.Context, rate: float, duration: float, seed: int, speed:
         raise click.ClickException(str(exc)) from exc
     if batch_size < 1:
         raise click.BadParameter("must be at least 1", param_hint="--batch-size")
-    click.echo(f"{what} at speed {speed:g} to {settings.topics.events} "
+    otlp = None
+    if otlp_encoding is not None:
+        topic = next((t for t, enc in settings.otlp.topics.items() if enc == otlp_encoding),
+                     None)
+        if topic is None:
+            raise click.BadParameter(
+                f"no OTLP topic is configured with {otlp_encoding} (otlp.topics = "
+                f"{settings.otlp.topics})", param_hint="--otlp")
+        otlp = (topic, otlp_encoding)
+    target = f"{otlp[0]} as OTLP spans ({otlp[1]})" if otlp else settings.topics.events
+    click.echo(f"{what} at speed {speed:g} to {target} "
                f"({settings.kafka.bootstrap_servers})", err=True)
     _log_to_stderr()
     stats = PublishStats()
@@ -79,6 +93,7 @@ def simulate(ctx: click.Context, rate: float, duration: float, seed: int, speed:
             content_type=MSGPACK if fmt == "msgpack" else JSON,
             progress=lambda s: click.echo(s.line(), err=True),
             buffer_events=buffer_events, drain_timeout=drain_timeout, stats=stats,
+            otlp=otlp,
         ))
     except KeyboardInterrupt:
         interrupted = True  # stats still say what was sent and what was not

@@ -279,6 +279,7 @@ async def publish(
     buffer_events: int = 50_000,
     drain_timeout: float | None = 60.0,
     stats: PublishStats | None = None,
+    otlp: tuple[str, str] | None = None,
     _connect: Callable[[], Any] | None = None,
 ) -> PublishStats:
     """Send ``(offset, record)`` pairs; ``speed`` 1 = real time, 10 = 10x faster, 0 = flat out.
@@ -287,10 +288,23 @@ async def publish(
     per message, keyed by ``event_id``, when 1); resource samples go to the resources
     topic. Kafka outages are ridden out (see the module docstring); nothing raises for
     one. ``stats`` (default: a new one) is filled as the run goes, so a caller still has
-    the counts when the run is interrupted. ``_connect`` replaces the aiokafka producer
-    (tests).
+    the counts when the run is interrupted. ``otlp`` = (topic, encoding) sends the events
+    as OTLP spans there instead, as an OTel Collector would (:mod:`pipeline.dev.otlp_spans`).
+    ``_connect`` replaces the aiokafka producer (tests).
     """
     topics = settings.topics
+    events_topic = topics.events
+
+    def encode(batch: InferenceEvent | list[InferenceEvent]) -> bytes:
+        return encode_events(batch, content_type)
+
+    if otlp is not None:
+        from pipeline.dev.otlp_spans import encode_spans
+
+        events_topic, encoding = otlp
+
+        def encode(batch: InferenceEvent | list[InferenceEvent]) -> bytes:
+            return encode_spans(batch if isinstance(batch, list) else [batch], encoding)
     stats = stats if stats is not None else PublishStats()
     connect = _connect or (lambda: AIOKafkaProducer(
         **client_options(settings.kafka), acks="all", linger_ms=5, request_timeout_ms=15_000,
@@ -312,12 +326,11 @@ async def publish(
             span = (min(e.timestamp for e in events), max(e.timestamp for e in events))
             if batch_size == 1:
                 for e in events:
-                    await outbox.put(_Message(topics.events, encode_events(e, content_type),
-                                              e.event_id.encode(), events=1,
-                                              span=(e.timestamp, e.timestamp)), wait)
+                    await outbox.put(_Message(events_topic, encode(e), e.event_id.encode(),
+                                              events=1, span=(e.timestamp, e.timestamp)), wait)
             else:
-                await outbox.put(_Message(topics.events, encode_events(events, content_type),
-                                          None, events=len(events), span=span), wait)
+                await outbox.put(_Message(events_topic, encode(events), None,
+                                          events=len(events), span=span), wait)
             events.clear()
         if samples:
             await outbox.put(_Message(topics.resources, encode_events(samples, content_type),
