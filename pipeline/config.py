@@ -345,6 +345,8 @@ def _mask(value: Any) -> Any:
 _LISTS = {"roles", "series_labels", "feature_usage_attributes", "webhook_urls",
           "alertmanager_urls",
           "numeric_features", "categorical_features"}
+# mappings set from one variable as ``key=value,key=value``
+_MAPS = {("otlp", "topics"), ("drift", "thresholds")}
 _SHORT_ENV = {"INFERWATCH_KAFKA": ("kafka", "bootstrap_servers"),
               "INFERWATCH_CLICKHOUSE": ("clickhouse", "dsn"),
               "INFERWATCH_HOME": ("home",)}
@@ -363,14 +365,26 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         for part in path[:-1]:
             node = node.setdefault(part, {})
         leaf = path[-1]
-        node[leaf] = [v.strip() for v in value.split(",") if v.strip()] if leaf in _LISTS else value
+        if tuple(path) in _MAPS:
+            pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+            node[leaf] = _Whole({k.strip(): v.strip() for k, _, v in pairs})
+        elif leaf in _LISTS:
+            node[leaf] = [v.strip() for v in value.split(",") if v.strip()]
+        else:
+            node[leaf] = value
     return out
+
+
+class _Whole(dict):
+    """A mapping from the environment that replaces the configured one (not merged)."""
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in top.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if isinstance(value, _Whole):
+            merged[key] = dict(value)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = _merge(merged[key], value)
         else:
             merged[key] = value
@@ -458,7 +472,7 @@ def _accept_only_what_is_kept(
 
 def _where(message: str) -> list[str]:
     """The field path a msgspec error message points at, e.g. ``['kafka', 'client_id']``."""
-    match = re.search(r"at `\$\.?([\w.]*)`", message)
+    match = re.search(r"at `\$\.?([\w.]*)", message)
     path = [p for p in match.group(1).split(".") if p] if match else []
     unknown = re.search(r"unknown field `(\w+)`", message)
     return [*path, unknown.group(1)] if unknown else path

@@ -72,3 +72,14 @@ def test_describe_masks_secrets_and_dsn_passwords():
     assert "hunter2" not in text and "s3cret" not in text
     assert settings.describe()["kafka"]["sasl_password"] == "***"
     assert "https://svc:***@ch.example:8443/db" in text
+
+
+def test_mappings_come_from_one_variable_and_replace_the_default() -> None:
+    from pipeline.config import ConfigError, load_settings
+
+    s = load_settings(environ={"INFERWATCH_OTLP__TOPICS": "a.spans=otlp_proto, b=otlp_json",
+                               "INFERWATCH_DRIFT__THRESHOLDS": "psi=0.3"})
+    assert s.otlp.topics == {"a.spans": "otlp_proto", "b": "otlp_json"}
+    assert s.drift.thresholds == {"psi": 0.3}
+    with pytest.raises(ConfigError, match=r"INFERWATCH_OTLP__TOPICS\).*zipkin"):
+        load_settings(environ={"INFERWATCH_OTLP__TOPICS": "a=zipkin"})
