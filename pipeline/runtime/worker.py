@@ -22,8 +22,8 @@ from pipeline.config import Settings
 from pipeline.logs import configure as configure_logging
 from pipeline.runtime.kafka import ensure_topics, wait_for_broker
 from pipeline.sinks.clickhouse.client import connect
-from pipeline.sinks.clickhouse.owner import StoreLock, serve_queries
-from pipeline.sinks.clickhouse.query import run_readonly
+from pipeline.sinks.clickhouse.http_interface import serve_http
+from pipeline.sinks.clickhouse.owner import StoreLock
 from pipeline.sinks.clickhouse.writer import ClickHouseSink
 from pipeline.telemetry import HEALTH, TelemetryError
 from pipeline.telemetry import serve as serve_telemetry
@@ -34,18 +34,27 @@ log = logging.getLogger(__name__)
 
 
 async def run_sink(settings: Settings, stop: asyncio.Event) -> None:
-    """The sink role until ``stop``; owns the embedded store and serves queries if embedded."""
+    """The sink role until ``stop``. With the embedded store it owns the chDB directory
+    and answers ClickHouse's HTTP interface (read-only) for any ClickHouse client."""
     lock = StoreLock(settings.home_path) if settings.embedded else None
-    runner = None
+    runner = keeper = None
     try:
         if lock is not None:
             await lock.acquire(timeout=30.0)
-            reader = connect(settings)
-            runner = await serve_queries(lock, lambda sql: run_readonly(reader, sql))
+            keeper = connect(settings)  # creates the database; keeps the engine open
+            path = settings.clickhouse_dsn.removeprefix("chdb://")
+            runner, end = await serve_http(path, settings)
+            lock.publish(end.host, end.port, end.user, end.password)
+            where = ("password from settings" if settings.query.password else
+                     f"random password in {lock.info_path}")
+            log.info("embedded store answers ClickHouse HTTP on http://%s:%d (user %s, %s)",
+                     end.host, end.port, end.user, where)
         await ClickHouseSink(settings).run(stop)
     finally:
         if runner is not None:
             await runner.cleanup()
+        if keeper is not None:
+            keeper.close()
         if lock is not None:
             lock.release()
 

@@ -1,11 +1,12 @@
-"""Who owns the embedded store, and how others query through the owner.
+"""Who owns the embedded store, and where its ClickHouse HTTP interface answers.
 
 chDB allows one process per data directory. The process that owns it (the sink)
 holds an advisory ``flock`` on ``<home>/clickhouse.lock`` — the kernel drops it when
-the process dies, even by SIGKILL — and serves read-only SQL on 127.0.0.1 with a
-random port and a bearer token, both written to ``<home>/clickhouse.owner.json``
-(mode 0600). ``inferwatch query`` finds the owner there, or opens the store itself
-when nobody holds the lock.
+the process dies, even by SIGKILL — and serves read-only SQL over ClickHouse's HTTP
+interface (:mod:`pipeline.sinks.clickhouse.http_interface`); host, port, user and
+password are written to ``<home>/clickhouse.owner.json`` (mode 0600: the password is
+random per start unless configured). ``inferwatch query`` finds the owner there, or
+opens the store itself when nobody holds the lock.
 """
 
 from __future__ import annotations
@@ -16,16 +17,10 @@ import fcntl
 import json
 import logging
 import os
-import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import msgspec
-from aiohttp import web
-
-__all__ = ["OwnerInfo", "QueryResult", "StoreBusyError", "StoreLock", "serve_queries"]
+__all__ = ["OwnerInfo", "StoreBusyError", "StoreLock"]
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +29,15 @@ class StoreBusyError(RuntimeError):
     """Another live process owns the embedded store."""
 
 
-class QueryResult(msgspec.Struct):
-    columns: list[str]
-    types: list[str]
-    rows: list[list[Any]]
-
-
 @dataclass(frozen=True)
 class OwnerInfo:
+    """The owning process and how to reach its ClickHouse HTTP interface."""
+
     pid: int
+    host: str
     port: int
-    token: str
+    user: str
+    password: str
 
 
 class StoreLock:
@@ -82,19 +75,23 @@ class StoreLock:
                 )
             await asyncio.sleep(0.2)
 
-    def publish(self, port: int, token: str) -> None:
-        """Tell query clients where the owner answers."""
+    def publish(self, host: str, port: int, user: str, password: str) -> None:
+        """Tell query clients where the owner answers (owner-only file: it holds the password)."""
         tmp = self.info_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # O_CREAT keeps an old file's mode; start from none
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
-            json.dump({"pid": os.getpid(), "port": port, "token": token}, fh)
+            json.dump({"pid": os.getpid(), "host": host, "port": port, "user": user,
+                       "password": password}, fh)
         tmp.replace(self.info_path)
 
     def owner(self) -> OwnerInfo | None:
         try:
             data = json.loads(self.info_path.read_text())
-            return OwnerInfo(int(data["pid"]), int(data["port"]), str(data["token"]))
-        except (OSError, ValueError, KeyError):
+            return OwnerInfo(int(data["pid"]), str(data["host"]), int(data["port"]),
+                             str(data["user"]), str(data["password"]))
+        except (OSError, ValueError, KeyError, TypeError):
             return None
 
     def release(self) -> None:
@@ -117,38 +114,3 @@ class StoreLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-async def serve_queries(
-    lock: StoreLock, run: Callable[[str], QueryResult]
-) -> web.AppRunner:
-    """Serve ``POST /query`` on 127.0.0.1 (random port, bearer token); publish the address.
-
-    ``run`` executes one read-only statement; it is called in a worker thread.
-    """
-    token = secrets.token_urlsafe(24)
-
-    async def query(request: web.Request) -> web.Response:
-        if request.headers.get("Authorization") != f"Bearer {token}":
-            return web.json_response({"error": "unauthorized"}, status=401)
-        try:
-            body = await request.json()
-            sql = str(body["sql"])
-        except (ValueError, KeyError, TypeError):
-            return web.json_response({"error": 'expected JSON {"sql": "..."}'}, status=400)
-        try:
-            result = await asyncio.to_thread(run, sql)
-        except Exception as exc:  # the SQL error goes back to the caller, not up the stack
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.Response(body=msgspec.json.encode(result), content_type="application/json")
-
-    app = web.Application()
-    app.router.add_post("/query", query)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    lock.publish(port, token)
-    log.info("embedded store answers read-only queries on 127.0.0.1:%d", port)
-    return runner

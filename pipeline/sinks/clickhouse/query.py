@@ -1,9 +1,11 @@
 """The read-only SQL path behind ``inferwatch query``.
 
-Three cases, one result type: a ClickHouse server DSN (query it directly), the
-embedded store while a worker owns it (ask the owner over loopback), the embedded
-store while nobody runs (open it ourselves). Every statement runs with
-``readonly=2``: writes and DDL are refused by the engine itself.
+Three cases, one client library, one result type: a ClickHouse server DSN (query it
+directly), the embedded store while a worker owns it (clickhouse-connect's HTTP client
+against the owner's ClickHouse HTTP interface, address and password from the owner
+file), the embedded store while nobody runs (open it ourselves). Writes and DDL are
+refused by the engine itself: ``readonly=2`` on a server or our own chDB handle, the
+endpoint's ``readonly=1`` on the owner.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import urllib.error
-import urllib.request
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -22,11 +22,18 @@ import msgspec
 
 from pipeline.config import Settings
 from pipeline.sinks.clickhouse.client import READ_ONLY, connect
-from pipeline.sinks.clickhouse.owner import QueryResult, StoreBusyError, StoreLock
+from pipeline.sinks.clickhouse.owner import OwnerInfo, StoreBusyError, StoreLock
 
-__all__ = ["QueryError", "format_result", "run_query", "run_readonly"]
+__all__ = ["QueryError", "QueryResult", "format_result", "owner_client", "run_query",
+           "run_readonly"]
 
 _READONLY_HINT = "the query path is read-only: writes and DDL are refused"
+
+
+class QueryResult(msgspec.Struct):
+    columns: list[str]
+    types: list[str]
+    rows: list[list[Any]]
 
 
 class QueryError(RuntimeError):
@@ -76,23 +83,26 @@ def run_query(settings: Settings, sql: str, timeout: float = 60.0) -> QueryResul
     owner = lock.owner()
     if owner is None:
         raise StoreBusyError("the embedded store is locked but its owner published no address")
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{owner.port}/query",
-        data=json.dumps({"sql": sql}).encode(),
-        headers={"Authorization": f"Bearer {owner.token}", "Content-Type": "application/json"},
-    )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return msgspec.json.decode(response.read(), type=QueryResult)
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read())["error"]
-        except (ValueError, KeyError):
-            message = f"HTTP {exc.code}"
-        raise QueryError(message) from exc
-    except urllib.error.URLError as exc:
-        who = f"the worker owning the store (pid {owner.pid})"
-        raise QueryError(f"{who} did not answer: {exc}") from exc
+        client = owner_client(owner, settings.clickhouse.database, timeout)
+    except Exception as exc:  # refused, timed out, or a stale owner file
+        who = f"the worker owning the store (pid {owner.pid}, {owner.host}:{owner.port})"
+        raise QueryError(f"could not query {who}: {exc}") from exc
+    try:
+        return run_readonly(client, sql)
+    finally:
+        client.close()
+
+
+def owner_client(owner: OwnerInfo, database: str, timeout: float = 60.0) -> Any:
+    """clickhouse-connect's HTTP client on the owner's ClickHouse HTTP interface."""
+    import clickhouse_connect
+
+    return clickhouse_connect.get_client(
+        host=owner.host, port=owner.port, username=owner.user, password=owner.password,
+        database=database, connect_timeout=min(timeout, 10.0),
+        send_receive_timeout=timeout, autogenerate_session_id=False, query_retries=0,
+    )
 
 
 def format_result(result: QueryResult, fmt: str = "table") -> str:

@@ -1,0 +1,270 @@
+"""The embedded store's ClickHouse HTTP interface: read-only SQL for any ClickHouse client.
+
+The sink process owns the chDB store; this aiohttp app answers the part of ClickHouse's
+HTTP interface that clickhouse-connect, clickhouse-go (Grafana's ClickHouse data source in
+HTTP mode) and curl use, so they connect with ``host``, ``port``, ``user`` and
+``password`` as they would to a ClickHouse server:
+
+- ``GET /ping`` → ``Ok.``; ``GET /`` and ``POST /`` with the statement in the ``query``
+  URL parameter, the body, or both (joined by a newline, as ClickHouse does), or in a
+  multipart form field (with ``param_*`` fields);
+- ``FORMAT x`` in the statement, else ``default_format`` (parameter or
+  ``X-ClickHouse-Format`` header), else ``TabSeparated``; ``database`` (parameter or
+  ``X-ClickHouse-Database``), the configured database by default; ``param_x`` for
+  ``{x:Type}`` placeholders;
+- credentials by HTTP basic auth, ``X-ClickHouse-User``/``X-ClickHouse-Key`` headers, or
+  ``user``/``password`` parameters;
+- any other parameter is an engine setting (``max_execution_time``, ``output_format_*``,
+  ``date_time_output_format`` …), transport and session ones are ignored, ``readonly``
+  cannot be lowered;
+- ``enable_http_compression=1`` with ``Accept-Encoding`` gzip, deflate, br, zstd or lz4;
+- answers carry ``X-ClickHouse-Query-Id``, ``-Format``, ``-Timezone``, ``-Summary`` and
+  ``-Server-Display-Name``; errors are ClickHouse's ``Code: N. DB::Exception: …`` text
+  with ``X-ClickHouse-Exception-Code`` and a 4xx/5xx status.
+
+What runs and what is refused is :mod:`pipeline.sinks.clickhouse.readonly_engine`'s job.
+Results are built in memory before they are sent (no streaming, no progress headers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import errno
+import json
+import logging
+import os
+import secrets
+import socket
+import uuid
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import chdb
+import cramjam
+from aiohttp import web
+
+from pipeline.config import Settings
+from pipeline.sinks.clickhouse.readonly_engine import (
+    TRANSPORT_PARAMS,
+    EngineError,
+    Statement,
+    execute,
+)
+
+__all__ = ["Endpoint", "HttpInterface", "serve_http"]
+
+log = logging.getLogger(__name__)
+
+_ENCODERS: dict[str, Callable[[bytes], bytes]] = {
+    "gzip": lambda b: zlib.compress(b, wbits=31),
+    "deflate": zlib.compress,
+    "br": lambda b: bytes(cramjam.brotli.compress(b)),
+    "zstd": lambda b: bytes(cramjam.zstd.compress(b)),
+    "lz4": lambda b: bytes(cramjam.lz4.compress(b)),  # the LZ4 frame format
+}
+
+# ClickHouse's HTTP status per exception code (HTTPHandler's mapping, the codes chDB meets).
+_STATUS = {
+    516: 401, 192: 401, 193: 401, 194: 401,  # authentication
+    164: 403,  # READONLY
+    6: 400, 26: 400, 27: 400, 36: 400, 53: 400, 62: 400, 69: 400,  # parse, syntax, args
+    46: 404, 47: 404, 50: 404, 56: 404, 60: 404, 63: 404, 73: 404, 81: 404, 115: 404,
+    159: 408,  # TIMEOUT_EXCEEDED
+    48: 501,  # NOT_IMPLEMENTED
+}
+_TRUE = {"1", "true", "True"}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where clients reach the endpoint, and with which credentials."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+
+
+class HttpInterface:
+    """The request handling; ``path`` is the chDB data directory the sink opened."""
+
+    def __init__(self, path: str, settings: Settings, password: str,
+                 concurrency: int = 4) -> None:
+        self.path = path
+        self.user = settings.query.user
+        self.password = password
+        self.database = settings.clickhouse.database
+        self.display_name = socket.gethostname()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._content_types: dict[str, str] = {}
+        self.version = ""
+        self.timezone = ""
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_route("GET", "/ping", self.ping)
+        app.router.add_route("GET", "/replicas_status", self.ping)
+        app.router.add_route("GET", "/", self.query)
+        app.router.add_route("POST", "/", self.query)
+        app.on_startup.append(self._describe_engine)
+        return app
+
+    async def _describe_engine(self, _app: web.Application) -> None:
+        def describe() -> None:
+            handle = chdb.connect(os.path.realpath(self.path))
+            try:
+                self.version, self.timezone = handle.query(
+                    "SELECT version(), timezone()", "TabSeparated").bytes().decode().split()
+                rows = handle.query("SELECT name, content_type FROM system.formats "
+                                    "WHERE is_output", "JSONEachRow").bytes().splitlines()
+                for row in map(json.loads, rows):
+                    self._content_types[row["name"].lower()] = row["content_type"]
+            finally:
+                handle.close()
+        await asyncio.to_thread(describe)
+
+    async def ping(self, _request: web.Request) -> web.Response:
+        return web.Response(text="Ok.\n")
+
+    async def query(self, request: web.Request) -> web.Response:
+        params = dict(request.query)
+        query_id = params.get("query_id") or str(uuid.uuid4())
+        try:
+            sql, form = await self._sql(request, params)
+            params.update(form)
+            if not sql.strip():
+                return web.Response(text="Ok.\n")  # GET / with no query: ClickHouse's "Ok."
+            self._authenticate(request, params)
+            statement = self._statement(request, params, sql)
+            async with self._slots:
+                outcome = await asyncio.to_thread(execute, self.path, statement)
+        except EngineError as exc:
+            return self._error(exc, query_id)
+        headers = {
+            "X-ClickHouse-Query-Id": query_id,
+            "X-ClickHouse-Format": outcome.fmt,
+            "X-ClickHouse-Timezone": self.timezone,
+            "X-ClickHouse-Server-Display-Name": self.display_name,
+            "X-ClickHouse-Summary": json.dumps({
+                "read_rows": str(outcome.read_rows), "read_bytes": str(outcome.read_bytes),
+                "written_rows": "0", "written_bytes": "0",
+                "total_rows_to_read": str(outcome.read_rows),
+                "result_rows": "0", "result_bytes": str(len(outcome.body)),
+                "elapsed_ns": str(outcome.elapsed_ns)}),
+            "Content-Type": self._content_types.get(outcome.fmt.lower(),
+                                                    "text/plain; charset=UTF-8"),
+        }
+        body = outcome.body
+        encoding = _encoding(request.headers.get("Accept-Encoding", ""))
+        if encoding and params.get("enable_http_compression") in _TRUE:
+            body = await asyncio.to_thread(_ENCODERS[encoding], body)
+            headers["Content-Encoding"] = encoding
+        return web.Response(body=body, headers=headers)
+
+    async def _sql(self, request: web.Request,
+                   params: dict[str, str]) -> tuple[str, dict[str, str]]:
+        """The statement (URL ``query`` + body) and any form fields sent with it."""
+        url_sql = params.get("query", "")
+        if request.method != "POST":
+            return url_sql, {}
+        if request.content_type == "multipart/form-data":  # not urlencoded: curl -d sends
+            fields = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+            return fields.pop("query", url_sql), fields
+        raw = await request.read()  # the runner does not decompress: we do, here
+        coding = request.headers.get("Content-Encoding", "").lower()
+        try:
+            if coding in ("gzip", "deflate"):
+                raw = zlib.decompress(raw, wbits=47)
+            elif coding in ("zstd", "br", "lz4"):
+                raw = bytes({"zstd": cramjam.zstd, "br": cramjam.brotli,
+                             "lz4": cramjam.lz4}[coding].decompress(raw))
+            elif coding not in ("", "identity"):
+                raise EngineError(48, f"Unknown Content-Encoding {coding}. (NOT_IMPLEMENTED)")
+            body = raw.decode("utf-8")
+        except (zlib.error, cramjam.DecompressionError, UnicodeDecodeError) as exc:
+            raise EngineError(27, f"Cannot read the request body: {exc}. "
+                                  "(CANNOT_PARSE_INPUT_ASSERTION_FAILED)") from exc
+        return (f"{url_sql}\n{body}" if url_sql and body else url_sql or body), {}
+
+    def _authenticate(self, request: web.Request, params: dict[str, str]) -> None:
+        user, password = "default", ""
+        header = request.headers.get("Authorization", "")
+        if "X-ClickHouse-User" in request.headers:
+            user = request.headers["X-ClickHouse-User"]
+            password = request.headers.get("X-ClickHouse-Key", "")
+        elif header.lower().startswith("basic "):
+            try:
+                user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                user = ""
+        elif "user" in params:
+            user, password = params["user"], params.get("password", "")
+        if not (secrets.compare_digest(user.encode(), self.user.encode())
+                & secrets.compare_digest(password.encode(), self.password.encode())):
+            raise EngineError(516, f"{user}: Authentication failed: password is incorrect, "
+                                   "or there is no user with such name. (AUTHENTICATION_FAILED)")
+
+    def _statement(self, request: web.Request, params: dict[str, str], sql: str) -> Statement:
+        if params.get("readonly", "1").strip() in ("0", ""):
+            raise EngineError(164, "Cannot modify 'readonly' setting in readonly mode. "
+                                   "(READONLY)")
+        return Statement(
+            sql=sql,
+            fmt=params.get("default_format") or request.headers.get("X-ClickHouse-Format")
+            or "TabSeparated",
+            database=params.get("database") or request.headers.get("X-ClickHouse-Database")
+            or self.database,
+            settings={k: v for k, v in params.items()
+                      if k not in TRANSPORT_PARAMS and not k.startswith("param_")},
+            params={k.removeprefix("param_"): v for k, v in params.items()
+                    if k.startswith("param_")},
+        )
+
+    def _error(self, exc: EngineError, query_id: str) -> web.Response:
+        text = f"Code: {exc.code}. DB::Exception: {exc}"
+        if "(version " not in text:
+            text += f" (version {self.version})"
+        return web.Response(
+            status=_STATUS.get(exc.code, 500), text=text + "\n",
+            headers={"X-ClickHouse-Exception-Code": str(exc.code),
+                     "X-ClickHouse-Query-Id": query_id,
+                     "X-ClickHouse-Server-Display-Name": self.display_name},
+        )
+
+
+def _encoding(accept: str) -> str | None:
+    """The first encoding the client accepts (in its order) that we can produce."""
+    for part in accept.split(","):
+        name, _, quality = part.strip().partition(";")
+        if name.strip().lower() in _ENCODERS and quality.replace(" ", "") != "q=0":
+            return name.strip().lower()
+    return None
+
+
+async def serve_http(path: str, settings: Settings) -> tuple[web.AppRunner, Endpoint]:
+    """Serve the interface on ``settings.query.bind``/``port`` for the store at ``path``.
+
+    An empty configured password becomes a random one. A configured port already in use
+    (another ClickHouse on 8123, a second sink) falls back to any free port, loudly:
+    ingestion matters more than a fixed query port, and the owner file names the port.
+    """
+    password = settings.query.password or secrets.token_urlsafe(18)
+    interface = HttpInterface(path, settings, password)
+    runner = web.AppRunner(interface.app(), access_log=None, auto_decompress=False)
+    await runner.setup()
+    bind, port = settings.query.bind, settings.query.port
+    try:
+        await web.TCPSite(runner, bind, port).start()
+    except OSError as exc:
+        if port == 0 or exc.errno != errno.EADDRINUSE:
+            await runner.cleanup()
+            raise
+        log.warning("port %d on %s is taken; the ClickHouse HTTP interface uses a free port "
+                    "instead (see %s)", port, bind, "clickhouse.owner.json")
+        await web.TCPSite(runner, bind, 0).start()
+    port = runner.addresses[0][1]
+    host = "127.0.0.1" if bind in ("0.0.0.0", "", "::") else bind
+    return runner, Endpoint(host, port, settings.query.user, password)
