@@ -104,6 +104,12 @@ def test_clickhouse_connect_query_df(client: Any) -> None:
     assert list(df["name"][:2]) == ["n0", "n1"]
 
 
+def test_clickhouse_connect_query_np_and_raw_query(client: Any) -> None:
+    assert client.query_np("SELECT id FROM probe ORDER BY id")[:3, 0].tolist() == [0, 1, 2]
+    assert client.raw_query("SELECT id FROM probe WHERE id < 2 ORDER BY id",
+                            fmt="CSV") == b"0\n1\n"
+
+
 def test_clickhouse_connect_query_arrow(client: Any) -> None:
     table = client.query_arrow("SELECT id, name FROM probe ORDER BY id")
     assert table.num_rows == ROWS
