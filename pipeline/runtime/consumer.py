@@ -58,13 +58,18 @@ class KafkaRunner:
         self.batches = 0
         self.assigned_once = asyncio.Event()  # set at the first assignment
         self.meter = StageMeter(name, stage)  # /metrics: consumed, rejected, DLQ, lag
+        # a stage that keeps no state (e.g. the OTLP bridge) needs no state topic
+        self.stateful = not getattr(stage, "stateless", False)
+        self._state_partitions = 0
         self._committed: dict[TopicPartition, int] = {}  # offsets committed, never backwards
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set (``assigned_once`` tells when partitions came)."""
         worker = self.settings.worker
-        await ensure_changelog(self.settings, self.changelog_topic)
+        if self.stateful:
+            self._state_partitions = await ensure_changelog(
+                self.settings, self.changelog_topic, self.stage.topics)
         self.producer = AIOKafkaProducer(**client_options(self.settings.kafka), acks="all",
                                          linger_ms=5, max_request_size=8 << 20,
                                          max_batch_size=1 << 20)  # changelog batches
@@ -78,6 +83,8 @@ class KafkaRunner:
         )
         self.changelog = KafkaChangelog(self.settings.kafka, self.changelog_topic, self.producer)
         await self.producer.start()
+        if self.stateful:
+            await self._see_state_partitions()
         self.meter.watch()
         try:
             self.consumer.subscribe(list(self.stage.topics), listener=_Listener(self))
@@ -125,6 +132,20 @@ class KafkaRunner:
             if loop.time() >= next_report:
                 log.info("%s: %s", self.name, _summary(self.stage))
                 next_report = loop.time() + self.report_seconds
+
+    async def _see_state_partitions(self, attempts: int = 50) -> None:
+        """Until the producer's metadata has every state partition (a grown topic shows
+        its new partitions after a moment; a write to one unseen would be refused)."""
+        assert self.producer is not None
+        client = self.producer.client
+        for _ in range(attempts):
+            await client.force_metadata_update()
+            seen = client.cluster.partitions_for_topic(self.changelog_topic) or ()
+            if len(seen) >= self._state_partitions:
+                return
+            await asyncio.sleep(0.2)
+        log.warning("%s: the producer sees %d of %d partitions of %s", self.name, len(seen),
+                    self._state_partitions, self.changelog_topic)
 
     # ------------------------------------------------------------------ checkpoint
     async def _checkpoint(self, step: Step, ends: dict[TopicPartition, int],
@@ -203,7 +224,15 @@ class KafkaRunner:
             # one read of the changelog for the whole assignment (topics sharing a partition
             # number share its state)
             started = time.monotonic()
-            states = await self.changelog.load_many({tp.partition for tp in partitions})
+            numbers = {tp.partition for tp in partitions}
+            states: dict[int, dict[str, bytes]] = {p: {} for p in numbers}
+            if self.stateful and numbers:
+                if max(numbers) >= self._state_partitions:  # the source grew meanwhile
+                    self._state_partitions = await ensure_changelog(
+                        self.settings, self.changelog_topic, self.stage.topics,
+                        at_least=max(numbers) + 1)
+                    await self._see_state_partitions()
+                states = await self.changelog.load_many(numbers)
             for tp in sorted(partitions):
                 resume = self.stage.on_assign(tp.topic, tp.partition, states[tp.partition])
                 self._committed.pop(tp, None)

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import InvalidPartitionsError, TopicAlreadyExistsError
 
 from pipeline.config import KafkaSettings, Settings
 
@@ -98,21 +98,49 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) 
         await admin.close()
 
 
-async def ensure_changelog(settings: Settings, name: str) -> None:
-    """Create a stage's state topic if missing: compacted, one partition per source
-    partition (partition ``p`` holds the state of source partition ``p``)."""
+async def ensure_changelog(settings: Settings, name: str, sources: Sequence[str] = (),
+                           at_least: int = 0) -> int:
+    """Make a stage's state topic exist, compacted, with a partition for every partition
+    of its ``sources`` (partition ``p`` holds the state of source partition ``p``) and at
+    least ``at_least``; return its partition count.
+
+    A source topic may be wider than ``topics.partitions`` (created by a team, or grown
+    later): the state topic is created as wide, or grown, so no source partition is left
+    without a place for its state. Growing is safe: state goes to an explicit partition,
+    never by key hash."""
+    from aiokafka.admin import NewPartitions
+
     admin = AIOKafkaAdminClient(**client_options(settings.kafka))
     await admin.start()
     try:
-        if name in set(await admin.list_topics()):
-            return
-        topic = NewTopic(name, settings.topics.partitions, settings.topics.replication_factor,
-                         topic_configs={"cleanup.policy": "compact"})
-        with contextlib.suppress(TopicAlreadyExistsError):  # raced another worker: fine
-            await admin.create_topics([topic])
-        log.info("created state topic %s", name)
+        widths = await _partition_counts(admin, [name, *sources])
+        needed = max(settings.topics.partitions, at_least,
+                     *(widths.get(s, 0) for s in sources))
+        have = widths.get(name, 0)
+        if not have:
+            topic = NewTopic(name, needed, settings.topics.replication_factor,
+                             topic_configs={"cleanup.policy": "compact"})
+            with contextlib.suppress(TopicAlreadyExistsError):  # raced another worker: fine
+                await admin.create_topics([topic])
+                log.info("created state topic %s (%d partitions)", name, needed)
+        elif have < needed:
+            with contextlib.suppress(InvalidPartitionsError):  # another worker grew it first
+                await admin.create_partitions({name: NewPartitions(needed)})
+            log.info("state topic %s grown from %d to %d partitions, as wide as its source",
+                     name, have, needed)
+        return max(have, needed)
     finally:
         await admin.close()
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: Sequence[str]) -> dict[str, int]:
+    """Partitions per existing topic of ``names`` (missing topics are left out)."""
+    existing = set(await admin.list_topics())
+    asked = [n for n in dict.fromkeys(names) if n in existing]
+    if not asked:
+        return {}
+    described = await admin.describe_topics(asked)
+    return {d["topic"]: len(d["partitions"]) for d in described if not d.get("error_code")}
 
 
 async def send_one(kafka: KafkaSettings, topic: str, key: bytes, value: bytes) -> None:
