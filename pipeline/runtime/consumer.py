@@ -25,6 +25,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from pipeline.config import Settings
+from pipeline.logs import scope as log_scope
 from pipeline.runtime.checkpoint import checkpoint
 from pipeline.runtime.kafka import client_options, ensure_changelog
 from pipeline.runtime.retry import Backoff
@@ -115,7 +116,9 @@ class KafkaRunner:
                     # records of a partition that moved away meanwhile are the new owner's;
                     # ones fetched before this worker's own seek are skipped by the state
                     if records and tp in self.owned:
-                        part = self.stage.on_batch(tp.topic, tp.partition, records, wall)
+                        with log_scope(stage=self.name, topic=tp.topic, partition=tp.partition,
+                                       offset=records[0].offset):  # JSON logs: the batch's start
+                            part = self.stage.on_batch(tp.topic, tp.partition, records, wall)
                         self.meter.batch(tp.topic, len(records), part.dead_letters)
                         step.extend(part)
                         ends[tp] = records[-1].offset + 1
