@@ -392,14 +392,41 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def _line_of(text: str, path: list[str]) -> int | None:
-    """Best-effort line number of ``path`` (section…, key) in a TOML text."""
-    *sections, key = path or [""]
-    in_section = not sections
+    r"""Best-effort line number of ``path`` in a TOML text: sections, then a key, where a
+    part like ``receivers[1]`` is the second ``[[…receivers]]`` table. Without a key (a
+    whole table is wrong) the table's header line.
+
+    >>> text = ("[alerts]\nrules = 'r'\n[[alerts.receivers]]\nname = 'a'\n"
+    ...         "[[alerts.receivers]]\nname = 'b'\n")
+    >>> _line_of(text, ["alerts", "rules"]), _line_of(text, ["alerts", "receivers[1]", "name"])
+    (2, 6)
+    >>> _line_of(text, ["alerts", "receivers[0]"])
+    3
+    """
+    parts = list(path or [""])
+    indexed = next((i for i, part in enumerate(parts) if re.fullmatch(r"\w+\[\d+\]", part)),
+                   None)
+    if indexed is not None:
+        name, number = parts[indexed][:-1].split("[")
+        header, occurrence = ".".join([*parts[:indexed], name]), int(number)
+        *sections, key = [header, *parts[indexed + 1:]] if indexed + 1 < len(parts) \
+            else [header, ""]
+    else:
+        *sections, key = parts
+        occurrence = -1
+    table = ".".join(sections)
+    in_section, seen = not sections, -1
     for lineno, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
-        if stripped.startswith("["):
-            in_section = stripped.strip("[] ") == ".".join(sections)
-        elif in_section and re.match(rf"{re.escape(key)}\s*=", stripped):
+        if stripped.startswith("[["):
+            in_section = stripped.strip("[] ") == table
+            seen += in_section
+            in_section = in_section and (occurrence < 0 or seen == occurrence)
+            if in_section and not key:
+                return lineno
+        elif stripped.startswith("["):
+            in_section = occurrence < 0 and stripped.strip("[] ") == table
+        elif in_section and key and re.match(rf"{re.escape(key)}\s*=", stripped):
             return lineno
     return None
 
@@ -439,7 +466,8 @@ def load_settings(
             )
         except msgspec.ValidationError as exc:
             where = _where(str(exc))
-            var = "INFERWATCH_" + "__".join(p.upper() for p in where) if where else "INFERWATCH_*"
+            var = ("INFERWATCH_" + "__".join(re.sub(r"\[\d+\]", "", p).upper() for p in where)
+                   if where else "INFERWATCH_*")
             raise ConfigError(f"environment ({var}): {exc}") from exc
     _accept_only_what_is_kept(settings, from_file, env, f"{path}:{_line_of(text, _PAST) or '?'}")
     return settings
@@ -472,7 +500,8 @@ def _accept_only_what_is_kept(
 
 def _where(message: str) -> list[str]:
     """The field path a msgspec error message points at, e.g. ``['kafka', 'client_id']``."""
-    match = re.search(r"at `\$\.?([\w.]*)", message)
-    path = [p for p in match.group(1).split(".") if p] if match else []
+    match = re.search(r"at `\$\.?([\w.\[\]]*)", message)
+    found = match.group(1).replace("[...]", "") if match else ""  # [...]: a mapping's key
+    path = [p for p in found.split(".") if p]
     unknown = re.search(r"unknown field `(\w+)`", message)
     return [*path, unknown.group(1)] if unknown else path

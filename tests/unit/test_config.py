@@ -83,3 +83,18 @@ def test_mappings_come_from_one_variable_and_replace_the_default() -> None:
     assert s.drift.thresholds == {"psi": 0.3}
     with pytest.raises(ConfigError, match=r"INFERWATCH_OTLP__TOPICS\).*zipkin"):
         load_settings(environ={"INFERWATCH_OTLP__TOPICS": "a=zipkin"})
+
+
+def test_an_error_in_the_second_receiver_table_names_its_line(tmp_path) -> None:
+    from pipeline.config import ConfigError, load_settings
+
+    file = tmp_path / "inferwatch.toml"
+    text = ('[alerts]\nrules = "x"\n\n[[alerts.receivers]]\nname = "ok"\nkind = "webhook"\n'
+            'urls = ["http://a"]\n\n[[alerts.receivers]]\nname = "pager"\n'
+            'kind = "alertmanager"\nurls = ["http://b"]\nmatchers = [\'severity=~"(x"\']\n')
+    file.write_text(text)
+    with pytest.raises(ConfigError, match=rf"^{file}:9: receiver 'pager'"):
+        load_settings(file, environ={})
+    file.write_text(text.replace('"alertmanager"', '"pagerduty"'))
+    with pytest.raises(ConfigError, match=rf"^{file}:11: .*pagerduty"):
+        load_settings(file, environ={})
