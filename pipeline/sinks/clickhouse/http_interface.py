@@ -17,7 +17,10 @@ HTTP mode) and curl use, so they connect with ``host``, ``port``, ``user`` and
 - any other parameter is an engine setting (``max_execution_time``, ``output_format_*``,
   ``date_time_output_format`` …), transport and session ones are ignored, ``readonly``
   cannot be lowered;
-- ``enable_http_compression=1`` with ``Accept-Encoding`` gzip, deflate, br, zstd or lz4;
+- ``enable_http_compression=1`` with ``Accept-Encoding`` gzip, deflate, br, zstd or lz4
+  (not ClickHouse's own block compression, ``compress=1``);
+- Native framed for the ``client_protocol_version`` clickhouse-go sends
+  (:mod:`pipeline.sinks.clickhouse.native_protocol`);
 - answers carry ``X-ClickHouse-Query-Id``, ``-Format``, ``-Timezone``, ``-Summary`` and
   ``-Server-Display-Name``; errors are ClickHouse's ``Code: N. DB::Exception: …`` text
   with ``X-ClickHouse-Exception-Code`` and a 4xx/5xx status.
@@ -211,6 +214,10 @@ class HttpInterface:
         if params.get("readonly", "1").strip() in ("0", ""):
             raise EngineError(164, "Cannot modify 'readonly' setting in readonly mode. "
                                    "(READONLY)")
+        if params.get("compress") in _TRUE:
+            raise EngineError(48, "ClickHouse's native block compression (compress=1) is not "
+                                  "implemented here; use HTTP compression (gzip, deflate, br, "
+                                  "zstd). (NOT_IMPLEMENTED)")
         return Statement(
             sql=sql,
             fmt=params.get("default_format") or request.headers.get("X-ClickHouse-Format")
@@ -221,6 +228,8 @@ class HttpInterface:
                       if k not in TRANSPORT_PARAMS and not k.startswith("param_")},
             params={k.removeprefix("param_"): v for k, v in params.items()
                     if k.startswith("param_")},
+            revision=int(params["client_protocol_version"])
+            if params.get("client_protocol_version", "").isdigit() else 0,
         )
 
     def _error(self, exc: EngineError, query_id: str) -> web.Response:

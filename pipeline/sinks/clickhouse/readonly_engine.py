@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 
 import chdb
 
+from pipeline.sinks.clickhouse.native_protocol import CUSTOM_SERIALIZATION, UnsupportedType, reframe
+
 __all__ = ["EngineError", "Outcome", "Statement", "execute", "refusal", "trailing_format"]
 
 # Parameters of the HTTP interface that are not engine settings (transport, session,
@@ -86,6 +88,7 @@ class Statement:
     database: str | None = None
     settings: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)  # {name:Type} query parameters
+    revision: int = 0  # client_protocol_version: the Native framing the client decodes
 
 
 @dataclass(frozen=True)
@@ -173,9 +176,16 @@ def execute(path: str, statement: Statement) -> Outcome:
             raise
         except Exception as exc:  # chDB raises RuntimeError with ClickHouse's text
             raise _error(exc) from exc
+        fmt = trailing_format(sql) or statement.fmt
+        body = result.bytes() or b""
+        if fmt == "Native" and statement.revision >= CUSTOM_SERIALIZATION:
+            try:  # clickhouse-go; clickhouse-connect asks for less and takes revision 0
+                body = reframe(body, statement.revision)
+            except UnsupportedType as exc:
+                raise EngineError(48, f"{exc}. (NOT_IMPLEMENTED)") from exc
         return Outcome(
-            body=result.bytes() or b"",
-            fmt=trailing_format(sql) or statement.fmt,
+            body=body,
+            fmt=fmt,
             read_rows=int(result.rows_read()),
             read_bytes=int(result.bytes_read()),
             elapsed_ns=int(result.elapsed() * 1e9),

@@ -350,3 +350,19 @@ def test_inferwatch_query_goes_through_the_owner(store: Any, endpoint: Endpoint)
     finally:
         lock.release()
     assert not lock.info_path.exists()
+
+
+def test_native_framed_for_the_client_protocol_version(endpoint: Endpoint) -> None:
+    """clickhouse-go (Grafana) asks for its revision and decodes BlockInfo and a
+    serialization byte per column; clickhouse-connect's lower probe gets revision 0,
+    which it detects, as behind a proxy that drops the parameter."""
+    query = {"query": "SELECT 1 AS check FORMAT Native"}
+    body = http(endpoint, {**query, "client_protocol_version": "54460"})[2]
+    assert body == b"\x01\x00\x02\xff\xff\xff\xff\x00\x01\x01\x05check\x05UInt8\x00\x01"
+    body = http(endpoint, {**query, "client_protocol_version": "54405"})[2]
+    assert body == b"\x01\x01\x05check\x05UInt8\x01"
+    status, headers, _ = http(endpoint, {"query": "SELECT uniqState(1) FORMAT Native",
+                                         "client_protocol_version": "54460"})
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (501, "48")
+    status, headers, _ = http(endpoint, {"query": "SELECT 1", "compress": "1"})
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (501, "48")
