@@ -16,6 +16,9 @@ export INFERWATCH_WORKER__APP_ID=$run_id
 for topic in events dlq resources partials metrics scores alerts silences baselines; do
   export "INFERWATCH_TOPICS__${topic^^}=$run_id.$topic"
 done
+# OpenTelemetry GenAI spans, as an OTel Collector's Kafka exporter writes them (docs/otlp.md)
+export INFERWATCH_OTLP__ENABLED=true
+export INFERWATCH_OTLP__TOPICS="$run_id.otlp_spans=otlp_proto"
 
 cleanup() {
   if [ -n "$worker_pid" ] && kill -0 "$worker_pid" 2>/dev/null; then
@@ -47,6 +50,9 @@ $iw simulate --rate 300 --duration 60 --speed 1 \
   --incident "error_burst@35+10:model=code-complete"
 echo "== replaying 2,000 requests of the Azure LLM conversation trace (CC BY 4.0), 50x speed"
 $iw simulate --replay data/azure_llm_inference_conv_2023.csv --limit 2000 --speed 50
+
+echo "== sending 10 s of traffic as OpenTelemetry GenAI spans (otlp_proto), as a Collector would"
+$iw simulate --otlp otlp_proto --rate 20 --duration 10 --speed 0 --seed 11
 
 echo "== waiting for the sink to catch up"
 sleep 3
@@ -84,6 +90,12 @@ $iw query "SELECT window_start, labels['model_version'] AS version, statistic,
 echo; echo "== errors by type"
 $iw query "SELECT model, error_type, count() AS errors FROM events FINAL
            WHERE $since AND status = 'error' GROUP BY model, error_type ORDER BY errors DESC LIMIT 8"
+
+echo; echo "== OTel GenAI spans that became events (event_id = trace id + span id)"
+$iw query "SELECT service, model, operation, count() AS spans, round(avg(latency_ms)) AS avg_ms,
+                  sum(input_tokens) AS input_tokens, any(trace_id) AS a_trace_id
+           FROM events FINAL WHERE $since AND event_id = concat(trace_id, span_id)
+           GROUP BY service, model, operation ORDER BY spans DESC LIMIT 6"
 
 # --- cost: given by the producer, or computed from the price table (docs/pricing.md) ---
 echo; echo "== cost per model and its source: code-complete sends no cost_usd, so the pipeline"
