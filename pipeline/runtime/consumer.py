@@ -79,6 +79,7 @@ class KafkaRunner:
             group_instance_id=f"{worker.instance_id}-{self.name}" if worker.instance_id
             else None,
             enable_auto_commit=False, auto_offset_reset="earliest",
+            isolation_level="read_committed",  # aborted transactions count nowhere
             session_timeout_ms=int(worker.session_timeout_seconds * 1000),
             max_partition_fetch_bytes=4 << 20, fetch_max_bytes=64 << 20,
         )
@@ -203,20 +204,23 @@ class KafkaRunner:
                         "owner resumes from the state): %s", self.name, exc)
 
     async def _caught_up(self) -> dict[tuple[str, int], bool]:
-        """Per owned partition: nothing unread (a quiet partition may then advance its
-        watermark with the wall clock; one with a backlog is slow, not idle). The lag
-        seen on the way (highwater - position) goes to ``/metrics``."""
+        """Per owned partition: nothing readable left (a quiet partition may then advance
+        its watermark with the wall clock; one with a backlog is slow, not idle). Readable
+        ends at the last stable offset: records of an open transaction are not readable
+        yet. The lag seen on the way (that end - position) goes to ``/metrics``."""
         assert self.consumer is not None
         out, lags = {}, {}
         for tp in self.owned:
-            highwater = self.consumer.highwater(tp)
+            end = self.consumer.last_stable_offset(tp)
+            if end is None:
+                end = self.consumer.highwater(tp)
             try:
                 position = await self.consumer.position(tp)
             except Exception:  # not (or no longer) assigned
                 continue
-            out[tp.topic, tp.partition] = highwater is not None and position >= highwater
-            if highwater is not None:
-                lags[tp.topic, tp.partition] = highwater - position
+            out[tp.topic, tp.partition] = end is not None and position >= end
+            if end is not None:
+                lags[tp.topic, tp.partition] = max(0, end - position)
         self.meter.lag(lags)
         return out
 

@@ -335,8 +335,9 @@ def _observe_lag(consumer: Any, offsets: dict[TopicPartition, int]) -> None:
     highwater = getattr(consumer, "highwater", None)
     if highwater is None:
         return
+    stable = getattr(consumer, "last_stable_offset", lambda tp: None)  # read_committed's end
     for tp, offset in offsets.items():
-        if (end := highwater(tp)) is not None:
+        if (end := stable(tp) or highwater(tp)) is not None:
             CONSUMER_LAG.labels(stage="sink", topic=tp.topic,
                                 partition=str(tp.partition)).set(max(0, end - offset))
 
@@ -401,6 +402,7 @@ class ClickHouseSink:
             group_id=f"{self.settings.worker.app_id}-sink",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            isolation_level="read_committed",  # aborted transactions are never stored
             session_timeout_ms=int(self.settings.worker.session_timeout_seconds * 1000),
             group_instance_id=self.settings.worker.instance_id or None,  # static membership
             max_partition_fetch_bytes=4 << 20,
