@@ -44,6 +44,7 @@ import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import chdb
 import cramjam
@@ -103,6 +104,7 @@ class HttpInterface:
         self.display_name = socket.gethostname()
         self._slots = asyncio.Semaphore(concurrency)
         self._content_types: dict[str, str] = {}
+        self._keeper: Any = None
         self.version = ""
         self.timezone = ""
 
@@ -113,21 +115,29 @@ class HttpInterface:
         app.router.add_route("GET", "/", self.query)
         app.router.add_route("POST", "/", self.query)
         app.on_startup.append(self._describe_engine)
+        app.on_cleanup.append(self._release_engine)
         return app
 
     async def _describe_engine(self, _app: web.Application) -> None:
+        """Open the handle that keeps the engine up for as long as we serve, and learn
+        the version, time zone and output formats from it.
+
+        Each statement opens and closes a handle of its own; were it the last one, the
+        engine would start and stop each time, and chDB leaks threads doing that."""
         def describe() -> None:
-            handle = chdb.connect(os.path.realpath(self.path))
-            try:
-                self.version, self.timezone = handle.query(
-                    "SELECT version(), timezone()", "TabSeparated").bytes().decode().split()
-                rows = handle.query("SELECT name, content_type FROM system.formats "
-                                    "WHERE is_output", "JSONEachRow").bytes().splitlines()
-                for row in map(json.loads, rows):
-                    self._content_types[row["name"].lower()] = row["content_type"]
-            finally:
-                handle.close()
+            self._keeper = handle = chdb.connect(os.path.realpath(self.path))
+            self.version, self.timezone = handle.query(
+                "SELECT version(), timezone()", "TabSeparated").bytes().decode().split()
+            rows = handle.query("SELECT name, content_type FROM system.formats "
+                                "WHERE is_output", "JSONEachRow").bytes().splitlines()
+            for row in map(json.loads, rows):
+                self._content_types[row["name"].lower()] = row["content_type"]
         await asyncio.to_thread(describe)
+
+    async def _release_engine(self, _app: web.Application) -> None:
+        if self._keeper is not None:
+            self._keeper.close()
+            self._keeper = None
 
     async def ping(self, _request: web.Request) -> web.Response:
         return web.Response(text="Ok.\n")

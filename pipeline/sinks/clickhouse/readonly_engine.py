@@ -36,7 +36,8 @@ import chdb
 
 from pipeline.sinks.clickhouse.native_protocol import CUSTOM_SERIALIZATION, UnsupportedType, reframe
 
-__all__ = ["EngineError", "Outcome", "Statement", "execute", "refusal", "trailing_format"]
+__all__ = ["DEFAULT_SETTINGS", "EngineError", "Outcome", "Statement", "execute", "refusal",
+           "trailing_format"]
 
 # Parameters of the HTTP interface that are not engine settings (transport, session,
 # identity); they are consumed or ignored by the endpoint and never reach ``SET``.
@@ -50,6 +51,11 @@ TRANSPORT_PARAMS = frozenset({
     "http_native_compression_disable_checksumming_on_decompress", "add_http_cors_header",
     "readonly",  # the endpoint is readonly=1, whatever a client asks (checked by the caller)
 })
+
+# Applied unless the client sends its own: a runaway statement (count() over
+# system.numbers) would otherwise hold one of the endpoint's few slots, and the worker's
+# shutdown, forever.
+DEFAULT_SETTINGS = {"max_execution_time": "600"}
 
 # clickhouse-connect's settings discovery, word for word (whitespace and case aside).
 _SETTINGS_DISCOVERY = "select name, value, readonly from system.settings limit 10000"
@@ -165,7 +171,7 @@ def execute(path: str, statement: Statement) -> Outcome:
         try:
             if statement.database:
                 handle.query(f"USE `{statement.database.replace('`', '')}`", "TabSeparated")
-            for name, value in statement.settings.items():
+            for name, value in {**DEFAULT_SETTINGS, **statement.settings}.items():
                 if not _SETTING_NAME.match(name):
                     raise EngineError(115, f"Unknown setting '{name}'. (UNKNOWN_SETTING)")
                 handle.query(f"SET {name} = {_quote(value)}", "TabSeparated")

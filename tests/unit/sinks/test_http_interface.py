@@ -187,6 +187,8 @@ def test_query_parameters_and_settings(endpoint: Endpoint) -> None:
                                       "session_id": "ignored", "wait_end_of_query": "1",
                                       "send_progress_in_http_headers": "1", "readonly": "2"})
     assert (status, body) == (200, b"42\t3\n")
+    # a runaway statement cannot hold a slot forever unless the client says so
+    assert http(endpoint, {"query": "SELECT getSetting('max_execution_time')"})[2] == b"600\n"
     assert http(endpoint, {"query": "SELECT 1", "no_such_setting": "1"})[0] == 404
 
 
