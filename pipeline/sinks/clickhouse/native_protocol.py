@@ -164,7 +164,12 @@ def _leb128(value: int) -> bytes:
 
 
 def reframe(data: bytes, revision: int) -> bytes:
-    """Native blocks written at revision 0 (``data``) as revision ``revision`` writes them."""
+    """Native blocks written at revision 0 (``data``) as revision ``revision`` writes them.
+
+    >>> revision_0 = b"\\x01\\x01\\x05check\\x05UInt8\\x01"  # SELECT 1 AS check
+    >>> reframe(revision_0, 54460).hex(" ")
+    '01 00 02 ff ff ff ff 00 01 01 05 63 68 65 63 6b 05 55 49 6e 74 38 00 01'
+    """
     if revision <= 0 or not data:
         return data
     walk, out = _Walk(data), bytearray()

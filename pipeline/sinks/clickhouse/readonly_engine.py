@@ -122,7 +122,15 @@ def _strip(sql: str) -> str:
 
 
 def refusal(sql: str) -> EngineError | None:
-    """Why the statement is refused before it reaches the engine, or None."""
+    """Why the statement is refused before it reaches the engine, or None.
+
+    >>> refusal("SELECT 'INTO OUTFILE' AS looks_like_it -- ; but is not") is None
+    True
+    >>> refusal("SELECT 1; DROP TABLE events").code
+    62
+    >>> refusal("SYSTEM SHUTDOWN").code
+    164
+    """
     bare = _strip(sql)
     if ";" in bare.rstrip().rstrip(";"):
         return EngineError(62, "Syntax error (Multi-statements are not allowed). (SYNTAX_ERROR)")
