@@ -7,12 +7,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps test unit integration lint demo bench kafka-up kafka-down clean
+.PHONY: install ui-assets system-deps test unit integration lint demo bench kafka-up kafka-down clean
 
-# Debian packages the integration tests drive (the real Prometheus and Alertmanager, and
-# kcat as a Kafka client that is not ours).
-SYSTEM_PACKAGES := prometheus prometheus-alertmanager kcat
-SYSTEM_COMMANDS := prometheus promtool prometheus-alertmanager kcat
+# Debian packages the integration tests drive (the real Prometheus and Alertmanager,
+# kcat as a Kafka client that is not ours, and Chromium for the dashboard's browser tests).
+SYSTEM_PACKAGES := prometheus prometheus-alertmanager kcat chromium
+SYSTEM_COMMANDS := prometheus promtool prometheus-alertmanager kcat chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[worker,test,bench]'
 	touch $@
 
-install: $(STAMP)
+install: $(STAMP) ui-assets
+
+# The dashboard's charting library (uPlot, pinned in pipeline/ui/package-lock.json) from
+# npm, copied into the package so nothing is fetched from a CDN at run time.
+UI_VENDOR := pipeline/ui/static/vendor
+ui-assets: $(UI_VENDOR)/uPlot.iife.min.js $(UI_VENDOR)/uPlot.min.css
+
+$(UI_VENDOR)/uPlot.iife.min.js $(UI_VENDOR)/uPlot.min.css &: pipeline/ui/package-lock.json
+	npm ci --prefix pipeline/ui --no-audit --no-fund --loglevel=error
+	mkdir -p $(UI_VENDOR)
+	cp pipeline/ui/node_modules/uplot/dist/uPlot.iife.min.js pipeline/ui/node_modules/uplot/dist/uPlot.min.css $(UI_VENDOR)/
 
 # Installed with apt when run as root (CI); otherwise the tests that need them say so.
 system-deps:

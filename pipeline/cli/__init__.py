@@ -74,5 +74,6 @@ from pipeline.cli import (  # noqa: E402, F401
     schema,
     silence,
     simulate,
+    ui,
     worker,
 )

@@ -1,0 +1,1 @@
+"""The built-in web dashboard (``inferwatch ui``) and its bundled assets."""

@@ -1,0 +1,307 @@
+"""The dashboard's HTTP server: pages, JSON endpoints, live updates, silences.
+
+``inferwatch ui`` runs this aiohttp app in its own process. It reads the store through
+the query path (:func:`pipeline.sinks.clickhouse.query.run_query`: the embedded store's
+owner over loopback, or a ClickHouse server), follows the silences topic, and pushes
+closed windows, scores and alert transitions to the browser as server-sent events
+(:mod:`pipeline.ui.live`). Every route asks for the query endpoint's credentials (HTTP
+basic auth): ``[query] user`` and ``password``, or, when the password is empty, the
+random one the store's owner publishes in ``<home>/clickhouse.owner.json``.
+
+Routes: ``/`` (Overview), ``/series``, ``/alerts``, ``/query`` (pages, static HTML),
+``/api/overview``, ``/api/series``, ``/api/alerts``, ``/api/silences`` (GET, POST),
+``/api/silences/{id}/expire`` (POST), ``/api/query`` (POST), ``/api/live`` (SSE),
+``/static/…``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from pipeline.config import Settings
+from pipeline.ui import queries
+from pipeline.ui.live import Hub, finite, sse_frame
+
+__all__ = ["Credentials", "SilenceBook", "make_app"]
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+PAGES = {"/": "overview.html", "/series": "series.html", "/alerts": "alerts.html",
+         "/query": "query.html"}
+MAX_QUERY_ROWS = 10_000
+HEARTBEAT_SECONDS = 15.0
+
+
+@dataclass
+class Credentials:
+    """Who may look: the query endpoint's user and password.
+
+    ``password`` empty: the owner's current one is read from its file on each check (it
+    changes when the worker restarts); ``fallback`` is used when there is no owner file
+    either (a random password printed at start).
+    """
+
+    user: str
+    password: str = ""
+    owner_file: Path | None = None
+    fallback: str = ""
+
+    def current(self) -> tuple[str, str]:
+        if self.password:
+            return self.user, self.password
+        if self.owner_file is not None:
+            from pipeline.sinks.clickhouse.owner import StoreLock
+
+            owner = StoreLock(self.owner_file.parent).owner()
+            if owner is not None:
+                return owner.user, owner.password
+        return self.user, self.fallback
+
+    def check(self, header: str | None) -> bool:
+        if not header or not header.lower().startswith("basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        want_user, want_password = self.current()
+        if not want_password:
+            return False  # never an open dashboard by accident
+        return (secrets.compare_digest(user.encode(), want_user.encode())
+                and secrets.compare_digest(password.encode(), want_password.encode()))
+
+
+class SilenceBook:
+    """The silences as the page sees them: read from the compacted topic, written to it
+    exactly as ``inferwatch silence add/expire`` does."""
+
+    def __init__(self, settings: Settings) -> None:
+        from pipeline.alerting.silences import Silences
+
+        self.settings = settings
+        self.store = Silences()
+
+    async def follow(self, stop: asyncio.Event | None = None) -> None:
+        from pipeline.runtime.alerting import read_silences
+
+        while True:  # the topic may not exist yet, or the broker may be away: retry
+            try:
+                await read_silences(self.settings, self.store, stop=stop, follow=True)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("reading the silences topic failed (%s); retrying in 5 s", exc)
+                await asyncio.sleep(5.0)
+
+    def listing(self) -> list[dict[str, Any]]:
+        now = time.time()
+        return [{**msgspec.to_builtins(s), "active": s.starts_at <= now < s.ends_at}
+                for s in reversed(self.store.all())]
+
+    async def add(self, matchers: list[str], duration: str, comment: str,
+                  created_by: str) -> Any:
+        from pipeline.alerting.silences import new_silence
+        from pipeline.runtime.alerting import publish_silence
+
+        item = new_silence(matchers, duration=duration, now=time.time(),
+                           created_by=created_by, comment=comment)
+        await publish_silence(self.settings, item)
+        self.store.add(item)
+        return item
+
+    async def expire(self, silence_id: str) -> Any:
+        from pipeline.runtime.alerting import publish_silence
+
+        expired = self.store.expire(silence_id, time.time())
+        await publish_silence(self.settings, expired)
+        return expired
+
+
+def _records(result: Any) -> list[dict[str, Any]]:
+    return [finite(dict(zip(result.columns, row, strict=True))) for row in result.rows]
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=msgspec.json.encode(finite(data)), status=status,
+                        content_type="application/json")
+
+
+def make_app(query: Callable[[str], Any], *, hub: Hub, credentials: Credentials,
+             silences: SilenceBook | None = None, max_concurrent: int = 4) -> web.Application:
+    """The app. ``query(sql)`` runs one read-only statement and returns a ``QueryResult``
+    (blocking: it runs in a thread, at most ``max_concurrent`` at once)."""
+    gate = asyncio.Semaphore(max_concurrent)
+
+    async def run(sql: str) -> list[dict[str, Any]]:
+        async with gate:
+            return _records(await asyncio.to_thread(query, sql))
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
+        if not credentials.check(request.headers.get("Authorization")):
+            return web.Response(status=401, text="authentication required",
+                                headers={"WWW-Authenticate": 'Basic realm="InferWatch"'})
+        try:
+            return await handler(request)
+        except (ValueError, KeyError) as exc:
+            return _json({"error": str(exc)}, status=400)
+        except web.HTTPException:
+            raise
+        except Exception as exc:  # the store said no (QueryError) or is unreachable
+            log.warning("request %s failed: %s", request.path, exc)
+            return _json({"error": str(exc)}, status=502)
+
+    def page(name: str) -> Callable[[web.Request], Any]:
+        async def handler(_: web.Request) -> web.FileResponse:
+            return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
+        return handler
+
+    async def overview(request: web.Request) -> web.Response:
+        q = request.query
+        sql = queries.overview(
+            queries.parse_range(q.get("range", "15m")), sort=q.get("sort", "requests_per_s"),
+            descending=q.get("desc", "1") != "0", label_filter=q.get("filter", ""),
+            page=int(q.get("page", "0")), size=int(q.get("size", "50")))
+        rows = await run(sql)
+        total = rows[0].pop("total") if rows else 0
+        for r in rows[1:]:
+            r.pop("total", None)
+        return _json({"rows": rows, "total": total})
+
+    async def series(request: web.Request) -> web.Response:
+        key = request.query["key"]
+        seconds = queries.parse_range(request.query.get("range", "1h"))
+        found = await run(queries.series_labels(key))
+        labels = found[0]["labels"] if found else {}
+        metrics, drift, anomaly, resources = await asyncio.gather(
+            run(queries.series_metrics(key, labels, seconds)),
+            run(queries.series_drift(key, seconds)),
+            run(queries.series_anomaly(key, seconds)),
+            run(queries.series_resources(labels, seconds)))
+        source = ("window_metrics" if seconds <= queries.WINDOW_RANGE_MAX
+                  else "rollup_1m" if seconds <= 86400 else "rollup_1h")
+        return _json({"series_key": key, "labels": labels, "source": source,
+                      "metrics": metrics, "drift": drift, "anomaly": anomaly,
+                      "resources": resources})
+
+    async def alerts(request: web.Request) -> web.Response:
+        seconds = queries.parse_range(request.query.get("range", "24h"))
+        rows = await run(queries.alert_timeline(seconds, request.query.get("filter", "")))
+        return _json({"rows": rows})
+
+    async def silence_list(_: web.Request) -> web.Response:
+        if silences is None:
+            return _json({"silences": [], "error": "silences are not available"})
+        return _json({"silences": silences.listing()})
+
+    async def silence_add(request: web.Request) -> web.Response:
+        if silences is None:
+            raise web.HTTPServiceUnavailable(text="silences are not available")
+        body = await request.json()
+        matchers = [m.strip() for m in body.get("matchers", []) if m.strip()]
+        item = await silences.add(matchers, str(body.get("duration", "2h")),
+                                  str(body.get("comment", "")), str(body.get("created_by", "")))
+        return _json(msgspec.to_builtins(item), status=201)
+
+    async def silence_expire(request: web.Request) -> web.Response:
+        if silences is None:
+            raise web.HTTPServiceUnavailable(text="silences are not available")
+        return _json(msgspec.to_builtins(await silences.expire(request.match_info["id"])))
+
+    async def sql(request: web.Request) -> web.Response:
+        body = await request.json()
+        async with gate:
+            result = await asyncio.to_thread(query, str(body["sql"]))
+        rows = [finite(r) for r in result.rows[:MAX_QUERY_ROWS]]
+        return _json({"columns": result.columns, "types": result.types, "rows": rows,
+                      "truncated": len(result.rows) > MAX_QUERY_ROWS})
+
+    async def live(request: web.Request) -> web.StreamResponse:
+        want = request.query.get("series")
+        response = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no"})
+        await response.prepare(request)
+        queue = hub.subscribe()
+        try:
+            await response.write(b"retry: 2000\n\n" + sse_frame({"ok": True}, "hello"))
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), HEARTBEAT_SECONDS)
+                except TimeoutError:
+                    await response.write(b": heartbeat\n\n")
+                    continue
+                if want and item.get("series_key") not in (want, ""):
+                    continue
+                await response.write(sse_frame(item, item["kind"]))
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            hub.unsubscribe(queue)
+        return response
+
+    app = web.Application(middlewares=[auth])
+    for path, name in PAGES.items():
+        app.router.add_get(path, page(name))
+    app.router.add_get("/api/overview", overview)
+    app.router.add_get("/api/series", series)
+    app.router.add_get("/api/alerts", alerts)
+    app.router.add_get("/api/silences", silence_list)
+    app.router.add_post("/api/silences", silence_add)
+    app.router.add_post("/api/silences/{id}/expire", silence_expire)
+    app.router.add_post("/api/query", sql)
+    app.router.add_get("/api/live", live)
+    app.router.add_static("/static/", STATIC)
+    return app
+
+
+async def serve(settings: Settings, *, bind: str, port: int, live_updates: bool = True,
+                ready: Callable[[str], None] | None = None) -> None:
+    """Run the dashboard until cancelled: the app, the live consumer, the silences."""
+    from pipeline.sinks.clickhouse.query import run_query
+    from pipeline.ui.live import consume
+
+    fallback = "" if settings.query.password else secrets.token_urlsafe(12)
+    credentials = Credentials(settings.query.user, settings.query.password,
+                              settings.home_path / "clickhouse.owner.json", fallback)
+    hub = Hub()
+    book = SilenceBook(settings)
+    app = make_app(lambda sql: run_query(settings, sql), hub=hub, credentials=credentials,
+                   silences=book)
+    tasks = [asyncio.create_task(book.follow())]
+    if live_updates:
+        tasks.append(asyncio.create_task(consume(settings, hub)))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, bind, port)
+    await site.start()
+    host = f"[{bind}]" if ":" in bind else bind
+    if ready is not None:
+        user, password = credentials.current()
+        source = ("[query] password" if settings.query.password else
+                  f"the owner's, in {credentials.owner_file}" if password != fallback else
+                  f"generated for this run: {fallback}")
+        ready(f"dashboard on http://{host}:{port}/ (user {user!r}, password: {source})")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await runner.cleanup()
