@@ -1,7 +1,8 @@
 """The SQL behind the dashboard's pages: plain functions returning one bounded statement.
 
 Every statement aggregates in ClickHouse and ends in a ``LIMIT``, so a page costs the
-same with 10 or 1,000 series: the Overview sorts and pages in SQL, a chart reads at most
+same with 10 or 1,000 series: the Overview (the view shared with ``inferwatch top`` and
+Grafana, :mod:`pipeline.views.overview`) sorts and pages in SQL, a chart reads at most
 a few thousand points. Values from the browser never reach SQL unquoted: strings go
 through :func:`quote`, sort columns and ranges are checked against fixed lists.
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 import re
 
 __all__ = [
-    "OVERVIEW_SORTS",
     "RANGES",
     "WINDOW_RANGE_MAX",
     "alert_timeline",
@@ -34,6 +34,8 @@ __all__ = [
     "series_drift",
     "series_metrics",
     "series_resources",
+    "sparklines",
+    "split_filter",
 ]
 
 # Time-range picker: label -> seconds (last 15 minutes to 30 days).
@@ -43,10 +45,6 @@ WINDOW_RANGE_MAX = 21600  # up to 6 h the charts read every window; beyond, the 
 MAX_PAGE_SIZE = 500
 SPARK_POINTS = 30
 
-# Overview columns that can be sorted on (API name -> SQL expression of the outer query).
-OVERVIEW_SORTS = ("series_key", "requests_per_s", "latency_p50_ms", "latency_p99_ms",
-                  "ttft_p99_ms", "error_rate", "tokens_per_s", "cost_per_hour",
-                  "slo_compliance", "anomaly_score", "firing")
 
 _LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
@@ -91,68 +89,60 @@ def _since(seconds: int, column: str = "window_start") -> str:
     return f"{column} >= now64(3) - toIntervalSecond({int(seconds)})"
 
 
+def split_filter(text: str) -> tuple[dict[str, str], str]:
+    """A filter box as the shared view's exact label filters (``name=value`` terms) and
+    a SQL condition on ``series_key`` for the rest (``!=``, ``=~``, bare words).
+
+    >>> split_filter("model=gpt-chat operation=~chat|embed")
+    ({'model': 'gpt-chat'}, "match(series_key, '(^|,)operation=(?:chat|embed)(,|$)')")
+    """
+    exact: dict[str, str] = {}
+    rest = []
+    for term in text.split():
+        found = re.match(r"^([^=!~]+)(=~|!=|=)(.*)$", term)
+        if found and _LABEL.match(found.group(1)):
+            name, op, value = found.groups()
+            if op == "=":
+                exact[name] = value
+                continue
+            pattern = f"(^|,){re.escape(name)}=" + ("(?:" + value + ")" if op == "=~"
+                                                     else re.escape(value)) + "(,|$)"
+            rest.append(f"{'NOT ' if op == '!=' else ''}match(series_key, {quote(pattern)})")
+        else:
+            rest.append(f"positionCaseInsensitive(series_key, {quote(term)}) > 0")
+    return exact, " AND ".join(rest) or "1"
+
+
 def overview(seconds: int, *, sort: str = "requests_per_s", descending: bool = True,
              label_filter: str = "", page: int = 0, size: int = 50) -> str:
-    """One row per series over the last ``seconds``: rates and shares over the range,
-    percentiles of the newest window that had them (percentiles do not average), a
-    p99-latency sparkline of the last windows, score badges and firing alerts;
-    ``total`` is the number of series matching the filter (for paging)."""
-    if sort not in OVERVIEW_SORTS:
-        raise ValueError(f"sort must be one of {', '.join(OVERVIEW_SORTS)}")
+    """One page of the shared Overview (:func:`pipeline.views.overview_sql`: each series'
+    latest closed window, flags over the last ``seconds``, firing alerts), sorted and
+    paged in SQL; ``total`` counts the series that match the filter."""
+    from pipeline.views.overview import OVERVIEW_COLUMNS, overview_sql
+
+    if sort not in {c.name for c in OVERVIEW_COLUMNS}:
+        raise ValueError(f"sort must be one of {', '.join(c.name for c in OVERVIEW_COLUMNS)}")
     size = max(1, min(int(size), MAX_PAGE_SIZE))
     page = max(0, int(page))
-    where = f"{_since(seconds)} AND ({parse_filter(label_filter)})"
-    order = "DESC" if descending else "ASC"
+    exact, rest = split_filter(label_filter)
+    inner = overview_sql(lookback_seconds=int(seconds), filters=exact, sort=sort,
+                         descending=descending)
     return f"""
-SELECT m.series_key AS series_key, m.any_labels AS labels,
-       m.n_requests / m.n_seconds AS requests_per_s,
-       m.last_p50_ms AS latency_p50_ms, m.last_p99_ms AS latency_p99_ms,
-       m.last_ttft_p99_ms AS ttft_p99_ms,
-       if(m.n_requests > 0, m.n_errors / m.n_requests, NULL) AS error_rate,
-       m.n_output_tokens / m.n_seconds AS tokens_per_s,
-       m.n_cost_usd / m.n_seconds * 3600 AS cost_per_hour,
-       if(m.slo_requests > 0, m.slo_good / m.slo_requests, NULL) AS slo_compliance,
-       m.spark AS spark, m.last_window_end AS last_window_end,
-       s.anomaly_score AS anomaly_score, s.anomalous_windows AS anomalous_windows,
-       s.drifted AS drifted, s.change_points AS change_points,
-       length(a.firing_rules) AS firing, a.firing_rules AS firing_rules,
-       count() OVER () AS total
-FROM (
-    SELECT series_key, any(labels) AS any_labels, sum(requests) AS n_requests,
-           sum(errors) AS n_errors, sum(output_tokens_sum) AS n_output_tokens,
-           sum(cost_usd_sum) AS n_cost_usd,
-           greatest(sum(toFloat64(window_end) - toFloat64(window_start)), 0.001) AS n_seconds,
-           argMax(latency_p50_ms, window_start) AS last_p50_ms,
-           argMax(latency_p99_ms, window_start) AS last_p99_ms,
-           argMax(ttft_p99_ms, window_start) AS last_ttft_p99_ms,
-           sumIf(slo_compliance * requests, slo_compliance IS NOT NULL) AS slo_good,
-           sumIf(requests, slo_compliance IS NOT NULL) AS slo_requests,
-           arrayMap(x -> x.2, arraySlice(arraySort(groupArray(
-               (window_start, ifNull(latency_p99_ms, nan)))), -{SPARK_POINTS})) AS spark,
-           toUnixTimestamp64Milli(max(window_end)) / 1000 AS last_window_end
-    FROM window_metrics FINAL
-    WHERE {where}
-    GROUP BY series_key
-) AS m
-LEFT JOIN (
-    SELECT series_key, argMax(anomaly_score, window_start) AS anomaly_score,
-           countIf(anomalous) AS anomalous_windows,
-           argMax(drifted, window_start) AS drifted,
-           arrayDistinct(arrayFlatten(groupArray(change_points))) AS change_points
-    FROM anomaly_scores FINAL
-    WHERE {_since(seconds)}
-    GROUP BY series_key
-) AS s ON s.series_key = m.series_key
-LEFT JOIN (
-    SELECT series_key, groupArray(rule) AS firing_rules FROM (
-        SELECT fingerprint, any(series_key) AS series_key, any(rule) AS rule,
-               argMax(state, (window_end, state = 'resolved')) AS state
-        FROM alerts FINAL WHERE NOT repeat GROUP BY fingerprint
-    ) WHERE state = 'firing' GROUP BY series_key
-) AS a ON a.series_key = m.series_key
-ORDER BY {sort} {order} NULLS LAST, series_key ASC
-LIMIT {size} OFFSET {page * size}
-SETTINGS join_use_nulls = 0"""
+SELECT *, count() OVER () AS total FROM (
+{inner}
+) WHERE {rest}
+LIMIT {size} OFFSET {page * size}"""
+
+
+def sparklines(series_keys: list[str], seconds: int) -> str:
+    """The p99 latency of the last windows of each listed series (one page's worth)."""
+    keys = ", ".join(quote(k) for k in series_keys) or "''"
+    return f"""
+SELECT series_key, arrayMap(x -> x.2, arraySlice(arraySort(groupArray(
+           (window_start, ifNull(latency_p99_ms, nan)))), -{SPARK_POINTS})) AS spark
+FROM window_metrics FINAL
+WHERE series_key IN ({keys}) AND {_since(seconds)}
+GROUP BY series_key LIMIT {len(series_keys) + 1}"""
 
 
 def series_metrics(series_key: str, labels: dict[str, str], seconds: int) -> str:

@@ -172,14 +172,17 @@ def make_app(query: Callable[[str], Any], *, hub: Hub, credentials: Credentials,
 
     async def overview(request: web.Request) -> web.Response:
         q = request.query
-        sql = queries.overview(
-            queries.parse_range(q.get("range", "15m")), sort=q.get("sort", "requests_per_s"),
-            descending=q.get("desc", "1") != "0", label_filter=q.get("filter", ""),
-            page=int(q.get("page", "0")), size=int(q.get("size", "50")))
-        rows = await run(sql)
-        total = rows[0].pop("total") if rows else 0
-        for r in rows[1:]:
+        seconds = queries.parse_range(q.get("range", "15m"))
+        rows = await run(queries.overview(
+            seconds, sort=q.get("sort", "requests_per_s"), descending=q.get("desc", "1") != "0",
+            label_filter=q.get("filter", ""), page=int(q.get("page", "0")),
+            size=int(q.get("size", "50"))))
+        total = rows[0]["total"] if rows else 0
+        spark = {r["series_key"]: r["spark"] for r in await run(
+            queries.sparklines([r["series_key"] for r in rows], seconds))} if rows else {}
+        for r in rows:
             r.pop("total", None)
+            r["spark"] = spark.get(r["series_key"], [])
         return _json({"rows": rows, "total": total})
 
     async def series(request: web.Request) -> web.Response:

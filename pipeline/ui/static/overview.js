@@ -15,8 +15,8 @@ function cell(value, text, cls = "") {
 
 function badges(r) {
   const out = [];
-  for (const d of r.drifted || []) out.push(`<span class="badge b-drift" title="drifted in the newest window">drift ${iw.esc(d)}</span>`);
-  if (r.anomalous_windows > 0) out.push(`<span class="badge b-anomaly" title="anomalous windows in range; newest score ${iw.fmt(r.anomaly_score)}">anomaly ×${r.anomalous_windows}</span>`);
+  for (const d of r.drifted || []) out.push(`<span class="badge b-drift" title="drifted in a window of the range">drift ${iw.esc(d)}</span>`);
+  if (r.anomalous) out.push(`<span class="badge b-anomaly" title="highest anomaly score in the range">anomaly ${iw.fmt(r.anomaly)}</span>`);
   for (const c of r.change_points || []) out.push(`<span class="badge b-cp" title="change point in range">cp ${iw.esc(c)}</span>`);
   return out.join("");
 }
@@ -30,13 +30,14 @@ async function load() {
     $("error").textContent = "";
     $("series").querySelector("tbody").innerHTML = data.rows.map(r => `<tr data-key="${iw.esc(r.series_key)}">` +
       `<td class="key"><a href="/series?key=${encodeURIComponent(r.series_key)}&range=${state.range}">${iw.esc(r.series_key)}</a></td>` +
-      cell(r.requests_per_s, iw.fmt(r.requests_per_s)) + cell(r.latency_p50_ms, iw.fmt(r.latency_p50_ms)) +
-      cell(r.latency_p99_ms, iw.fmt(r.latency_p99_ms)) + cell(r.ttft_p99_ms, iw.fmt(r.ttft_p99_ms)) +
+      cell(r.requests_per_s, iw.fmt(r.requests_per_s)) + cell(r.p50_ms, iw.fmt(r.p50_ms)) +
+      cell(r.p99_ms, iw.fmt(r.p99_ms)) + cell(r.ttft_p99_ms, iw.fmt(r.ttft_p99_ms)) +
       cell(r.error_rate, iw.pct(r.error_rate)) + cell(r.tokens_per_s, iw.fmt(r.tokens_per_s)) +
-      cell(r.cost_per_hour, iw.fmt(r.cost_per_hour)) + cell(r.slo_compliance, iw.pct(r.slo_compliance)) +
+      cell(r.cost_per_hour_usd, iw.fmt(r.cost_per_hour_usd)) + cell(r.slo_compliance, iw.pct(r.slo_compliance)) +
       `<td>${iw.spark(r.spark)}</td><td class="text">${badges(r)}</td>` +
-      `<td class="text">${(r.firing_rules || []).map(a => `<span class="badge b-firing">${iw.esc(a)}</span>`).join("")}</td></tr>`).join("");
+      `<td class="text">${(r.firing || []).map(a => `<span class="badge b-firing">${iw.esc(a)}</span>`).join("")}</td></tr>`).join("");
     const pages = Math.max(1, Math.ceil(data.total / state.size));
+    $("asof").textContent = data.rows.length ? "figures of each series' latest window (newest ends " + iw.time(Math.max(...data.rows.map(r => Date.parse(r.window_end + (/Z|[+-]\d\d:?\d\d$/.test(r.window_end) ? "" : "Z")) / 1000))) + " UTC); rates and shares of that window; flags over the range" : "";
     $("page").textContent = `page ${state.page + 1} of ${pages}`;
     $("summary").textContent = `${data.total} series · ${Math.round(performance.now() - t0)} ms`;
     $("prev").disabled = state.page === 0;
