@@ -74,6 +74,7 @@ from pipeline.cli import (  # noqa: E402, F401
     schema,
     silence,
     simulate,
+    top,
     ui,
     worker,
 )
