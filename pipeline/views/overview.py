@@ -34,7 +34,7 @@ ValueError: unknown column 'nope'; one of: series_key, model, ...
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -101,11 +101,14 @@ def quote(value: str) -> str:
 
 def overview_sql(*, lookback_seconds: int = DEFAULT_LOOKBACK_SECONDS,
                  filters: Mapping[str, str] | None = None, sort: str = "series_key",
-                 descending: bool | None = None, limit: int | None = None) -> str:
+                 descending: bool | None = None, limit: int | None = None,
+                 where: Sequence[str] = ()) -> str:
     """The Overview as one read-only ``SELECT`` (tables of the default database).
 
     ``sort`` is a column name; ``descending`` defaults to True for numbers and flags
     (worst first) and False for text. ``filters`` maps series label names to values.
+    ``where`` adds conditions on ``w`` written by the caller, not by a user (Grafana's
+    template variables: ``w.labels['model'] IN (${model:singlequote})``).
     """
     if sort not in _BY_NAME:
         raise ValueError(f"unknown column {sort!r}; one of: {', '.join(_BY_NAME)}")
@@ -113,7 +116,7 @@ def overview_sql(*, lookback_seconds: int = DEFAULT_LOOKBACK_SECONDS,
         raise ValueError(f"lookback_seconds must be a positive integer, got {lookback_seconds!r}")
     if limit is not None and not (isinstance(limit, int) and limit > 0):
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
-    where = []
+    where = list(where)
     for name, value in (filters or {}).items():
         if not _LABEL.match(name):
             raise ValueError(f"not a label name: {name!r}")
