@@ -93,8 +93,8 @@ def split_filter(text: str) -> tuple[dict[str, str], str]:
     """A filter box as the shared view's exact label filters (``name=value`` terms) and
     a SQL condition on ``series_key`` for the rest (``!=``, ``=~``, bare words).
 
-    >>> split_filter("model=gpt-chat operation=~chat|embed")
-    ({'model': 'gpt-chat'}, "match(series_key, '(^|,)operation=(?:chat|embed)(,|$)')")
+    >>> split_filter("model=gpt-chat chat")
+    ({'model': 'gpt-chat'}, "positionCaseInsensitive(series_key, 'chat') > 0")
     """
     exact: dict[str, str] = {}
     rest = []
@@ -105,8 +105,9 @@ def split_filter(text: str) -> tuple[dict[str, str], str]:
             if op == "=":
                 exact[name] = value
                 continue
-            pattern = f"(^|,){re.escape(name)}=" + ("(?:" + value + ")" if op == "=~"
-                                                     else re.escape(value)) + "(,|$)"
+            # series keys are name=value pairs joined by "|" (pipeline.windows.profile)
+            pattern = f"(^|\\|){re.escape(name)}=" + ("(?:" + value + ")" if op == "=~"
+                                                       else re.escape(value)) + "(\\||$)"
             rest.append(f"{'NOT ' if op == '!=' else ''}match(series_key, {quote(pattern)})")
         else:
             rest.append(f"positionCaseInsensitive(series_key, {quote(term)}) > 0")

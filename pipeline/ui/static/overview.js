@@ -28,7 +28,7 @@ async function load() {
     const t0 = performance.now();
     const data = await iw.get("/api/overview?" + q);
     $("error").textContent = "";
-    $("series").querySelector("tbody").innerHTML = data.rows.map(r => `<tr data-key="${iw.esc(r.series_key)}">` +
+    $("series").querySelector("tbody").innerHTML = data.rows.map(r => `<tr data-key="${iw.esc(r.series_key)}" data-window-end="${iw.esc(r.window_end)}">` +
       `<td class="key"><a href="/series?key=${encodeURIComponent(r.series_key)}&range=${state.range}">${iw.esc(r.series_key)}</a></td>` +
       cell(r.requests_per_s, iw.fmt(r.requests_per_s)) + cell(r.p50_ms, iw.fmt(r.p50_ms)) +
       cell(r.p99_ms, iw.fmt(r.p99_ms)) + cell(r.ttft_p99_ms, iw.fmt(r.ttft_p99_ms)) +

@@ -30,3 +30,4 @@ $("json").onclick = () => download("result.json", "application/json", JSON.strin
 $("run").onclick = run;
 $("sql").onkeydown = e => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) run(); };
 document.getElementById("live").textContent = "";
+document.body.dataset.loaded = "ready";

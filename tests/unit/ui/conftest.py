@@ -30,7 +30,7 @@ def labels(i: int) -> dict[str, str]:
 
 
 def key(i: int) -> str:
-    return f"model=m{i},model_version=v1,operation=chat"
+    return f"model=m{i}|model_version=v1|operation=chat"
 
 
 def windows(series: int = 3) -> list[WindowMetrics]:
