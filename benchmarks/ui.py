@@ -166,7 +166,7 @@ def overview(series: int, runs: int) -> dict[str, object]:
                 ms = page.evaluate("performance.now()")
                 total = page.inner_text("#summary")
                 assert f"{series} series" in total, total
-                for target, sink in (("th[data-sort=latency_p99_ms]", sorts), ("#next", pages)):
+                for target, sink in (("th[data-sort=p99_ms]", sorts), ("#next", pages)):
                     before = page.evaluate("document.body.dataset.loaded")
                     start = page.evaluate("performance.now()")
                     page.click(target)
