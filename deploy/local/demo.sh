@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# `make demo`: local Kafka, one worker, a minute of simulated traffic with two incidents,
-# then per-model counts and sample SQL; everything started here is stopped on exit.
+# `make demo`: local Kafka, one worker with alert rules (demo.rules.yml), the dashboard
+# (`inferwatch ui`), a minute of simulated traffic with two incidents, then per-model
+# counts, sample SQL and the alerts the spike raised. In a terminal it then waits for
+# Enter so the dashboard can be explored; otherwise (CI, a pipe) it exits at once.
+# Everything started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 iw=.venv/bin/inferwatch
 home=${INFERWATCH_HOME:-.inferwatch}
 mkdir -p "$home"
 worker_pid=""
+ui_pid=""
+ui_port=${INFERWATCH_UI_PORT:-8088}
 started_kafka=no
 # Each run gets its own topics and consumer group: the trace replay below stamps events up
 # to minutes ahead of the clock, so a second run on the same topics would find every
@@ -19,8 +24,15 @@ done
 # OpenTelemetry GenAI spans, as an OTel Collector's Kafka exporter writes them (docs/otlp.md)
 export INFERWATCH_OTLP__ENABLED=true
 export INFERWATCH_OTLP__TOPICS="$run_id.otlp_spans=otlp_proto"
+# Alert rules: the example's latency and error-rate rules scaled to a one-minute run
+# (deploy/local/demo.rules.yml says why), so the spike and the burst fire and resolve.
+export INFERWATCH_ALERTS__RULES=${INFERWATCH_ALERTS__RULES:-deploy/local/demo.rules.yml}
 
 cleanup() {
+  if [ -n "$ui_pid" ] && kill -0 "$ui_pid" 2>/dev/null; then
+    echo "== stopping dashboard"
+    kill -TERM "$ui_pid"; wait "$ui_pid" 2>/dev/null || true
+  fi
   if [ -n "$worker_pid" ] && kill -0 "$worker_pid" 2>/dev/null; then
     echo "== stopping worker"
     kill -TERM "$worker_pid"; wait "$worker_pid" 2>/dev/null || true
@@ -42,6 +54,19 @@ for _ in $(seq 1 60); do
   if ! kill -0 "$worker_pid" 2>/dev/null; then cat "$home/demo-worker.log"; exit 1; fi
   sleep 1
 done
+
+echo "== starting the dashboard (inferwatch ui); log: $home/demo-ui.log"
+$iw ui --port "$ui_port" > "$home/demo-ui.log" 2>&1 &
+ui_pid=$!
+for _ in $(seq 1 30); do
+  if grep -q "dashboard on" "$home/demo-ui.log"; then break; fi
+  if ! kill -0 "$ui_pid" 2>/dev/null; then cat "$home/demo-ui.log"; exit 1; fi
+  sleep 0.5
+done
+ui_password=$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["password"])' \
+  "$home/clickhouse.owner.json")
+echo "   dashboard: http://127.0.0.1:$ui_port/  user inferwatch, password $ui_password"
+echo "   (the worker's random query password, from $home/clickhouse.owner.json; new each start)"
 
 run_start=$(date +%s)
 echo "== simulating 60 s of traffic: latency spike on gpt-chat at 20 s, error burst on code-complete at 35 s"
@@ -104,6 +129,19 @@ $iw query "SELECT model, cost_source, count() AS events, round(sum(cost_usd), 4)
            FROM events FINAL WHERE $since GROUP BY model, cost_source ORDER BY model, cost_source"
 # --- end of the cost block ---
 
+echo; echo "== alerts of this run (deploy/local/demo.rules.yml): firing and resolved transitions"
+$iw query "SELECT window_end, rule, state, severity, series_key, round(value, 2) AS value,
+                  round(threshold, 2) AS threshold
+           FROM alerts FINAL WHERE recorded_at >= toDateTime64($run_start, 3) AND NOT repeat
+           ORDER BY window_end, rule LIMIT 20"
+
 echo; echo "demo done: try  $iw query \"SELECT ...\""
 echo "tables: events, resources, window_metrics, resource_metrics, rollup_1m, rollup_1h,"
 echo "        drift_scores, anomaly_scores, alerts"
+
+if [ -t 0 ]; then
+  echo
+  echo "The stack keeps running: open http://127.0.0.1:$ui_port/ (user inferwatch, password"
+  echo "$ui_password) for the Overview, a series' charts and drift heat map, and the alerts."
+  read -r -p "Press Enter to stop everything… " _
+fi
