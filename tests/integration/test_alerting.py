@@ -70,15 +70,17 @@ class Collector:
 
 
 class Webhook:
-    """A local Alertmanager-style receiver started by the test."""
+    """A local receiver of JSON posts on ``path`` started by the test (``port`` 0: any
+    free port, for a worker told the URL; a fixed one for a config written beforehand)."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0, path: str = "/alerts") -> None:
         self.bodies: list[dict] = []
-        self.port = 0
+        self.port = port
+        self.path = path
         self._loop = asyncio.new_event_loop()
         ready = threading.Event()
         threading.Thread(target=self._serve, args=(ready,), daemon=True).start()
-        ready.wait(10)
+        assert ready.wait(10), "the webhook receiver did not start"
 
     def _serve(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self._loop)
@@ -88,10 +90,10 @@ class Webhook:
             return web.Response(text="ok")
 
         app = web.Application()
-        app.router.add_post("/alerts", receive)
+        app.router.add_post(self.path, receive)
         runner = web.AppRunner(app)
         self._loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", self.port)
         self._loop.run_until_complete(site.start())
         self.port = runner.addresses[0][1]
         ready.set()
@@ -99,7 +101,7 @@ class Webhook:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/alerts"
+        return f"http://127.0.0.1:{self.port}{self.path}"
 
 
 def _realtime_traffic(pipe: Pipeline, seconds: float, incident: str) -> int:

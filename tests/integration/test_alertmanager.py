@@ -8,7 +8,6 @@ and resolves. The example config in deploy/alertmanager passes ``amtool check-co
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import subprocess
@@ -20,16 +19,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from tests.integration.harness import ROOT, Pipeline
-from tests.integration.test_alerting import RULES, Collector, _alerting_env, _realtime_traffic
+from tests.integration.test_alerting import (
+    RULES,
+    Collector,
+    Webhook,
+    _alerting_env,
+    _realtime_traffic,
+)
 
 pytestmark = pytest.mark.integration
 
 AM_BIN = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 AMTOOL = shutil.which("amtool")
-AM_PORT, HOOK_PORT, DEAD_PORT = 19093, 19095, 19097  # outside the ephemeral range
+# outside the ephemeral range, and away from the test brokers (19092 and its controller
+# port 19093, 19292/19293, …)
+AM_PORT, HOOK_PORT, DEAD_PORT = 18093, 18095, 18097
 AM_URL = f"http://127.0.0.1:{AM_PORT}"
 RULE = "ChatLatencyHigh"
 RESEND = 2.0
@@ -64,30 +70,11 @@ needs_alertmanager = pytest.mark.skipif(AM_BIN is None or AMTOOL is None,
                                         reason="prometheus-alertmanager / amtool not installed")
 
 
-class Hook:
-    """The webhook receiver Alertmanager notifies: a tiny HTTP server on a fixed port."""
+class Hook(Webhook):
+    """The webhook receiver Alertmanager notifies, on the fixed port its config names."""
 
     def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self._loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        threading.Thread(target=self._serve, args=(ready,), daemon=True).start()
-        assert ready.wait(10), "the hook did not start"
-
-    def _serve(self, ready: threading.Event) -> None:
-        asyncio.set_event_loop(self._loop)
-
-        async def receive(request: web.Request) -> web.Response:
-            self.bodies.append(await request.json())
-            return web.Response(text="ok")
-
-        app = web.Application()
-        app.router.add_post("/hook", receive)
-        runner = web.AppRunner(app)
-        self._loop.run_until_complete(runner.setup())
-        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", HOOK_PORT).start())
-        ready.set()
-        self._loop.run_forever()
+        super().__init__(HOOK_PORT, "/hook")
 
     def statuses(self) -> list[str]:
         return [b["status"] for b in self.bodies if b["groupLabels"].get("alertname") == RULE]
