@@ -53,7 +53,7 @@ from pipeline.dev.simulate import TrafficModel  # noqa: E402
 from pipeline.sdk.wire import encode_events  # noqa: E402
 from pipeline.sinks.clickhouse.client import apply_migrations, connect  # noqa: E402
 from pipeline.sinks.clickhouse.rows import EVENT_COLUMNS, event_columns  # noqa: E402
-from pipeline.sinks.clickhouse.writer import ClickHouseSink, _Batch  # noqa: E402
+from pipeline.sinks.clickhouse.writer import Batch, ClickHouseSink  # noqa: E402
 from pipeline.sources.codec import decode_events  # noqa: E402
 from schemas.event import InferenceEvent  # noqa: E402
 
@@ -97,7 +97,7 @@ def one_insert(client: Any, table: str, records: list[ConsumerRecord], columns: 
     """Seconds of each stage for one insert's records, on the sink's own decode path."""
     sink = ClickHouseSink(SETTINGS, client)
     t0 = time.perf_counter()
-    batch = _Batch()
+    batch = Batch()
     sink.collect({TP: records}, batch)
     events, records = batch.events.items, batch.events.records
     t1 = time.perf_counter()
@@ -147,7 +147,7 @@ def insert_breakdown(client: Any, data: list[ConsumerRecord], repeat: int) -> di
     for _ in range(repeat):
         spent, blobs = 0.0, []
         for i in range(0, len(data), per_insert):
-            batch = _Batch()
+            batch = Batch()
             ClickHouseSink(SETTINGS, client).collect({TP: data[i:i + per_insert]}, batch)
             cols = event_columns(batch.events.items, [0] * len(batch.events),
                                  [0] * len(batch.events))

@@ -27,8 +27,9 @@ from pipeline.config import MetricsSettings, Settings, TelemetrySettings, TopicS
 from pipeline.runtime.memory import MemoryRunner, MemoryTopics
 from pipeline.runtime.state import MemoryChangelog
 from pipeline.scoring.stage import MergeStage
+from pipeline.sinks.clickhouse.batch import Batch
 from pipeline.sinks.clickhouse.rows import EVENT_COLUMNS
-from pipeline.sinks.clickhouse.writer import ClickHouseSink, _Batch
+from pipeline.sinks.clickhouse.writer import ClickHouseSink
 from pipeline.telemetry import (
     MODEL_SERIES_OVERFLOW,
     REGISTRY,
@@ -457,7 +458,7 @@ def test_the_sink_counts_messages_rows_inserts_and_failures_per_table() -> None:
         "failures": sample("inferwatch_sink_insert_failures_total", table="events"),
         "inserts": sample("inferwatch_sink_insert_seconds_count", table="events"),
     }
-    batch = _Batch()
+    batch = Batch()
     sink.collect({tp: [record]}, batch)
     sink.insert(batch)
     after = {

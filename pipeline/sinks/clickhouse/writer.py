@@ -36,8 +36,8 @@ import logging
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -52,22 +52,10 @@ from clickhouse_connect.driver.exceptions import (
 from pipeline.config import Settings
 from pipeline.runtime.kafka import client_options
 from pipeline.runtime.retry import Backoff
+from pipeline.sinks.clickhouse.batch import Batch, Refusal, Table, positions
 from pipeline.sinks.clickhouse.client import apply_migrations, apply_retention, connect
 from pipeline.sinks.clickhouse.isolate import isolate
 from pipeline.sinks.clickhouse.rollups import refresh_rollups
-from pipeline.sinks.clickhouse.rows import (
-    ALERT_COLUMNS,
-    ANOMALY_COLUMNS,
-    DRIFT_COLUMNS,
-    EVENT_COLUMNS,
-    METRICS_COLUMNS,
-    RESOURCE_COLUMNS,
-    RESOURCE_METRICS_COLUMNS,
-    drift_row_columns,
-    event_columns,
-    resource_columns,
-    struct_columns,
-)
 from pipeline.sources.codec import Rejection, decode_events, describe
 from pipeline.sources.dlq import DeadLetter, dead_letter, deliver
 from pipeline.sources.pricing import price_table
@@ -223,112 +211,6 @@ class SinkStats:
     commit_failures: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class _Source:
-    """Where a row came from: its Kafka record, and its position if the record held several."""
-
-    record: ConsumerRecord
-    element: int | None = None  # None: the record's value is this row alone
-
-
-@dataclass
-class _Rows:
-    """Decoded rows of one contract and, per row, its Kafka record and its position in it.
-
-    Two flat lists rather than one source object per row: a message of 500 events adds
-    its record 500 times by list repetition, so a batch of events allocates nothing per
-    row beyond the decoded Struct (fewer objects for the cycle collector to walk too).
-    """
-
-    items: list[Any] = field(default_factory=list)
-    records: list[ConsumerRecord] = field(default_factory=list)
-    elements: list[int | None] = field(default_factory=list)  # None: the record held this row alone
-
-    def add(self, item: Any, record: ConsumerRecord, element: int | None = None) -> None:
-        self.items.append(item)
-        self.records.append(record)
-        self.elements.append(element)
-
-    def extend(self, items: list[Any], record: ConsumerRecord,
-               elements: list[int | None]) -> None:
-        """The rows of one message, ``elements`` their positions in it."""
-        self.items.extend(items)
-        self.records.extend([record] * len(items))
-        self.elements.extend(elements)
-
-    def source(self, row: int) -> _Source:
-        return _Source(self.records[row], self.elements[row])
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-
-@dataclass
-class _Refusal:
-    table: str
-    row: Any  # the Struct the row was built from
-    source: _Source
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Table:
-    name: str
-    columns: list[str]
-    rows: _Rows  # what the columns are built from, one per row, and where each came from
-    build: Callable[[Sequence[Any], Sequence[ConsumerRecord]], list[list]]
-
-
-@dataclass
-class _Batch:
-    events: _Rows = field(default_factory=_Rows)
-    resources: _Rows = field(default_factory=_Rows)
-    windows: _Rows = field(default_factory=_Rows)
-    host_windows: _Rows = field(default_factory=_Rows)
-    alerts: _Rows = field(default_factory=_Rows)
-    scores: _Rows = field(default_factory=_Rows)
-    rejected: int = 0
-    next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
-    messages: int = 0
-    written: set[str] = field(default_factory=set)  # tables done: a retry skips them
-    refused: list[_Refusal] = field(default_factory=list)
-    suspect: bool = False  # failing repeatedly for no known reason: isolate any error
-    letters: list[DeadLetter] = field(default_factory=list)  # undecodable records
-
-    def tables(self) -> list[_Table]:
-        """Every table this batch writes, with the rows and the builder of its columns."""
-        drift = _Rows()
-        for window, record, element in zip(self.scores.items, self.scores.records,
-                                           self.scores.elements, strict=True):
-            for entry in window.drift:
-                drift.add((window, entry), record, element)
-
-        def events(rows: Sequence[InferenceEvent],
-                   records: Sequence[ConsumerRecord]) -> list[list]:
-            return event_columns(rows, [r.partition for r in records],
-                                 [r.offset for r in records])
-
-        def structs(names: list[str]) -> Callable[[Sequence[Any], Sequence[ConsumerRecord]],
-                                                  list[list]]:
-            return lambda rows, _: struct_columns(rows, names)
-
-        return [
-            _Table("events", EVENT_COLUMNS, self.events, events),
-            _Table("resources", RESOURCE_COLUMNS, self.resources,
-                   lambda rows, _: resource_columns(rows)),
-            _Table("window_metrics", METRICS_COLUMNS, self.windows, structs(METRICS_COLUMNS)),
-            _Table("resource_metrics", RESOURCE_METRICS_COLUMNS, self.host_windows,
-                   structs(RESOURCE_METRICS_COLUMNS)),
-            _Table("alerts", ALERT_COLUMNS, self.alerts, structs(ALERT_COLUMNS)),
-            _Table("anomaly_scores", ANOMALY_COLUMNS, self.scores, structs(ANOMALY_COLUMNS)),
-            _Table("drift_scores", DRIFT_COLUMNS, drift,
-                   lambda rows, _: drift_row_columns(rows)),
-        ]
-
-    def refused_in(self, table: str) -> int:
-        return sum(1 for r in self.refused if r.table == table)
-
-
 def _observe_lag(consumer: Any, offsets: dict[TopicPartition, int]) -> None:
     """``/metrics``: records left to read after a commit, per partition of the batch (from
     the end offsets the last fetch saw; a consumer that keeps none reports nothing)."""
@@ -340,21 +222,6 @@ def _observe_lag(consumer: Any, offsets: dict[TopicPartition, int]) -> None:
         if (end := stable(tp) or highwater(tp)) is not None:
             CONSUMER_LAG.labels(stage="sink", topic=tp.topic,
                                 partition=str(tp.partition)).set(max(0, end - offset))
-
-
-def _positions(count: int, rejections: Sequence[Rejection]) -> list[int | None]:
-    """Batch positions of the ``count`` decoded elements of one message (None: the message
-    held only this one, so its raw value is the row's own bytes)."""
-    if not rejections:
-        return [None] if count == 1 else list(range(count))
-    skipped = {r.index for r in rejections if r.index is not None}
-    out: list[int | None] = []
-    index = 0
-    while len(out) < count:
-        if index not in skipped:
-            out.append(index)
-        index += 1
-    return out
 
 
 class ClickHouseSink:
@@ -413,13 +280,13 @@ class ClickHouseSink:
         """The dead-letter producer: acks from every in-sync replica before a commit."""
         return AIOKafkaProducer(**client_options(self.settings.kafka), acks="all")
 
-    def collect(self, records: dict[TopicPartition, list[ConsumerRecord]], batch: _Batch) -> None:
+    def collect(self, records: dict[TopicPartition, list[ConsumerRecord]], batch: Batch) -> None:
         """Decode fetched records into ``batch`` (pure apart from the wall clock)."""
         with _COLLECTOR_PAUSED:
             self._collect(records, batch)
 
     def _collect(self, records: dict[TopicPartition, list[ConsumerRecord]],
-                 batch: _Batch) -> None:
+                 batch: Batch) -> None:
         topics = self.settings.topics
         limits = self.settings.limits
         now = time.time()
@@ -449,12 +316,12 @@ class ClickHouseSink:
                 decoded = decode_events(msg.value, msg.headers, limits, now, contract,
                                         self.prices)
                 batch.rejected += len(decoded.rejections)
-                positions = _positions(len(decoded.events), decoded.rejections)
-                rows.extend(decoded.events, msg, positions)  # a whole message at once
+                places = positions(len(decoded.events), decoded.rejections)
+                rows.extend(decoded.events, msg, places)  # a whole message at once
                 batch.next_offsets[tp] = msg.offset + 1
                 batch.messages += 1
 
-    def insert(self, batch: _Batch) -> None:
+    def insert(self, batch: Batch) -> None:
         """Write one batch, isolating the rows the store refuses into ``batch.refused``.
 
         Raises on a transient failure so the caller retries (blocking). Tables already
@@ -468,7 +335,7 @@ class ClickHouseSink:
                     self._insert_table(table, batch)
                 batch.written.add(table.name)
 
-    def _insert_table(self, table: _Table, batch: _Batch) -> None:
+    def _insert_table(self, table: Table, batch: Batch) -> None:
         rows, records = table.rows.items, table.rows.records
 
         def write(indices: Sequence[int]) -> None:
@@ -499,7 +366,7 @@ class ClickHouseSink:
                         table.name, msg.topic, msg.partition, msg.offset,
                         "" if source.element is None else f" element {source.element}",
                         REASON, refused.error)
-            batch.refused.append(_Refusal(table.name, rows[refused.row], source,
+            batch.refused.append(Refusal(table.name, rows[refused.row], source,
                                           refused.error))
 
     def refresh_rollups(self) -> None:
@@ -510,7 +377,7 @@ class ClickHouseSink:
         """
         refresh_rollups(self.client, self.settings.clickhouse.database)
 
-    async def _insert_until_done(self, batch: _Batch, stop: asyncio.Event) -> bool:
+    async def _insert_until_done(self, batch: Batch, stop: asyncio.Event) -> bool:
         """Retry the insert with capped backoff; False if asked to stop before it succeeded."""
         backoff = Backoff(first=0.5, cap=self.settings.worker.sink_retry_max_seconds)
         failures = 0
@@ -556,7 +423,7 @@ class ClickHouseSink:
                            partition=msg.partition, offset=msg.offset,
                            max_bytes=self.settings.limits.max_dead_letter_bytes)
 
-    def letter(self, refusal: _Refusal) -> DeadLetter:
+    def letter(self, refusal: Refusal) -> DeadLetter:
         """The DLQ record of one refused row (see the module docstring for its value)."""
         msg = refusal.source.record
         row = refusal.row[0] if isinstance(refusal.row, tuple) else refusal.row  # drift: its window
@@ -577,7 +444,7 @@ class ClickHouseSink:
         return dead_letter(rejection, key=msg.key, headers=headers, topic=msg.topic,
                            partition=msg.partition, offset=msg.offset)
 
-    async def _deliver_refused(self, producer: AIOKafkaProducer, batch: _Batch,
+    async def _deliver_refused(self, producer: AIOKafkaProducer, batch: Batch,
                                stop: asyncio.Event) -> bool:
         """Send every refused row to the DLQ, acknowledged, before the offsets move on.
 
@@ -668,10 +535,10 @@ class ClickHouseSink:
             finally:
                 await producer.stop()
 
-    async def _fill(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> _Batch:
+    async def _fill(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> Batch:
         """The next batch: ``sink_batch_size`` messages or what came in ``sink_flush_seconds``."""
         worker = self.settings.worker
-        batch = _Batch()
+        batch = Batch()
         deadline = time.monotonic() + worker.sink_flush_seconds
         while not stop.is_set() and batch.messages < worker.sink_batch_size:
             left = deadline - time.monotonic()
@@ -683,7 +550,7 @@ class ClickHouseSink:
         return batch
 
     async def _store(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
-                     batch: _Batch, stop: asyncio.Event) -> bool:
+                     batch: Batch, stop: asyncio.Event) -> bool:
         """Insert ``batch``, dead-letter its refused rows, then commit its offsets, in that
         order; False if asked to stop before the rows were durable (nothing committed)."""
         if not await self._insert_until_done(batch, stop):
@@ -693,7 +560,7 @@ class ClickHouseSink:
         await self._commit(consumer, batch)
         return True
 
-    async def _commit(self, consumer: AIOKafkaConsumer, batch: _Batch) -> None:
+    async def _commit(self, consumer: AIOKafkaConsumer, batch: Batch) -> None:
         try:
             await consumer.commit(batch.next_offsets)
         except (CommitFailedError, KafkaError) as exc:

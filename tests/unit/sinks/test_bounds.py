@@ -22,13 +22,13 @@ import msgspec.inspect as mi
 import pytest
 
 from pipeline.config import Settings
+from pipeline.sinks.clickhouse.batch import Batch
 from pipeline.sinks.clickhouse.rows import (
     EVENT_COLUMNS,
     RESOURCE_COLUMNS,
     event_columns,
     resource_columns,
 )
-from pipeline.sinks.clickhouse.writer import _Batch
 from schemas.alert import AlertEvent
 from schemas.event import InferenceEvent, ResourceSample
 from schemas.metrics import ResourceMetrics, WindowMetrics
@@ -205,7 +205,7 @@ def create_query(client: Any, settings: Settings, table: str) -> str:
     ).result_rows[0][0]
 
 
-SINK_TABLES = {t.name: t.columns for t in _Batch().tables()}
+SINK_TABLES = {t.name: t.columns for t in Batch().tables()}
 
 
 def test_every_table_the_sink_writes_has_a_contract(store) -> None:

@@ -18,8 +18,9 @@ import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
 from pipeline.dev.simulate import TrafficModel
+from pipeline.sinks.clickhouse.batch import Batch
 from pipeline.sinks.clickhouse.rows import EVENT_COLUMNS, event_columns
-from pipeline.sinks.clickhouse.writer import ClickHouseSink, _Batch
+from pipeline.sinks.clickhouse.writer import ClickHouseSink
 from schemas.bounds import EPOCH_SECONDS_MAX
 from schemas.event import InferenceEvent
 
@@ -123,7 +124,7 @@ def test_a_batch_stored_by_the_sink_reads_back_as_the_specification(store) -> No
         records.append(ConsumerRecord(tp.topic, tp.partition, 100 + i, 0, 0, None, value, None,
                                       0, len(value), [("content-type", b"application/json")]))
     sink = ClickHouseSink(settings, client)
-    batch = _Batch()
+    batch = Batch()
     settings.limits.max_future_seconds = 1e10  # 2100 is a valid contract, far ahead
     sink.collect({tp: records}, batch)
     assert len(batch.events) == len(events) and batch.rejected == 0

@@ -31,7 +31,8 @@ import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
 from pipeline.config import Settings
-from pipeline.sinks.clickhouse.writer import ClickHouseSink, _Batch, _Refusal
+from pipeline.sinks.clickhouse.batch import Batch, Refusal
+from pipeline.sinks.clickhouse.writer import ClickHouseSink
 from schemas.bounds import EPOCH_SECONDS_MAX
 from schemas.metrics import CONTRACT_HEADER
 from schemas.scores import DriftScore
@@ -44,7 +45,7 @@ from tests.unit.sinks.test_bounds import (
     narrowed_by_ddl,
 )
 
-# Where each table's rows sit in a _Batch, and the column that tells this test's rows apart.
+# Where each table's rows sit in a Batch, and the column that tells this test's rows apart.
 ROWS = {"events": "events", "resources": "resources", "window_metrics": "windows",
         "resource_metrics": "host_windows", "alerts": "alerts", "anomaly_scores": "scores",
         "drift_scores": "scores"}
@@ -135,13 +136,13 @@ def _put(table: str, row: Any, name: str, value: Any) -> Any:
     return msgspec.structs.replace(row, **{name: value})
 
 
-def _identity(table: str, refusal: _Refusal) -> str:
+def _identity(table: str, refusal: Refusal) -> str:
     row = refusal.row[0] if isinstance(refusal.row, tuple) else refusal.row  # drift: its window
     return getattr(row, IDENTITY[table])
 
 
 def write(store: tuple[Any, Settings], table: str,
-          rows: dict[str, dict[str, Any]]) -> tuple[ClickHouseSink, _Batch]:
+          rows: dict[str, dict[str, Any]]) -> tuple[ClickHouseSink, Batch]:
     """Collect one record per row (``ident -> {column: value}``), set the values, insert."""
     client, settings = store
     sink = ClickHouseSink(settings, client)
@@ -156,7 +157,7 @@ def write(store: tuple[Any, Settings], table: str,
                              ident.encode(), raw, None, 0, len(raw),
                              [("content-type", b"application/json"), *headers])
         records.setdefault(tp, []).append(msg)
-    batch = _Batch()
+    batch = Batch()
     sink.collect(records, batch)
     assert batch.rejected == 0 and not batch.letters, "a valid record was rejected"
     decoded: Any = getattr(batch, ROWS[table])

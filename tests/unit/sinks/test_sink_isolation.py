@@ -23,8 +23,9 @@ from clickhouse_connect.driver.exceptions import (
     ProgrammingError,
 )
 
+from pipeline.sinks.clickhouse.batch import Batch
 from pipeline.sinks.clickhouse.isolate import isolate
-from pipeline.sinks.clickhouse.writer import ClickHouseSink, _Batch, refused_by_store
+from pipeline.sinks.clickhouse.writer import ClickHouseSink, refused_by_store
 from schemas.event import InferenceEvent
 
 # --- the pure bisection -------------------------------------------------------------------
@@ -134,7 +135,7 @@ def stored_ids(client: Any, prefix: str) -> list[str]:
 def test_chdb_stores_the_good_rows_and_refuses_the_out_of_range_one(store) -> None:
     client, settings = store
     sink = ClickHouseSink(settings, client)
-    batch = _Batch()
+    batch = Batch()
     # one message holding a batch of 20 events; event 13 then gets a value UInt16 cannot
     # hold (set after decoding: the contract refuses it since issue 8, the table must too)
     tp = TopicPartition(settings.topics.events, 3)
@@ -169,7 +170,7 @@ def test_chdb_stores_the_good_rows_and_refuses_the_out_of_range_one(store) -> No
 def test_a_message_of_one_event_is_dead_lettered_as_it_came(store) -> None:
     client, settings = store
     sink = ClickHouseSink(settings, client)
-    batch = _Batch()
+    batch = Batch()
     tp = TopicPartition(settings.topics.events, 0)
     raw = msgspec.json.encode(event("one-bad"))
     msg = ConsumerRecord(tp.topic, 0, 7, 0, 0, None, raw, None, 0, len(raw),
@@ -222,7 +223,7 @@ def test_a_retry_after_a_transient_error_skips_the_tables_already_written(store)
 
     flaky = Flaky()
     sink = ClickHouseSink(settings, flaky)
-    batch = _Batch()
+    batch = Batch()
     events_tp = TopicPartition(settings.topics.events, 1)
     resources_tp = TopicPartition(settings.topics.resources, 1)
     sample = {"timestamp": time.time() - 5, "host": "h1", "cpu_util": 0.5}
@@ -242,7 +243,7 @@ def test_a_retry_after_a_transient_error_skips_the_tables_already_written(store)
 def test_refused_rows_are_delivered_once_even_when_the_broker_fails_some(store) -> None:
     client, settings = store
     sink = ClickHouseSink(settings, client)
-    batch = _Batch()
+    batch = Batch()
     tp = TopicPartition(settings.topics.events, 2)
     sink.collect({tp: [record(tp, 5, [event(f"dlq-{i}") for i in range(4)])]}, batch)
     for e in batch.events.items[1:3]:
@@ -284,7 +285,7 @@ def test_stopping_while_the_dlq_is_down_does_not_report_delivery(store) -> None:
     """No commit without the dead letters: a stop during a broker outage returns False."""
     client, settings = store
     sink = ClickHouseSink(settings, client)
-    batch = _Batch()
+    batch = Batch()
     tp = TopicPartition(settings.topics.events, 5)
     sink.collect({tp: [record(tp, 1, [event("stop-0"), event("stop-1")])]}, batch)
     batch.events.items[1].schema_version = 70000
@@ -305,7 +306,7 @@ def test_stopping_while_the_dlq_is_down_does_not_report_delivery(store) -> None:
 def test_refused_rows_are_counted(store) -> None:
     client, settings = store
     sink = ClickHouseSink(settings, client)
-    batch = _Batch()
+    batch = Batch()
     tp = TopicPartition(settings.topics.events, 4)
     sink.collect({tp: [record(tp, 9, [event(f"count-{i}") for i in range(3)])]}, batch)
     batch.events.items[0].http_status = 70000
@@ -354,7 +355,7 @@ def test_a_row_failing_with_an_unknown_error_is_isolated_after_a_few_tries(store
     odd = _unknown_refusal(lambda columns: columns[0], client)
     sink = ClickHouseSink(settings, odd)
     sink._pause = _no_pause  # type: ignore[method-assign]
-    batch = _Batch()
+    batch = Batch()
     tp = TopicPartition(settings.topics.events, 2)
     sink.collect({tp: [record(tp, 5, [event("odd-good1"), event("odd-bad"),
                                       event("odd-good2")])]}, batch)
@@ -376,7 +377,7 @@ def test_a_store_that_refuses_every_row_alone_is_retried_not_dead_lettered(store
 
     sink = ClickHouseSink(settings, Broken())
     sink._pause = _stop_after(6)  # type: ignore[method-assign]
-    batch = _Batch()
+    batch = Batch()
     tp = TopicPartition(settings.topics.events, 2)
     sink.collect({tp: [record(tp, 6, [event("all-1"), event("all-2")])]}, batch)
 

@@ -16,7 +16,8 @@ import msgspec
 from aiokafka import ConsumerRecord, TopicPartition
 
 from pipeline.config import Settings
-from pipeline.sinks.clickhouse.writer import _COLLECTOR_PAUSED, ClickHouseSink, _Batch
+from pipeline.sinks.clickhouse.batch import Batch
+from pipeline.sinks.clickhouse.writer import _COLLECTOR_PAUSED, ClickHouseSink
 
 SETTINGS = Settings()
 TP = TopicPartition(SETTINGS.topics.events, 0)
@@ -150,7 +151,7 @@ def test_the_collector_waits_while_a_batch_is_decoded_or_written_and_runs_betwee
     during: list[bool] = []
     store = Store(log, seconds=0, on_insert=lambda _: during.append(gc.isenabled()))
     sink = sink_with(log, store, n=0)
-    batch = _Batch()
+    batch = Batch()
     assert gc.isenabled()
     sink.collect({TP: [record(0), record(1)]}, batch)
     assert gc.isenabled() and len(batch.events) == 2

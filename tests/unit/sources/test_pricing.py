@@ -18,8 +18,9 @@ from aiokafka import ConsumerRecord, TopicPartition
 from pipeline.config import IngestLimits, MetricsSettings, PricingSettings, Settings, TopicSettings
 from pipeline.dev.simulate import DEFAULT_MODELS, synthetic
 from pipeline.runtime.stage import Record
+from pipeline.sinks.clickhouse.batch import Batch
 from pipeline.sinks.clickhouse.client import _statements, apply_migrations, migrations
-from pipeline.sinks.clickhouse.writer import ClickHouseSink, _Batch
+from pipeline.sinks.clickhouse.writer import ClickHouseSink
 from pipeline.sources.codec import decode_events
 from pipeline.sources.pricing import (
     Prices,
@@ -433,7 +434,7 @@ def test_the_stored_row_carries_cost_and_its_source(fresh_store) -> None:
         {"event_id": "row-none", "timestamp": now, "model": "in-house-llm", "latency_ms": 1,
          "input_tokens": 1_000},
     ])
-    batch = _Batch()
+    batch = Batch()
     sink.collect({(tp := TopicPartition(settings.topics.events, 0)): [_record(tp, 0, value)]},
                  batch)
     sink.insert(batch)

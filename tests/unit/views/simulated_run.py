@@ -27,8 +27,9 @@ from pipeline.dev.simulate import synthetic
 from pipeline.runtime.memory import MemoryRunner, MemoryTopics
 from pipeline.runtime.state import MemoryChangelog
 from pipeline.scoring.stage import MergeStage
+from pipeline.sinks.clickhouse.batch import Batch
 from pipeline.sinks.clickhouse.rollups import refresh_rollups
-from pipeline.sinks.clickhouse.writer import ClickHouseSink, _Batch
+from pipeline.sinks.clickhouse.writer import ClickHouseSink
 from pipeline.windows.partial_stage import PartialStage
 from schemas.event import ResourceSample
 
@@ -101,7 +102,7 @@ def store_run(client: Any, run: SimulatedRun) -> None:
     """Write the run into the store as the sink does: its decoding, its rows, roll-ups."""
     settings = _settings()
     sink = ClickHouseSink(settings, client)
-    batch = _Batch()
+    batch = Batch()
     records: dict[TopicPartition, list[ConsumerRecord]] = {}
     for topic, items in run.topics.items():
         for partition, offset, key, value, headers in items:
