@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import struct
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,6 +49,7 @@ from clickhouse_connect.driver.exceptions import (
 
 from pipeline.config import Settings
 from pipeline.runtime.kafka import client_options
+from pipeline.runtime.memory_tuning import COLLECTOR_PAUSED
 from pipeline.runtime.retry import Backoff
 from pipeline.sinks.clickhouse.batch import Batch, Refusal, Table, positions
 from pipeline.sinks.clickhouse.client import apply_migrations, apply_retention, connect
@@ -162,39 +161,6 @@ class _QuietSerialisationErrors(logging.Filter):
 _QUIET = _QuietSerialisationErrors()
 
 
-class _CollectorPause:
-    """Holds off Python's cycle collector while the sink decodes or writes a batch.
-
-    Decoding allocates one GC-tracked Struct per event, alive until the batch is stored,
-    and none of them can be in a reference cycle (strings, numbers, flat dicts). With the
-    collector on, the allocations of a batch trigger collection after collection that walk
-    those Structs again and again (young generations, then the whole heap): about a fifth
-    of the sink process's CPU per event (RESULTS.md). While ``collect`` or ``insert`` runs
-    the collector waits; it runs again between them (fetching, dead letters, commits), so
-    the garbage of the rest of the process is still collected every batch. Re-entrant and
-    shared by the loop and the insert thread; it never enables a collector it found off.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._holders = 0
-        self._was_enabled = False
-
-    def __enter__(self) -> None:
-        with self._lock:
-            if self._holders == 0:
-                self._was_enabled = gc.isenabled()
-                gc.disable()
-            self._holders += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self._holders -= 1
-            if self._holders == 0 and self._was_enabled:
-                gc.enable()
-
-
-_COLLECTOR_PAUSED = _CollectorPause()
 
 
 @dataclass
@@ -282,7 +248,7 @@ class ClickHouseSink:
 
     def collect(self, records: dict[TopicPartition, list[ConsumerRecord]], batch: Batch) -> None:
         """Decode fetched records into ``batch`` (pure apart from the wall clock)."""
-        with _COLLECTOR_PAUSED:
+        with COLLECTOR_PAUSED:
             self._collect(records, batch)
 
     def _collect(self, records: dict[TopicPartition, list[ConsumerRecord]],
@@ -327,7 +293,7 @@ class ClickHouseSink:
         Raises on a transient failure so the caller retries (blocking). Tables already
         written are skipped on the retry.
         """
-        with _COLLECTOR_PAUSED:
+        with COLLECTOR_PAUSED:
             for table in batch.tables():
                 if table.name in batch.written:
                     continue

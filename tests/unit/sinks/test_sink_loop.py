@@ -16,8 +16,9 @@ import msgspec
 from aiokafka import ConsumerRecord, TopicPartition
 
 from pipeline.config import Settings
+from pipeline.runtime.memory_tuning import COLLECTOR_PAUSED
 from pipeline.sinks.clickhouse.batch import Batch
-from pipeline.sinks.clickhouse.writer import _COLLECTOR_PAUSED, ClickHouseSink
+from pipeline.sinks.clickhouse.writer import ClickHouseSink
 
 SETTINGS = Settings()
 TP = TopicPartition(SETTINGS.topics.events, 0)
@@ -161,14 +162,14 @@ def test_the_collector_waits_while_a_batch_is_decoded_or_written_and_runs_betwee
 
 def test_the_pause_is_shared_and_keeps_a_collector_that_was_off_off() -> None:
     assert gc.isenabled()
-    with _COLLECTOR_PAUSED:
-        with _COLLECTOR_PAUSED:  # the loop and the insert thread at once
+    with COLLECTOR_PAUSED:
+        with COLLECTOR_PAUSED:  # the loop and the insert thread at once
             assert not gc.isenabled()
         assert not gc.isenabled()  # until the last holder leaves
     assert gc.isenabled()
     gc.disable()
     try:
-        with _COLLECTOR_PAUSED:
+        with COLLECTOR_PAUSED:
             pass
         assert not gc.isenabled()  # someone else turned it off: not ours to turn on
     finally:
