@@ -11,12 +11,37 @@ function runbook(a) {
   return url && /^https?:\/\//.test(url) ? `<a href="${iw.esc(url)}" target="_blank" rel="noopener">runbook</a>` : "";
 }
 
+// One lane per alert (fingerprint): a bar from each firing to its resolve (or now),
+// coloured by severity, over the picked range; hover for the rule and series.
+function drawLanes(rows) {
+  const el = $("lanes");
+  const now = Date.now() / 1000, spans = new Map();
+  for (const a of [...rows].reverse()) {  // oldest first
+    const lane = spans.get(a.fingerprint) || {a, bars: []};
+    if (a.state === "firing") lane.bars.push([a.t, null]);
+    else if (lane.bars.length && lane.bars[lane.bars.length - 1][1] === null) lane.bars[lane.bars.length - 1][1] = a.t;
+    spans.set(a.fingerprint, lane);
+  }
+  const lanes = [...spans.values()].filter(l => l.bars.length).slice(0, 40);
+  if (!lanes.length) { el.innerHTML = '<p class="muted" style="margin:.5em">no alert fired in the range</p>'; return; }
+  const t0 = Math.min(...lanes.flatMap(l => l.bars.map(b => b[0]))), t1 = now;
+  const w = Math.max(600, el.clientWidth - 20), left = 260, h = 16;
+  const x = t => left + (t - t0) / Math.max(1, t1 - t0) * (w - left - 10);
+  const colour = {critical: "#dc2626", warning: "#d97706", info: "#0891b2"};
+  el.innerHTML = `<svg width="${w}" height="${lanes.length * h + 22}" font-size="11">` + lanes.map((l, i) =>
+    `<text x="4" y="${i * h + 12}">${iw.esc((l.a.rule + " " + l.a.series_key).slice(0, 44))}</text>` +
+    l.bars.map(([s, e]) => `<rect x="${x(s)}" y="${i * h + 3}" width="${Math.max(3, x(e ?? now) - x(s))}" height="${h - 6}" fill="${colour[l.a.severity] || "#6b7280"}" opacity="${l.a.silenced ? 0.35 : 0.9}"><title>${iw.esc(l.a.rule)} ${iw.esc(l.a.series_key)}
+${iw.time(s)} → ${e ? iw.time(e) : "firing"}</title></rect>`).join("")).join("") +
+    `<text x="${left}" y="${lanes.length * h + 16}" fill="#6b7280">${iw.time(t0)}</text><text x="${w - 10}" y="${lanes.length * h + 16}" fill="#6b7280" text-anchor="end">now</text></svg>`;
+}
+
 async function loadAlerts() {
   iw.setParams(state);
   try {
     const data = await iw.get(`/api/alerts?range=${state.range}&filter=${encodeURIComponent(state.filter)}`);
     $("error").textContent = "";
     $("summary").textContent = `${data.rows.length} transitions`;
+    drawLanes(data.rows);
     $("timeline").querySelector("tbody").innerHTML = data.rows.map(a => `<tr data-fingerprint="${a.fingerprint}" data-state="${a.state}">` +
       `<td class="key">${iw.time(a.t)}</td><td class="key"><span class="badge b-${a.state}">${a.state}</span></td>` +
       `<td class="key"><span class="badge b-${a.severity}">${a.severity}</span></td><td class="key">${iw.esc(a.rule)}</td>` +

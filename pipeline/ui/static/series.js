@@ -29,8 +29,8 @@ function chart(id, names, data, extra = {}) {
   const series = [{}, ...names.map((n, i) => ({label: n, stroke: COLORS[i % COLORS.length], width: 1.5,
     scale: (extra.scales || {})[n] || "y", dash: (extra.dashed || []).includes(n) ? [5, 4] : undefined,
     spanGaps: false}))];
-  const axes = [{}, {scale: "y"}];
-  if (extra.scales) axes.push({scale: "r", side: 1, grid: {show: false}});
+  const axes = [{}, {scale: "y", size: 64}];
+  if (extra.scales) axes.push({scale: "r", side: 1, size: 64, grid: {show: false}});
   const opts = {width, height: 200, series, axes, cursor: {sync: {key: sync.key}},
     scales: {x: {time: true}}, hooks: extra.hooks || {}};
   if (window.iwCharts[id]) window.iwCharts[id].destroy();
@@ -41,23 +41,43 @@ function chart(id, names, data, extra = {}) {
 
 const col = (list, name) => list.map(r => r[name] ?? null);
 
+// A break in the line where windows are missing (the series stopped sending): a point
+// with no values between two windows more than 1.5 windows apart.
+function withGaps(list, step) {
+  const out = [];
+  for (const r of list) {
+    const prev = out[out.length - 1];
+    if (prev && r.t - prev.t > 1.5 * (r.seconds || step || 10)) out.push({t: (prev.t + r.t) / 2, gap: true});
+    out.push(r);
+  }
+  return out;
+}
+
 function drawMetrics() {
+  const all = rows;
+  rows = withGaps(all);
+  try { drawMetricsRows(); } finally { rows = all; }
+}
+
+function drawMetricsRows() {
   const t = col(rows, "t");
   chart("c-latency", ["p50", "p90", "p99"], [t, col(rows, "latency_p50_ms"), col(rows, "latency_p90_ms"), col(rows, "latency_p99_ms")], {hooks: {draw: [markers]}});
   chart("c-ttft", ["p50", "p99"], [t, col(rows, "ttft_p50_ms"), col(rows, "ttft_p99_ms")]);
   chart("c-traffic", ["req/s", "error rate"], [t, col(rows, "requests_per_s"), col(rows, "error_rate")], {scales: {"error rate": "r"}});
   const types = [...new Set(rows.flatMap(r => Object.keys(r.errors_by_type || {})))].sort();
-  chart("c-errors", types.length ? types : ["(none)"], [t, ...(types.length ? types.map(k => rows.map(r => (r.errors_by_type || {})[k] ?? 0)) : [rows.map(() => 0)])]);
+  chart("c-errors", types.length ? types : ["(none)"], [t, ...(types.length ? types.map(k => rows.map(r => r.gap ? null : (r.errors_by_type || {})[k] ?? 0)) : [rows.map(() => 0)])]);
   chart("c-usage", ["tokens/s", "cost $/h"], [t, col(rows, "tokens_per_s"), col(rows, "cost_per_hour")], {scales: {"cost $/h": "r"}});
   chart("c-cache", ["cache hit", "SLO"], [t, col(rows, "cache_hit_rate"), col(rows, "slo_compliance")]);
 }
 
 function drawScores() {
-  chart("c-anomaly", ["score", "threshold"], [col(anomaly, "t"), col(anomaly, "anomaly_score"), col(anomaly, "anomaly_threshold")], {dashed: ["threshold"]});
+  const step = rows.length ? rows[rows.length - 1].seconds : 10;
+  const an = withGaps(anomaly, step), res = withGaps(resources, step);
+  chart("c-anomaly", ["score", "threshold"], [col(an, "t"), col(an, "anomaly_score"), col(an, "anomaly_threshold")], {dashed: ["threshold"]});
   const last = [...anomaly].reverse().find(a => a.anomaly_score !== null);
   $("contrib").textContent = last ? "newest contributions (robust z): " + Object.entries(last.anomaly_contributions || {})
     .sort((a, b) => Math.abs(b[1]) - Math.abs(a[1])).slice(0, 6).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ") : "anomaly scorer warming up";
-  chart("c-resources", ["cpu", "memory", "gpu", "kv cache"], [col(resources, "t"), col(resources, "cpu_util"), col(resources, "memory_util"), col(resources, "gpu_util"), col(resources, "kv_cache_util")]);
+  chart("c-resources", ["cpu", "memory", "gpu", "kv cache"], [col(res, "t"), col(res, "cpu_util"), col(res, "memory_util"), col(res, "gpu_util"), col(res, "kv_cache_util")]);
 }
 
 function drawHeat(drift) {
