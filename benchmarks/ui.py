@@ -51,6 +51,7 @@ def seed(home: Path, series: int, windows: int = 90, window: float = 10.0) -> No
     from pipeline.config import Settings
     from pipeline.sinks.clickhouse.client import apply_migrations, connect
     from pipeline.sinks.clickhouse.rows import ANOMALY_COLUMNS, METRICS_COLUMNS, struct_columns
+    from pipeline.windows.profile import series_key
     from schemas.metrics import WindowMetrics
     from schemas.scores import WindowScores
 
@@ -64,7 +65,7 @@ def seed(home: Path, series: int, windows: int = 90, window: float = 10.0) -> No
         for i in range(chunk, min(series, chunk + 100)):
             labels = {"model": f"model-{i // 10:03d}", "model_version": f"v{i % 10}",
                       "operation": "chat"}
-            key = ",".join(f"{k}={v}" for k, v in labels.items())
+            key = series_key(labels)
             for w in range(windows):
                 start = end - (windows - w) * window
                 n = rng.randint(20, 400)

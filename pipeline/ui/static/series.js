@@ -70,13 +70,28 @@ function drawMetricsRows() {
   chart("c-cache", ["cache hit", "SLO"], [t, col(rows, "cache_hit_rate"), col(rows, "slo_compliance")]);
 }
 
+// The per-metric contributions (robust z-scores) of one window's anomaly score.
+function showContributions(a, which) {
+  $("contrib").textContent = a && a.anomaly_score !== null && a.anomaly_score !== undefined
+    ? `${which} window ${iw.time(a.t)}, score ${iw.fmt(a.anomaly_score)}: ` + (Object.entries(a.anomaly_contributions || {})
+      .sort((x, y) => Math.abs(y[1]) - Math.abs(x[1])).slice(0, 6).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ") || "no contributions")
+    : "anomaly scorer warming up (no score yet)";
+}
+
+// Hovering the anomaly chart shows the contributions of the window under the cursor.
+function contributionsAtCursor(u) {
+  const i = u.cursor.idx;
+  if (i === null || i === undefined) return;
+  const t = u.data[0][i];
+  showContributions(anomaly.find(a => a.t === t), "hovered");
+}
+
 function drawScores() {
   const step = rows.length ? rows[rows.length - 1].seconds : 10;
   const an = withGaps(anomaly, step), res = withGaps(resources, step);
-  chart("c-anomaly", ["score", "threshold"], [col(an, "t"), col(an, "anomaly_score"), col(an, "anomaly_threshold")], {dashed: ["threshold"]});
+  chart("c-anomaly", ["score", "threshold"], [col(an, "t"), col(an, "anomaly_score"), col(an, "anomaly_threshold")], {dashed: ["threshold"], hooks: {setCursor: [contributionsAtCursor]}});
   const last = [...anomaly].reverse().find(a => a.anomaly_score !== null);
-  $("contrib").textContent = last ? "newest contributions (robust z): " + Object.entries(last.anomaly_contributions || {})
-    .sort((a, b) => Math.abs(b[1]) - Math.abs(a[1])).slice(0, 6).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ") : "anomaly scorer warming up";
+  showContributions(last, "newest");
   chart("c-resources", ["cpu", "memory", "gpu", "kv cache"], [col(res, "t"), col(res, "cpu_util"), col(res, "memory_util"), col(res, "gpu_util"), col(res, "kv_cache_util")]);
 }
 
