@@ -136,13 +136,16 @@ LIMIT {size} OFFSET {page * size}"""
 
 
 def sparklines(series_keys: list[str], seconds: int) -> str:
-    """The p99 latency of the last windows of each listed series (one page's worth)."""
+    """The p99 latency of the last windows of each listed series (one page's worth),
+    over the range before the newest window in the store (the Overview's anchor)."""
     keys = ", ".join(quote(k) for k in series_keys) or "''"
     return f"""
 SELECT series_key, arrayMap(x -> x.2, arraySlice(arraySort(groupArray(
            (window_start, ifNull(latency_p99_ms, nan)))), -{SPARK_POINTS})) AS spark
 FROM window_metrics FINAL
-WHERE series_key IN ({keys}) AND {_since(seconds)}
+WHERE series_key IN ({keys})
+  AND window_start >= (SELECT max(window_end) FROM window_metrics)
+                      - toIntervalSecond({int(seconds)})
 GROUP BY series_key LIMIT {len(series_keys) + 1}"""
 
 

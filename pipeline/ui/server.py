@@ -131,6 +131,14 @@ class SilenceBook:
         return expired
 
 
+def same_origin(request: web.Request) -> bool:
+    """The request's ``Origin`` (when the browser sent one) is the dashboard itself."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True  # not a browser's cross-site request (curl, scripts)
+    return origin.split("://", 1)[-1] == request.headers.get("Host", "")
+
+
 def _records(result: Any) -> list[dict[str, Any]]:
     return [finite(dict(zip(result.columns, row, strict=True))) for row in result.rows]
 
@@ -155,6 +163,10 @@ def make_app(query: Callable[[str], Any], *, hub: Hub, credentials: Credentials,
         if not credentials.check(request.headers.get("Authorization")):
             return web.Response(status=401, text="authentication required",
                                 headers={"WWW-Authenticate": 'Basic realm="InferWatch"'})
+        if request.method != "GET" and not same_origin(request):
+            # browsers send basic-auth credentials cross-site too: a write (silences)
+            # must come from the dashboard's own pages
+            return web.Response(status=403, text="cross-origin request refused")
         try:
             return await handler(request)
         except (ValueError, KeyError) as exc:
@@ -278,6 +290,9 @@ async def serve(settings: Settings, *, bind: str, port: int, live_updates: bool 
     from pipeline.sinks.clickhouse.query import run_query
     from pipeline.ui.live import consume
 
+    if not (STATIC / "vendor" / "uPlot.iife.min.js").exists():
+        log.warning("the charting library is missing from %s (a source checkout needs "
+                    "`make ui-assets`); the Series page will have no charts", STATIC / "vendor")
     fallback = "" if settings.query.password else secrets.token_urlsafe(12)
     credentials = Credentials(settings.query.user, settings.query.password,
                               settings.home_path / "clickhouse.owner.json", fallback)

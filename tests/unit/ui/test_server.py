@@ -164,6 +164,22 @@ def test_silences_created_expired_and_invalid_ones_refused(ui_store: Store) -> N
     assert [p.id for p in book.published] == [book.published[0].id] * 2
 
 
+def test_writes_from_another_origin_are_refused(ui_store: Store) -> None:
+    book = RecordingBook()
+
+    async def check(client: TestClient) -> None:
+        body = {"matchers": ["model=m2"], "duration": "1h"}
+        evil = await client.post("/api/silences", json=body,
+                                 headers={**AUTH, "Origin": "https://evil.example"})
+        assert evil.status == 403
+        host = f"{client.server.host}:{client.server.port}"
+        own = await client.post("/api/silences", json=body,
+                                headers={**AUTH, "Origin": f"http://{host}", "Host": host})
+        assert own.status == 201
+    run(ui_store, check, book=book)
+    assert len(book.published) == 1
+
+
 def test_live_stream_is_server_sent_events_filtered_by_series(ui_store: Store) -> None:
     hub = Hub()
 
