@@ -56,6 +56,7 @@ class TopicSettings(_Section):
     alerts: str = "inferwatch.alerts"
     silences: str = "inferwatch.silences"  # compacted: the durable silences, by id
     baselines: str = "inferwatch.baselines"  # compacted: pinned drift baselines, by series
+    feedback: str = "inferwatch.feedback"  # FeedbackEvent: labels, satisfaction, value (late)
     partitions: PositiveInt = 6
     replication_factor: PositiveInt = 1
 
@@ -64,6 +65,7 @@ class TopicSettings(_Section):
         return [
             self.events, self.dlq, self.resources, self.partials,
             self.metrics, self.scores, self.alerts, self.silences, self.baselines,
+            self.feedback,
         ]
 
     def compacted(self) -> list[str]:

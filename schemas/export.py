@@ -8,12 +8,14 @@ import msgspec
 
 from schemas.alert import AlertEvent
 from schemas.event import SCHEMA_VERSION, InferenceEvent, ResourceSample
+from schemas.feedback import FeedbackEvent
 from schemas.metrics import ResourceMetrics, WindowMetrics
 from schemas.scores import WindowScores
 
 CONTRACTS: dict[str, type[msgspec.Struct]] = {
     "InferenceEvent": InferenceEvent,
     "ResourceSample": ResourceSample,
+    "FeedbackEvent": FeedbackEvent,
     "WindowMetrics": WindowMetrics,
     "ResourceMetrics": ResourceMetrics,
     "WindowScores": WindowScores,
@@ -22,10 +24,16 @@ CONTRACTS: dict[str, type[msgspec.Struct]] = {
 
 
 def json_schema(struct: type[msgspec.Struct]) -> dict:
-    """One self-contained JSON Schema (draft 2020-12) for ``struct``."""
+    """One self-contained JSON Schema (draft 2020-12) for ``struct``.
+
+    A contract with rules its types cannot express (checked in ``__post_init__``)
+    states them as JSON Schema in a ``json_schema_rules`` class attribute; they are
+    merged into its definition here.
+    """
     (ref,), components = msgspec.json.schema_components(
         [struct], ref_template="#/$defs/{name}"
     )
+    components[struct.__name__].update(getattr(struct, "json_schema_rules", {}))
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://inferwatch.dev/schemas/v{SCHEMA_VERSION}/{struct.__name__}.json",

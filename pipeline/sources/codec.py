@@ -4,6 +4,8 @@ A message value is one event or an array of events, JSON or MessagePack by its
 ``content-type`` header (JSON when absent), optionally gzip-compressed by its
 ``content-encoding`` header. Decoding is validation (bounds live in the Structs);
 the few checks a type cannot express (the future-timestamp skew) run right after.
+A contract's own ``__post_init__`` rules (``FeedbackEvent``: an event or request id,
+the value its kind names) fail inside decoding, so they are ``schema`` rejections.
 
 A bad element of a batch rejects that element only: the good ones around it go on,
 and the bad one goes to the DLQ with its own bytes and its index in the batch.
@@ -24,6 +26,7 @@ from pipeline.sdk.wire import JSON, MSGPACK, encode_events
 from pipeline.sources.pricing import Prices, stamp_costs
 from pipeline.sources.shape import json_array_length, msgpack_array_length
 from schemas.event import InferenceEvent, ResourceSample
+from schemas.feedback import FeedbackEvent
 
 __all__ = [
     "Decoded",
@@ -65,11 +68,11 @@ class Rejection:
 
 @dataclass(slots=True)
 class Decoded:
-    events: list[Any] = field(default_factory=list)  # InferenceEvent or ResourceSample
+    events: list[Any] = field(default_factory=list)  # records of the decoded contract
     rejections: list[Rejection] = field(default_factory=list)
 
 
-Contract = type[InferenceEvent] | type[ResourceSample]
+Contract = type[InferenceEvent] | type[ResourceSample] | type[FeedbackEvent]
 
 
 class _Codec:
@@ -86,7 +89,7 @@ class _Codec:
 _CODECS = {
     (ctype, contract): _Codec(module, contract)
     for ctype, module in ((JSON, msgspec.json), (MSGPACK, msgspec.msgpack))
-    for contract in (InferenceEvent, ResourceSample)
+    for contract in (InferenceEvent, ResourceSample, FeedbackEvent)
 }
 
 

@@ -36,7 +36,8 @@ def test_schema_export_writes_every_contract(tmp_path):
     out = run("schema", "export", str(tmp_path))
     assert out.exit_code == 0
     assert {p.name for p in tmp_path.iterdir()} >= {
-        "InferenceEvent.schema.json", "WindowMetrics.schema.json", "AlertEvent.schema.json"}
+        "InferenceEvent.schema.json", "FeedbackEvent.schema.json", "WindowMetrics.schema.json",
+        "AlertEvent.schema.json"}
 
 
 def test_bad_config_file_is_a_clear_error(tmp_path):

@@ -233,7 +233,8 @@ def test_msgpack_batch_element_rejection_keeps_bytes():
 def test_json_schema_export_describes_the_contract(tmp_path):
     paths = export_json_schemas(tmp_path)
     assert sorted(p.name for p in paths) == [
-        "AlertEvent.schema.json", "InferenceEvent.schema.json", "ResourceMetrics.schema.json",
+        "AlertEvent.schema.json", "FeedbackEvent.schema.json", "InferenceEvent.schema.json",
+        "ResourceMetrics.schema.json",
         "ResourceSample.schema.json", "WindowMetrics.schema.json", "WindowScores.schema.json",
     ]
     schema = json.loads((tmp_path / "InferenceEvent.schema.json").read_text())
