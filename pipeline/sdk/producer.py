@@ -24,6 +24,13 @@ thread (its own asyncio loop and aiokafka producer) sends them in batches::
 
     producer.close(timeout=5)                         # or ``with Producer() as producer:``
 
+Feedback that arrives later (a label from review, a thumbs up, a conversion) goes the
+same way, to ``settings.topics.feedback`` as a ``FeedbackEvent`` (docs/feedback.md)::
+
+    producer.feedback(request_id=request.id, satisfaction=1.0, source="thumbs")
+    producer.feedback(event_id="e-81", label="spam", source="human_review")
+    producer.feedback(request_id=request.id, value=49.90, source="checkout")
+
 Behaviour:
 
 * Batching: up to ``batch_size`` events (or whatever arrived within ``linger`` seconds)
@@ -32,6 +39,8 @@ Behaviour:
   partitions. With ``batch_size=1`` each message is one event keyed by its
   ``event_id``. A message never exceeds ``settings.limits.max_message_bytes``, the
   size the consumers accept. Kafka-level compression is gzip unless told otherwise.
+  Feedback shares the buffer, the sender and everything below with events; a message
+  holds records of one topic only (consecutive records of a topic are batched).
 * Bounded buffer: at most ``buffer_size`` events wait (including the batch in flight).
   When it is full the *newest* event is dropped and counted: the oldest are kept, in
   order. ``emit()`` returns False for a dropped event; ``producer.stats`` counts them.
@@ -68,6 +77,7 @@ import os
 import random
 import threading
 import time
+import uuid
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -83,6 +93,7 @@ from pipeline.runtime.kafka import client_options
 from pipeline.sdk.span import Span
 from pipeline.sdk.wire import JSON, MSGPACK, encode_events
 from schemas.event import InferenceEvent
+from schemas.feedback import KINDS, FeedbackEvent
 
 __all__ = ["Producer", "ProducerStats", "Span"]
 
@@ -97,6 +108,11 @@ _DECODERS = {
     JSON: msgspec.json.Decoder(InferenceEvent),
     MSGPACK: msgspec.msgpack.Decoder(InferenceEvent),
 }
+_FEEDBACK_DECODERS = {
+    JSON: msgspec.json.Decoder(FeedbackEvent),
+    MSGPACK: msgspec.msgpack.Decoder(FeedbackEvent),
+}
+_VALUE_KINDS = {field: kind for kind, field in KINDS.items()}  # label/satisfaction/value -> kind
 _LOG_EVERY = 60.0  # seconds between repeats of one aiokafka log message from a sender
 
 
@@ -104,9 +120,9 @@ _LOG_EVERY = 60.0  # seconds between repeats of one aiokafka log message from a 
 class ProducerStats:
     """A snapshot of a producer's counters."""
 
-    buffered: int  # events waiting to be sent, including the batch in flight
-    sent: int  # events acknowledged by Kafka
-    dropped: int  # events refused: buffer full, producer closed, unencodable or oversize
+    buffered: int  # records (events and feedback) waiting, including the batch in flight
+    sent: int  # records acknowledged by Kafka
+    dropped: int  # records refused: buffer full, producer closed, invalid, unencodable, oversize
     send_errors: int  # failed attempts to connect or to send a batch
     connected: bool  # whether the last connection or send attempt succeeded
 
@@ -148,6 +164,7 @@ class Producer:
     """Batches inference events to Kafka from a background thread; never blocks callers.
 
     ``settings`` default to ``load_settings()``; ``topic`` to ``settings.topics.events``.
+    Feedback (``feedback()``) goes to ``settings.topics.feedback``.
     ``service``, ``environment``, ``region`` and ``tenant`` are defaults for tracked
     events. Nothing connects here: the sender thread starts with the first event.
     """
@@ -182,6 +199,7 @@ class Producer:
             raise ValueError("batch_size and buffer_size must be >= 1 and linger >= 0")
         self._settings = settings if settings is not None else load_settings()
         self.topic: str = topic or self._settings.topics.events
+        self.feedback_topic: str = self._settings.topics.feedback
         self._defaults = {
             name: value
             for name, value in (
@@ -201,7 +219,7 @@ class Producer:
 
         self._cond = threading.Condition(threading.Lock())  # guards _buf and the counters
         self._start_lock = threading.Lock()
-        self._buf: deque[tuple[bytes | None, bytes]] = deque()  # (key, encoded event)
+        self._buf: deque[tuple[str, bytes | None, bytes]] = deque()  # (topic, key, record)
         self._sent = 0
         self._dropped = 0
         self._send_errors = 0
@@ -239,15 +257,82 @@ class Producer:
             data = encode_events(event, self._content_type)
         except Exception as exc:
             return self._reject("unencodable", exc)
+        return self._buffer(self.topic, event.event_id, data)
+
+    def feedback(
+        self,
+        event_id: str | None = None,
+        request_id: str | None = None,
+        *,
+        label: str | float | None = None,
+        satisfaction: float | None = None,
+        value: float | None = None,
+        source: str = "",
+        attributes: dict[str, str] | None = None,
+        timestamp: float | None = None,
+        feedback_id: str | None = None,
+    ) -> bool:
+        """Buffer one ``FeedbackEvent`` about the inference ``event_id`` or ``request_id``.
+
+        Give exactly one of ``label`` (ground truth, a string or a number),
+        ``satisfaction`` (in [0, 1]) or ``value`` (a business value): it sets the
+        feedback's ``kind``. Anything else is a programming error (which keywords a call
+        site passes) and raises ``ValueError`` here, at the call.
+
+        Everything else behaves like ``emit()``: never blocks, never raises; returns True
+        if buffered, False if dropped and counted: buffer full, producer closed, or a
+        record the consumers would dead-letter (neither id given, say a missing request
+        header, or a value outside the contract's bounds, e.g. ``satisfaction=1.5``).
+
+        ``timestamp`` (when the feedback was given) defaults to now, ``feedback_id`` (its
+        dedup key: pass the same one when re-sending) to a random UUID. Unbatched
+        (``batch_size=1``), a feedback message is keyed by its event id, else request id.
+
+        >>> from pipeline.config import KafkaSettings, Settings
+        >>> producer = Producer(Settings(kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1")))
+        >>> producer.feedback(request_id="r-1", satisfaction=1.0, source="thumbs")
+        True
+        >>> producer.feedback(request_id="r-1", satisfaction=7.0)  # outside [0, 1]: dropped
+        False
+        >>> producer.stats.buffered, producer.stats.dropped
+        (1, 1)
+        >>> producer.close(timeout=0.2)  # nothing listens on port 1
+        False
+        """
+        given = {name: v for name, v in (
+            ("label", label), ("satisfaction", satisfaction), ("value", value)) if v is not None}
+        if len(given) != 1:
+            raise ValueError("feedback() takes exactly one of label, satisfaction or value, "
+                             f"got {sorted(given) or 'none'}")
+        try:
+            record = FeedbackEvent(
+                feedback_id=uuid.uuid4().hex if feedback_id is None else feedback_id,
+                event_id=event_id,
+                request_id=request_id,
+                timestamp=time.time() if timestamp is None else timestamp,
+                kind=_VALUE_KINDS[next(iter(given))],  # type: ignore[arg-type]
+                source=source,
+                attributes=dict(attributes or {}),
+                **given,
+            )
+            data = encode_events(record, self._content_type)
+            _FEEDBACK_DECODERS[self._content_type].decode(data)  # the bounds, as consumers check
+        except Exception as exc:
+            return self._reject("invalid feedback", exc)
+        key = event_id if event_id is not None else request_id
+        return self._buffer(self.feedback_topic, key, data)
+
+    def _buffer(self, topic: str, key: str | None, data: bytes) -> bool:
+        """Queue one encoded record for ``topic``; ``key`` is used when unbatched."""
         if len(data) + _FRAMING > self._max_bytes:
             detail = f"{len(data)} bytes > max_message_bytes {self._max_bytes}"
             return self._reject("oversize", ValueError(detail))
-        key = event.event_id.encode() if self._batch_size == 1 else None
+        kafka_key = key.encode() if self._batch_size == 1 and key is not None else None
         with self._cond:
             if self._closed or len(self._buf) >= self._buffer_size:
                 self._dropped += 1
                 return False
-            self._buf.append((key, data))
+            self._buf.append((topic, kafka_key, data))
             n = len(self._buf)
         if self._thread is None:
             self._start()
@@ -370,12 +455,13 @@ class Producer:
             self._warned.add(key)
             log.warning(message, *args)
 
-    def _pending(self) -> list[InferenceEvent]:
-        """The buffered events, decoded from the bytes that will be sent (tests, debugging)."""
+    def _pending(self) -> list[InferenceEvent | FeedbackEvent]:
+        """The buffered records, decoded from the bytes that will be sent (tests, debugging)."""
         with self._cond:
-            items = [data for _, data in self._buf]
-        decoder = _DECODERS[self._content_type]
-        return [decoder.decode(data) for data in items]
+            items = [(topic, data) for topic, _, data in self._buf]
+        events, feedback = _DECODERS[self._content_type], _FEEDBACK_DECODERS[self._content_type]
+        return [(feedback if topic == self.feedback_topic else events).decode(data)
+                for topic, data in items]
 
     def _signal(self, event: asyncio.Event | None) -> None:
         loop = self._loop
@@ -494,25 +580,27 @@ class Producer:
         return kafka
 
     async def _send_batch(self, kafka: AIOKafkaProducer) -> None:
-        """Send the head of the buffer as one message; remove it only once acknowledged."""
+        """Send the head of the buffer as one message (records of the head's topic only);
+        remove it only once acknowledged."""
         with self._cond:
             items = list(itertools.islice(self._buf, self._chunk))
+        topic = items[0][0]
         if self._batch_size == 1:
             count = 1
-            key, value = items[0]
+            _, key, value = items[0]
         else:
             count, size = 0, _FRAMING
-            for _, data in items:
-                if count and size + len(data) + 1 > self._max_bytes:
+            for item_topic, _, data in items:
+                if item_topic != topic or (count and size + len(data) + 1 > self._max_bytes):
                     break
                 size += len(data) + 1
                 count += 1
             key = None
-            value = encode_events([msgspec.Raw(data) for _, data in items[:count]],
+            value = encode_events([msgspec.Raw(data) for _, _, data in items[:count]],
                                   self._content_type)
         try:
             async with asyncio.timeout(self._SEND_TIMEOUT):
-                await kafka.send_and_wait(self.topic, value, key=key, headers=self._headers)
+                await kafka.send_and_wait(topic, value, key=key, headers=self._headers)
         except (MessageSizeTooLargeError, RecordListTooLargeError) as exc:
             if count > 1:  # the broker's limit is below ours: send smaller batches
                 self._chunk = max(1, count // 2)
