@@ -304,32 +304,26 @@ def test_stage_one_counts_messages_accepted_events_rejections_and_overflow() -> 
     runner = MemoryRunner(lambda: PartialStage(SETTINGS), topics, MemoryChangelog(), {},
                           SETTINGS.topics.dlq)
     recording = _Recording(runner, "unit-stage1")
-    before = {
-        "messages": sample("inferwatch_messages_consumed_total", stage="unit-stage1",
-                           topic=events),
-        "events": sample("inferwatch_events_consumed_total", stage="unit-stage1"),
-        "malformed": sample("inferwatch_events_rejected_total", stage="unit-stage1",
-                            reason="malformed"),
-        "schema": sample("inferwatch_events_rejected_total", stage="unit-stage1",
-                         reason="schema"),
-        "overflow": sample("inferwatch_series_overflow_total"),
-    }
+    def counts() -> dict[str, float]:
+        return {
+            "messages": sample("inferwatch_messages_consumed_total", stage="unit-stage1",
+                               topic=events),
+            "events": sample("inferwatch_events_consumed_total", stage="unit-stage1"),
+            "malformed": sample("inferwatch_events_rejected_total", stage="unit-stage1",
+                                reason="malformed"),
+            "schema": sample("inferwatch_events_rejected_total", stage="unit-stage1",
+                             reason="schema"),
+            "overflow": sample("inferwatch_series_overflow_total"),
+        }
+
+    before = counts()
 
     async def go() -> None:
         await runner.assign([(events, p) for p in range(PARTITIONS)])
         await runner.drain(wall=WALL)
 
     asyncio.run(go())
-    after = {
-        "messages": sample("inferwatch_messages_consumed_total", stage="unit-stage1",
-                           topic=events),
-        "events": sample("inferwatch_events_consumed_total", stage="unit-stage1"),
-        "malformed": sample("inferwatch_events_rejected_total", stage="unit-stage1",
-                            reason="malformed"),
-        "schema": sample("inferwatch_events_rejected_total", stage="unit-stage1",
-                         reason="schema"),
-        "overflow": sample("inferwatch_series_overflow_total"),
-    }
+    after = counts()
     delta = {k: after[k] - before[k] for k in before}
     assert delta == {"messages": 12, "events": 11, "malformed": 1, "schema": 1,
                      "overflow": 6}  # c, d, e twice each
