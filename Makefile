@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 
 # Debian packages the integration tests drive (the real Prometheus and Alertmanager,
 # kcat as a Kafka client that is not ours, and Chromium for the dashboard's browser tests).
-SYSTEM_PACKAGES := prometheus prometheus-alertmanager kcat chromium
+SYSTEM_PACKAGES := prometheus prometheus-alertmanager kcat chromium fonts-liberation
 SYSTEM_COMMANDS := prometheus promtool prometheus-alertmanager kcat chromium
 
 $(STAMP): pyproject.toml
