@@ -16,7 +16,7 @@ from pipeline.runtime.stage import Record
 from pipeline.runtime.state import MemoryChangelog
 from pipeline.sources import otlp_stage
 from pipeline.sources.codec import decode_events
-from pipeline.sources.dlq import BATCH_INDEX, REASON, SOURCE_OFFSET
+from pipeline.sources.dlq import BATCH_INDEX, DETAIL, REASON, SOURCE_OFFSET
 from pipeline.sources.otlp_stage import OtlpStage
 from pipeline.telemetry import OTLP_SPANS
 from pipeline.windows.partial_stage import PartialStage
@@ -135,3 +135,21 @@ def test_stage_one_validates_bridged_events_element_by_element() -> None:
     headers = dict(letter.headers)
     assert (headers[REASON], headers[BATCH_INDEX]) == (b"schema", b"1")
     assert msgspec.json.decode(letter.value)["model"] == "m" * 200
+
+
+def test_a_record_beyond_the_decompressed_limit_is_dead_lettered_undecoded() -> None:
+    """A huge record (a broker configured to take it) is not decoded into memory at all;
+    the records around it go on."""
+    limit = 16_384
+    settings = Settings(topics=TopicSettings(partitions=2),
+                        limits=IngestLimits(max_decompressed_bytes=limit),
+                        otlp=OtlpSettings(enabled=True, topics={PROTO: "otlp_proto"}))
+    stage = OtlpStage(settings)
+    good = encode(sdk_spans({"attrs": CURRENT}), "otlp_proto")
+    huge = good + b"\x00" * limit  # would not even parse; it must not be tried
+    step = stage.on_batch(PROTO, 0, records(PROTO, good, huge, good), time.time())
+    assert len(events_of(step)) == 2
+    [letter] = step.dead_letters
+    headers = dict(letter.headers)
+    assert (headers[REASON], headers[SOURCE_OFFSET]) == (b"oversize", b"1")
+    assert b"limits.max_decompressed_bytes" in headers[DETAIL]
