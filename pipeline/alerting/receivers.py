@@ -143,20 +143,25 @@ class Router:
                         break
         return {r.name: out[r.name] for r in self.receivers if r.name in out}
 
-    def requests(self, events: Iterable[AlertEvent]) -> list[tuple[Notifier, AlertGroup]]:
+    def requests(self, events: Iterable[AlertEvent], *, kinds: Sequence[str] | None = None
+                 ) -> list[tuple[Notifier, AlertGroup]]:
         """(notifier, group) pairs announcing ``events``: every URL of every receiver
-        they are routed to (each Alertmanager of an HA pair gets every alert)."""
+        they are routed to (each Alertmanager of an HA pair gets every alert), only
+        receivers of ``kinds`` when given."""
         by_name = {r.name: r for r in self.receivers}
         out: list[tuple[Notifier, AlertGroup]] = []
         for name, routed in self.route(events).items():
             receiver = by_name[name]
+            if kinds is not None and receiver.kind not in kinds:
+                continue
             for g in self._groups(receiver, routed):
                 out += [(n, g) for n in receiver.notifiers]
         return out
 
     def resend(self, events: Iterable[AlertEvent]) -> list[tuple[Notifier, AlertGroup]]:
-        """Like :meth:`requests`, for the Alertmanager receivers only (the re-send)."""
-        return [(n, g) for n, g in Router(self.alertmanagers).requests(events)]
+        """The re-send: :meth:`requests` kept to the Alertmanager receivers, routed by every
+        receiver, so an alert an earlier receiver stops is not re-sent either."""
+        return self.requests(events, kinds=("alertmanager",))
 
     def _groups(self, receiver: Receiver, events: list[AlertEvent]) -> list[AlertGroup]:
         if receiver.kind == "alertmanager":

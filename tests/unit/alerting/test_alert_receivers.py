@@ -405,3 +405,14 @@ def test_notifications_are_counted_per_receiver_and_outcome():
     asyncio.run(go())
     assert (count("counted", "dropped"), count("counted", "failed")) == (
         before[0] + 1, before[1] + 1)
+
+
+def test_resend_follows_the_routing_an_alert_stopped_before_alertmanager_is_not_resent():
+    router = Router(build_receivers(AlertSettings(receivers=[
+        receiver("team-a", matchers=['team="a"']),  # stops: no continue
+        receiver("am", "alertmanager", urls=("http://am:9093",)),
+    ])))
+    assert routed(router, alert(1, team="a"), alert(2)) == {"team-a": ["m1"], "am": ["m2"]}
+    resent = [a.labels["model"] for _, g in router.resend([alert(1, team="a"), alert(2)])
+              for a in g.alerts]
+    assert resent == ["m2"]
