@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -70,16 +71,21 @@ def run_readonly(client: Any, sql: str) -> QueryResult:
     )
 
 
+# Statements of one process on the embedded store it opens itself run one at a time.
+_OWN_STORE = threading.Lock()
+
+
 def run_query(settings: Settings, sql: str, timeout: float = 60.0) -> QueryResult:
     """Run ``sql`` read-only wherever the configured store is."""
     if not settings.embedded:
         return run_readonly(connect(settings), sql)
     lock = StoreLock(settings.home_path)
-    if lock.try_acquire():
-        try:
-            return run_readonly(connect(settings), sql)
-        finally:
-            lock.release()
+    with _OWN_STORE:  # flock is per open file: two threads here would lock each other out
+        if lock.try_acquire():
+            try:
+                return run_readonly(connect(settings), sql)
+            finally:
+                lock.release()
     owner = lock.owner()
     if owner is None:
         raise StoreBusyError("the embedded store is locked but its owner published no address")
