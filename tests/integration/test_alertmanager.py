@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,8 @@ class Alertmanager:
         self.starts = 0
 
     def start(self) -> None:
+        if _ready():
+            pytest.fail(f"an Alertmanager already answers on port {AM_PORT} (a leftover run?)")
         self.starts += 1
         storage = self.tmp / f"am-data-{self.starts}"  # fresh: nothing persisted
         log = open(self.tmp / f"alertmanager-{self.starts}.log", "wb")  # noqa: SIM115
@@ -99,7 +102,14 @@ class Alertmanager:
              f"--web.listen-address=127.0.0.1:{AM_PORT}", "--cluster.listen-address="],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        wait_for(lambda: _ready(), 30, "Alertmanager ready", self.log)
+        proc = self.proc
+
+        def ours_ready() -> bool:  # an Alertmanager left on the port must not pass for ours
+            if proc.poll() is not None:
+                raise AssertionError(f"Alertmanager exited {proc.returncode}:\n{self.log()}")
+            return _ready()
+
+        wait_for(ours_ready, 30, "Alertmanager ready", self.log)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -154,9 +164,10 @@ def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
 
 @needs_alertmanager
 def test_example_alertmanager_config_is_valid(tmp_path: Path) -> None:
-    for config in (ROOT / "deploy/alertmanager/alertmanager.yml", tmp_path / "am.yml"):
-        if not config.exists():
-            config.write_text(AM_CONFIG)
+    shipped, ours = ROOT / "deploy/alertmanager/alertmanager.yml", tmp_path / "am.yml"
+    assert shipped.is_file(), "the example Alertmanager config is missing"
+    ours.write_text(AM_CONFIG)
+    for config in (shipped, ours):
         out = subprocess.run([AMTOOL, "check-config", str(config)], capture_output=True,
                              text=True, timeout=30)
         assert out.returncode == 0, out.stdout + out.stderr
@@ -236,6 +247,16 @@ def test_alert_reaches_alertmanager_survives_its_restart_and_resolves(
         wait_for(lambda: not alertmanager.alerts(), 30, "alerts resolved in Alertmanager")
         resolved = [b for b in hook.bodies if b["status"] == "resolved"]
         assert {a["status"] for b in resolved for a in b["alerts"]} == {"resolved"}
+        # Resolved by our post, not by Alertmanager timing the alert out: the end it
+        # reports is the resolving window's end InferWatch published (a timed-out alert
+        # would end at the endsAt of the last firing re-send, seconds later).
+        ended = {e.labels["model_version"]: e.ends_at for _, e in collector.events
+                 if e.state == "resolved" and e.rule == RULE}
+        heard = {a["labels"]["model_version"]: datetime.fromisoformat(a["endsAt"]).timestamp()
+                 for b in resolved for a in b["alerts"]}
+        assert heard.keys() == ended.keys() and heard, (heard, ended)
+        for version, ends_at in ended.items():
+            assert heard[version] == pytest.approx(ends_at, abs=1.0), version
         # The dead member of the pair never blocked anything; its failures were logged.
         worker_log = Path(worker.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
         assert f"notification to http://127.0.0.1:{DEAD_PORT}/api/v2/alerts failed" in worker_log
