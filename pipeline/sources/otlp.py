@@ -133,17 +133,17 @@ def _event(attrs: dict[str, Any], resource: dict[str, Any], trace_id: str, span_
     if cached is not None:
         event["cache_read_tokens"] = cached
         event["cache_hit"] = isinstance(cached, int) and cached > 0
-    ttfc = attrs.get("gen_ai.response.time_to_first_chunk")
+    ttfc = _first(attrs, SOURCES["time_to_first_token_ms"])
     if isinstance(ttfc, (int, float)) and not isinstance(ttfc, bool):
         event["time_to_first_token_ms"] = ttfc * 1000.0
     elif ttfc is not None:
         event["time_to_first_token_ms"] = ttfc  # not a number: stage 1 says so
-    reasons = attrs.get("gen_ai.response.finish_reasons")
+    reasons = _first(attrs, SOURCES["finish_reason"])
     if isinstance(reasons, list):
         reasons = reasons[0] if reasons else None
     if reasons is not None:
         event["finish_reason"] = reasons
-    error_type = attrs.get("error.type")
+    error_type = _first(attrs, SOURCES["error_type"])
     if isinstance(error_type, str) and error_type.startswith("<class '"):
         error_type = error_type[8:].removesuffix("'>")  # str(type(exc)), as some write it
     if error_type is not None or status_error:

@@ -84,17 +84,18 @@ class OtlpStage:
         encoded: list[tuple[bytes, bytes]] = []  # (trace id, one event as JSON)
         for record in records:
             self.counts.records += 1
+            size = len(record.value or b"")
             try:
-                size = len(record.value or b"")
                 if size > limits.max_decompressed_bytes:  # a Collector batch is far smaller
-                    raise _Oversize(size, limits.max_decompressed_bytes)
-                mapped = map_spans(record.value, encoding)
-                rejection = mapped.rejection
+                    rejection = Rejection(
+                        "oversize", f"{size} bytes > limit {limits.max_decompressed_bytes} "
+                        "(limits.max_decompressed_bytes): not decoded", record.value or b"")
+                else:
+                    mapped = map_spans(record.value, encoding)
+                    rejection = mapped.rejection
                 if rejection is None:
                     parts = [(str(e["trace_id"]).encode(), _JSON.encode(e))
                              for e in mapped.events]
-            except _Oversize as exc:
-                rejection = Rejection("oversize", str(exc), record.value or b"")
             except Exception as exc:  # whatever fails on one record: that record only
                 rejection = Rejection("internal", describe(exc), record.value or b"")
             if rejection is not None:
@@ -115,12 +116,6 @@ class OtlpStage:
 
     def summary(self) -> str:
         return self.counts.summary()
-
-
-class _Oversize(Exception):
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"{size} bytes > limit {limit} (limits.max_decompressed_bytes): "
-                         "not decoded")
 
 
 def _pack(encoded: list[tuple[bytes, bytes]], topic: str, max_events: int,
