@@ -30,6 +30,7 @@ No I/O here except reading the table file in :func:`load_prices`.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import tomllib
 from collections.abc import Iterable
@@ -265,7 +266,15 @@ def price_table(settings: PricingSettings) -> Prices | None:
     """
     if not settings.enabled:
         return None
-    return load_prices(settings.table or None)
+    return _loaded(settings.table)
+
+
+@functools.lru_cache(maxsize=4)
+def _loaded(table: str) -> Prices:
+    """One read per process and table: the worker checks the table at start and its stage 1
+    and sink then price with that same object (a file edited meanwhile cannot make them
+    disagree). Errors are not cached."""
+    return load_prices(table or None)
 
 
 def load_prices(path: str | Path | None = None) -> Prices:

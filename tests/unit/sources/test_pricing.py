@@ -472,3 +472,13 @@ def test_rows_stored_before_the_column_existed_read_as_given_when_they_had_a_cos
     assert apply_migrations(client, settings) == ["0011_events_cost_source"]
     rows = client.query("SELECT event_id, cost_source FROM events ORDER BY event_id").result_rows
     assert rows == [("old-cost", "given"), ("old-free", "")]
+
+
+def test_a_process_reads_its_table_once_so_stage_1_and_the_sink_price_alike(
+        tmp_path: Path) -> None:
+    path = tmp_path / "prices.toml"
+    path.write_text(TABLE)
+    settings = PricingSettings(table=str(path))
+    first = price_table(settings)
+    path.write_text("not toml at all")  # edited while the worker runs
+    assert price_table(settings) is first
