@@ -155,29 +155,38 @@ def test_lookups_are_cached_per_model_provider_and_day(prices: Prices) -> None:
 # --------------------------------------------------------------------------- arithmetic
 
 
+def cost(prices: Prices, e: InferenceEvent) -> float | None:
+    """The cost of ``e`` as the decode path computes it (``stamp_costs``, inlined for
+    speed), checked equal to the reference ``Prices.cost``."""
+    stamped = msgspec.structs.replace(e)
+    stamp_costs([stamped], prices)
+    assert stamped.cost_usd == prices.cost(e)
+    return stamped.cost_usd
+
+
 def test_cost_splits_input_into_uncached_and_cache_read(prices: Prices) -> None:
     e = ev("gpt-4o", input_tokens=10_000, output_tokens=2_000, cache_read_tokens=4_000)
     # 6,000 × $2.50 + 4,000 × $1.25 + 2,000 × $10 per million
-    assert prices.cost(e) == pytest.approx((6_000 * 2.5 + 4_000 * 1.25 + 2_000 * 10) / 1e6)
+    assert cost(prices, e) == pytest.approx((6_000 * 2.5 + 4_000 * 1.25 + 2_000 * 10) / 1e6)
 
 
 def test_without_a_cache_read_price_cache_reads_cost_the_input_price(prices: Prices) -> None:
     cached = ev("gpt-4o-mini", input_tokens=1_000, output_tokens=0, cache_read_tokens=800)
     plain = ev("gpt-4o-mini", input_tokens=1_000, output_tokens=0)
-    assert prices.cost(cached) == prices.cost(plain) == pytest.approx(1_000 * 0.2 / 1e6)
+    assert cost(prices, cached) == cost(prices, plain) == pytest.approx(1_000 * 0.2 / 1e6)
 
 
 def test_cache_reads_above_the_input_count_are_capped(prices: Prices) -> None:
     e = ev("gpt-4o", input_tokens=100, output_tokens=0, cache_read_tokens=500)
-    assert prices.cost(e) == pytest.approx(100 * 1.25 / 1e6)
+    assert cost(prices, e) == pytest.approx(100 * 1.25 / 1e6)
 
 
 def test_one_token_count_is_enough_and_none_means_no_cost(prices: Prices) -> None:
-    assert prices.cost(ev("gpt-4o", input_tokens=1_000_000)) == pytest.approx(2.5)
-    assert prices.cost(ev("gpt-4o", output_tokens=1_000_000)) == pytest.approx(10.0)
-    assert prices.cost(ev("gpt-4o", input_tokens=0, output_tokens=0)) == 0.0  # computed: $0
-    assert prices.cost(ev("gpt-4o", cache_read_tokens=10)) is None  # no input, no output
-    assert prices.cost(ev("gpt-4o")) is None
+    assert cost(prices, ev("gpt-4o", input_tokens=1_000_000)) == pytest.approx(2.5)
+    assert cost(prices, ev("gpt-4o", output_tokens=1_000_000)) == pytest.approx(10.0)
+    assert cost(prices, ev("gpt-4o", input_tokens=0, output_tokens=0)) == 0.0  # computed: $0
+    assert cost(prices, ev("gpt-4o", cache_read_tokens=10)) is None  # no input, no output
+    assert cost(prices, ev("gpt-4o")) is None
 
 
 # --------------------------------------------------------------------------- stamping
