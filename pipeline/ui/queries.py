@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import re
 
+from pipeline.views.overview import LABEL, quote
+
 __all__ = [
     "RANGES",
     "WINDOW_RANGE_MAX",
@@ -46,14 +48,6 @@ MAX_PAGE_SIZE = 500
 SPARK_POINTS = 30
 
 
-_LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
-
-
-def quote(text: str) -> str:
-    """A ClickHouse string literal of ``text`` (backslash and quote escaped)."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def parse_range(text: str) -> int:
     """Seconds of a picker range (``15m`` … ``30d``); ``ValueError`` for anything else."""
     if text not in RANGES:
@@ -73,7 +67,7 @@ def parse_filter(text: str) -> str:
     terms = []
     for term in text.split():
         found = re.match(r"^([^=!~]+)(=~|!=|=)(.*)$", term)
-        if found and _LABEL.match(found.group(1)):
+        if found and LABEL.match(found.group(1)):
             name, op, value = found.groups()
             label = f"labels[{quote(name)}]"
             if op == "=~":
@@ -100,7 +94,7 @@ def split_filter(text: str) -> tuple[dict[str, str], str]:
     rest = []
     for term in text.split():
         found = re.match(r"^([^=!~]+)(=~|!=|=)(.*)$", term)
-        if found and _LABEL.match(found.group(1)):
+        if found and LABEL.match(found.group(1)):
             name, op, value = found.groups()
             if op == "=":
                 exact[name] = value

@@ -38,11 +38,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["DEFAULT_LOOKBACK_SECONDS", "OVERVIEW_COLUMNS", "Column", "overview_sql",
+__all__ = ["DEFAULT_LOOKBACK_SECONDS", "LABEL", "OVERVIEW_COLUMNS", "Column", "overview_sql",
            "quote"]
 
 DEFAULT_LOOKBACK_SECONDS = 300
-_LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
+LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")  # a label name a filter may use
 
 Kind = Literal["text", "number", "percent", "time", "flag", "list"]
 
@@ -118,7 +118,7 @@ def overview_sql(*, lookback_seconds: int = DEFAULT_LOOKBACK_SECONDS,
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
     where = list(where)
     for name, value in (filters or {}).items():
-        if not _LABEL.match(name):
+        if not LABEL.match(name):
             raise ValueError(f"not a label name: {name!r}")
         where.append(f"w.labels[{quote(name)}] = {quote(value)}")
     if descending is None:
