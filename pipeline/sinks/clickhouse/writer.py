@@ -185,7 +185,10 @@ def _observe_lag(consumer: Any, offsets: dict[TopicPartition, int]) -> None:
         return
     stable = getattr(consumer, "last_stable_offset", lambda tp: None)  # read_committed's end
     for tp, offset in offsets.items():
-        if (end := stable(tp) or highwater(tp)) is not None:
+        end = stable(tp)
+        if end is None:
+            end = highwater(tp)
+        if end is not None:
             CONSUMER_LAG.labels(stage="sink", topic=tp.topic,
                                 partition=str(tp.partition)).set(max(0, end - offset))
 

@@ -370,15 +370,14 @@ def test_native_framed_for_the_client_protocol_version(endpoint: Endpoint) -> No
     assert (status, headers["X-ClickHouse-Exception-Code"]) == (501, "48")
 
 
-def test_threads_of_one_process_share_the_store_it_opens_itself(tmp_path) -> None:
+def test_threads_of_one_process_share_the_store_it_opens_itself(store: Any) -> None:
     """No worker owns the store: the dashboard's parallel queries must not lock each other
     out (flock is per open file, so two threads would, without the process lock)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from pipeline.config import Settings
     from pipeline.sinks.clickhouse.query import run_query
 
-    settings = Settings(home=str(tmp_path / "home"))
+    settings = store.settings  # the module's store (one chDB path per process), unowned
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda n: run_query(settings, f"SELECT {n} AS n").rows,
                                 range(8)))
