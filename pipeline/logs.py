@@ -1,6 +1,7 @@
 """Logging that stays readable during an outage, in text for people or JSON for search.
 
-:func:`configure` sets the worker's and the CLI's logging up: the human text format by
+:func:`configure` sets the worker's logging up (commands keep plain text on stderr,
+``pipeline.cli._log_to_stderr``): the human text format by
 default, or one JSON object per line (``log.format = "json"``) with the time, level,
 logger, message and the ids in scope (series key, topic, partition, offset, event id,
 trace id) that :func:`scope` binds around a piece of work, or that a call passes with
@@ -272,7 +273,7 @@ def configure(fmt: str = "text", level: int | str = logging.INFO,
     """Log to stderr in ``fmt`` (``text`` or ``json``) at ``level``, repeats rate-limited.
 
     Replaces handlers set up earlier by :func:`configure` itself, so the worker can apply
-    the configured format after the CLI's default set-up."""
+    the configured format after an earlier set-up (tests call it more than once)."""
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "_inferwatch", False)]:
         root.removeHandler(handler)
