@@ -57,6 +57,8 @@ class TopicSettings(_Section):
     silences: str = "inferwatch.silences"  # compacted: the durable silences, by id
     baselines: str = "inferwatch.baselines"  # compacted: pinned drift baselines, by series
     feedback: str = "inferwatch.feedback"  # FeedbackEvent: labels, satisfaction, value (late)
+    joins: str = "inferwatch.joins"  # internal: inferences and feedback, by join id
+    outcomes: str = "inferwatch.outcomes"  # internal: joined feedback and tallies, by series
     partitions: PositiveInt = 6
     replication_factor: PositiveInt = 1
 
@@ -65,7 +67,7 @@ class TopicSettings(_Section):
         return [
             self.events, self.dlq, self.resources, self.partials,
             self.metrics, self.scores, self.alerts, self.silences, self.baselines,
-            self.feedback,
+            self.feedback, self.joins, self.outcomes,
         ]
 
     def compacted(self) -> list[str]:
@@ -258,6 +260,21 @@ class OtlpSettings(_Section):
     partitions: PositiveInt = 6  # when InferWatch creates a missing spans topic
 
 
+class QualitySettings(_Section):
+    """Model quality from delayed feedback (``pipeline/quality``): the join of feedback to
+    its inference and quality windows by inference time and by feedback time."""
+
+    enabled: bool = True
+    window_seconds: PositiveFloat = 60.0  # quality windows (labels are sparser than requests)
+    horizon_seconds: PositiveFloat = 86_400.0  # an inference waits this long for feedback
+    wait_for_inference_seconds: PositiveFloat = 600.0  # feedback that came first waits this
+    confidence_bins: Annotated[int, msgspec.Meta(ge=2, le=100)] = 10  # calibration and ECE
+    max_classes: Annotated[int, msgspec.Meta(ge=2, le=1000)] = 50  # more: counted as "~other"
+    thumbs_down_below: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5  # satisfaction < this
+    # the estimate (CBPE) needs this many labelled inferences before it is published
+    min_calibration_labels: PositiveInt = 200
+
+
 class PricingSettings(_Section):
     """Cost of events that carry no ``cost_usd``, from a dated price table."""
 
@@ -311,6 +328,7 @@ class Settings(_Section):
     drift: DriftSettings = msgspec.field(default_factory=DriftSettings)
     otlp: OtlpSettings = msgspec.field(default_factory=OtlpSettings)
     pricing: PricingSettings = msgspec.field(default_factory=PricingSettings)
+    quality: QualitySettings = msgspec.field(default_factory=QualitySettings)
     telemetry: TelemetrySettings = msgspec.field(default_factory=TelemetrySettings)
     query: QuerySettings = msgspec.field(default_factory=QuerySettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
