@@ -1,6 +1,13 @@
 """Incidents injected into simulated traffic: a kind, a window of time, a model, a
 factor (``"latency_spike@20+10:model=gpt-chat:factor=5"``), so detectors have
 something to find. Pure: parsing, validation and the time mask.
+
+Two families. *Traffic* incidents (:data:`TRAFFIC_KINDS`) change the inference events
+themselves and are applied by :class:`pipeline.dev.simulate.TrafficModel`. *Quality*
+incidents (:data:`QUALITY_KINDS`: ``accuracy_drop``, ``satisfaction_drop``) change how
+good the answers are, which only delayed feedback reveals; they are applied by
+:class:`pipeline.dev.feedback.FeedbackModel`, may name a ``version`` (a deploy), and the
+traffic model refuses them rather than misread them.
 """
 
 from __future__ import annotations
@@ -13,10 +20,22 @@ from typing import Literal, cast, get_args
 
 import numpy as np
 
-__all__ = ["INCIDENT_KINDS", "Incident", "IncidentKind", "parse_incidents"]
+__all__ = [
+    "INCIDENT_KINDS",
+    "QUALITY_KINDS",
+    "TRAFFIC_KINDS",
+    "Incident",
+    "IncidentKind",
+    "parse_incidents",
+]
 
-IncidentKind = Literal["latency_spike", "error_burst", "feature_drift", "token_surge"]
+IncidentKind = Literal[
+    "latency_spike", "error_burst", "feature_drift", "token_surge",
+    "accuracy_drop", "satisfaction_drop",
+]
 INCIDENT_KINDS: tuple[str, ...] = get_args(IncidentKind)
+TRAFFIC_KINDS: tuple[str, ...] = INCIDENT_KINDS[:4]  # applied by the traffic model
+QUALITY_KINDS: tuple[str, ...] = INCIDENT_KINDS[4:]  # applied by the feedback model
 
 # The meaning of ``factor`` per kind, and its default.
 _DEFAULT_FACTOR: dict[str, float] = {
@@ -24,24 +43,27 @@ _DEFAULT_FACTOR: dict[str, float] = {
     "error_burst": 0.3,  # error probability during the burst
     "feature_drift": 3.0,  # prompt length multiplier (and a reversed categorical mix)
     "token_surge": 4.0,  # output token multiplier
+    "accuracy_drop": 10.0,  # points of accuracy lost (percentage points, <= 100)
+    "satisfaction_drop": 0.3,  # share of the good-satisfaction probability lost (<= 1)
 }
-
-
-
 _NUMBER = r"(\d+(?:\.\d+)?)s?"
 _INCIDENT_RE = re.compile(rf"(?P<kind>[a-z_]+)@{_NUMBER}\+{_NUMBER}(?P<opts>(?::[^:]*)*)")
-_INCIDENT_SYNTAX = "KIND@OFFSET+DURATION[:model=NAME][:factor=X]"
+_INCIDENT_SYNTAX = "KIND@OFFSET+DURATION[:model=NAME][:version=V][:factor=X]"
+_OPTIONS = ("model", "version", "factor")
 
 
 @dataclass(frozen=True, slots=True)
 class Incident:
     """A change of traffic during ``[offset, offset + duration)`` seconds from the start.
 
-    ``model`` limits it to one model name (None: every model). ``factor`` (None: the
-    kind's default) is the latency multiplier of ``latency_spike`` (5), the error
-    probability of ``error_burst`` (0.3), the prompt-length multiplier of
-    ``feature_drift`` (3, which also reverses the language and client mix) and the
-    output-token multiplier of ``token_surge`` (4).
+    ``model`` limits it to one model name (None: every model), ``version`` (quality
+    kinds only) to one model version. ``factor`` (None: the kind's default) is the
+    latency multiplier of ``latency_spike`` (5), the error probability of
+    ``error_burst`` (0.3), the prompt-length multiplier of ``feature_drift`` (3, which
+    also reverses the language and client mix), the output-token multiplier of
+    ``token_surge`` (4), the points of accuracy lost in ``accuracy_drop`` (10: 0.85 →
+    0.75) and the share of the good-satisfaction probability lost in
+    ``satisfaction_drop`` (0.3: 0.8 → 0.56).
     """
 
     kind: IncidentKind
@@ -49,6 +71,7 @@ class Incident:
     duration: float
     model: str | None = None
     factor: float | None = None  # always a float after construction
+    version: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in INCIDENT_KINDS:
@@ -65,8 +88,18 @@ class Incident:
             raise ValueError(f"incident factor must be > 0, got {factor}")
         if self.kind == "error_burst" and factor > 1:
             raise ValueError(f"error_burst factor is an error probability <= 1, got {factor}")
+        if self.kind == "accuracy_drop" and factor > 100:
+            raise ValueError(f"accuracy_drop factor is points of accuracy <= 100, got {factor}")
+        if self.kind == "satisfaction_drop" and factor > 1:
+            raise ValueError(f"satisfaction_drop factor is a share <= 1, got {factor}")
         if self.model is not None and not self.model:
             raise ValueError("incident model must not be empty")
+        if self.version is not None:
+            if not self.version:
+                raise ValueError("incident version must not be empty")
+            if self.kind not in QUALITY_KINDS:
+                raise ValueError(f"version= applies to quality incidents {QUALITY_KINDS}, "
+                                 f"not {self.kind}")
 
     @property
     def end(self) -> float:
@@ -82,18 +115,27 @@ class Incident:
         """Boolean mask of the offsets inside this incident."""
         return (offsets >= self.offset) & (offsets < self.end)
 
+    def applies_to(self, model: str, version: str = "") -> bool:
+        """Whether events of this model (and version) are affected."""
+        return self.model in (None, model) and self.version in (None, version)
+
     def __str__(self) -> str:
         text = f"{self.kind}@{self.offset:g}+{self.duration:g}"
         if self.model is not None:
             text += f":model={self.model}"
+        if self.version is not None:
+            text += f":version={self.version}"
         return text + f":factor={self.magnitude:g}"
 
     @classmethod
     def parse(cls, text: str) -> Incident:
-        """Parse ``KIND@OFFSET+DURATION[:model=NAME][:factor=X]`` (seconds; ``s`` optional).
+        """Parse ``KIND@OFFSET+DURATION[:model=NAME][:version=V][:factor=X]`` (seconds; ``s``
+        optional).
 
-        >>> Incident.parse("latency_spike@20+10:model=gpt-chat:factor=5")
-        Incident(kind='latency_spike', offset=20.0, duration=10.0, model='gpt-chat', factor=5.0)
+        >>> Incident.parse("latency_spike@20+10:model=gpt-chat:factor=5")  # doctest: +ELLIPSIS
+        Incident(kind='latency_spike', offset=20.0, duration=10.0, model='gpt-chat', factor=5.0...)
+        >>> Incident.parse("accuracy_drop@60+600:model=intent-clf:version=2.1:factor=5").version
+        '2.1'
         """
         match = _INCIDENT_RE.fullmatch(text.strip())
         if match is None:
@@ -107,8 +149,9 @@ class Incident:
             key, sep, value = item.partition("=")
             if not sep or not value:
                 raise ValueError(f"bad incident {text!r}: option {item!r} is not key=value")
-            if key not in ("model", "factor"):
-                raise ValueError(f"bad incident {text!r}: unknown option {key!r} (model, factor)")
+            if key not in _OPTIONS:
+                raise ValueError(
+                    f"bad incident {text!r}: unknown option {key!r} ({', '.join(_OPTIONS)})")
             if key in options:
                 raise ValueError(f"bad incident {text!r}: option {key!r} given twice")
             options[key] = value
@@ -122,13 +165,31 @@ class Incident:
                 ) from None
         try:
             kind_ = cast(IncidentKind, kind)
-            return cls(kind_, float(offset), float(duration), options.get("model"), factor)
+            return cls(kind_, float(offset), float(duration), options.get("model"), factor,
+                       options.get("version"))
         except ValueError as exc:
             raise ValueError(f"bad incident {text!r}: {exc}") from None
 
 
-def parse_incidents(items: Iterable[Incident | str]) -> tuple[Incident, ...]:
-    return tuple(i if isinstance(i, Incident) else Incident.parse(i) for i in items)
+def parse_incidents(
+    items: Iterable[Incident | str], kinds: tuple[str, ...] = TRAFFIC_KINDS
+) -> tuple[Incident, ...]:
+    """Incidents (objects or text) of the given ``kinds``; another kind is a ValueError
+    that says which model applies it.
 
-
-# --------------------------------------------------------------------------- generation
+    >>> parse_incidents(["accuracy_drop@0+60"], kinds=("accuracy_drop",))[0].factor
+    10.0
+    >>> parse_incidents(["accuracy_drop@0+60"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: accuracy_drop@0+60:factor=10 is a quality incident: the feedback model ...
+    """
+    out = tuple(i if isinstance(i, Incident) else Incident.parse(i) for i in items)
+    for inc in out:
+        if inc.kind not in kinds:
+            family = ("a quality incident: the feedback model (pipeline.dev.feedback, "
+                      "`inferwatch simulate --feedback`) applies it"
+                      if inc.kind in QUALITY_KINDS else
+                      "a traffic incident: the traffic model (pipeline.dev.simulate) applies it")
+            raise ValueError(f"{inc} is {family}")
+    return out
