@@ -265,7 +265,7 @@ class QualitySettings(_Section):
     its inference and quality windows by inference time and by feedback time."""
 
     enabled: bool = True
-    window_seconds: PositiveFloat = 60.0  # quality windows (labels are sparser than requests)
+    window_seconds: PositiveFloat = 300.0  # quality windows (labels are sparser than requests)
     horizon_seconds: PositiveFloat = 86_400.0  # an inference waits this long for feedback
     wait_for_inference_seconds: PositiveFloat = 600.0  # feedback that came first waits this
     confidence_bins: Annotated[int, msgspec.Meta(ge=2, le=100)] = 10  # calibration and ECE

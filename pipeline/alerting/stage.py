@@ -52,18 +52,36 @@ from pipeline.runtime.outbox import Outbox
 from pipeline.runtime.stage import Changes, Output, Step
 from pipeline.sources.codec import describe
 from pipeline.telemetry import ALERTS
+from pipeline.windows.profile import series_key as make_key
 from schemas.alert import AlertEvent
 from schemas.metrics import CONTRACT_HEADER, WindowMetrics
+from schemas.quality import QUALITY_CONTRACT, QualityWindow
 
 __all__ = ["AlertRuleStage"]
 
 log = logging.getLogger(__name__)
 _WINDOW = msgspec.json.Decoder(WindowMetrics)
+_QUALITY = msgspec.json.Decoder(QualityWindow)
 _EVENT = msgspec.json.Encoder()
 _STATE = msgspec.msgpack.Encoder()
 _STATE_DEC = msgspec.msgpack.Decoder()
 _HEADERS = (("content-type", b"application/json"),)
 _CLOCK_BUCKETS = 64
+
+
+def _quality(value: bytes) -> dict[str, Any]:
+    """A quality window as rules see it: the series' labels plus ``quality=<basis>``, a
+    series of its own (its windows keep their own clock, apart from the request
+    windows of the same model)."""
+    window = msgspec.structs.asdict(_QUALITY.decode(value))
+    labels = {**window["labels"], "quality": window["basis"]}
+    window.update(labels=labels, series_key=make_key(labels))
+    return window
+
+
+def _order(m: WindowMetrics | dict[str, Any]) -> tuple[float, int]:
+    return (m["window_end"], m["version"]) if isinstance(m, dict) else (m.window_end,
+                                                                         m.version)
 
 
 class AlertRuleStage:
@@ -137,24 +155,29 @@ class AlertRuleStage:
     # ------------------------------------------------------------------ windows
     def on_batch(self, topic: str, partition: int, records: Sequence[Any],
                  wall: float) -> Step:
-        windows = []
+        windows: list[WindowMetrics | dict[str, Any]] = []
         done = self._done.get(partition, -1)
         records = [r for r in records if r.offset > done]  # evaluated before a restart
         if not records:
             return Step()
         self._done[partition] = records[-1].offset
         for record in records:
-            headers = dict(record.headers or ())
-            if headers.get(CONTRACT_HEADER, b"WindowMetrics") != b"WindowMetrics":
+            contract = dict(record.headers or ()).get(CONTRACT_HEADER, b"WindowMetrics")
+            if contract not in (b"WindowMetrics", QUALITY_CONTRACT):
                 continue  # ResourceMetrics share the topic
             try:
-                windows.append(_WINDOW.decode(record.value or b""))
+                windows.append(_WINDOW.decode(record.value or b"") if contract ==
+                               b"WindowMetrics" else _quality(record.value or b""))
             except Exception as exc:  # the sink dead-letters it; go on
-                log.warning("%s[%d]@%d is not a WindowMetrics (%s): skipped", topic,
-                            partition, record.offset, describe(exc))
+                log.warning("%s[%d]@%d is not a %s (%s): skipped", topic, partition,
+                            record.offset, contract.decode(errors="replace"), describe(exc))
         events: list[AlertEvent] = []
         touched: set[str] = set()
-        for metrics in sorted(windows, key=lambda m: (m.window_end, m.version)):
+        for metrics in sorted(windows, key=_order):
+            if isinstance(metrics, dict):  # a quality window: its own series, no scores
+                events += self.evaluator.evaluate(metrics, None, now=wall)
+                touched.add(metrics["series_key"])
+                continue
             scores = metrics.scores
             last = self.scores.get(metrics.series_key)
             if scores:  # the first emission of a window carries its scores

@@ -1,7 +1,8 @@
 """The variables a rule condition can read, and how one window's metrics become them.
 
 Names come from a window's :class:`~schemas.metrics.WindowMetrics` (every numeric field,
-e.g. ``requests``, ``error_rate``, ``latency_p99_ms``, ``slo_compliance``), from its
+e.g. ``requests``, ``error_rate``, ``latency_p99_ms``, ``slo_compliance``) or
+:class:`~schemas.quality.QualityWindow` (``accuracy``, ``labelled``…), from its
 count maps (``errors_by_type.<type>``, ``feature_usage.<attribute>.<value>``: absent
 counts are 0) and from the series' scores (``anomaly_score``, ``anomaly.<metric>`` robust
 z-scores, ``change_point.<metric>`` = 1 when a detector fired, ``drift.<statistic>.<name>``
@@ -34,11 +35,13 @@ from typing import Any
 import msgspec
 
 from schemas.metrics import WindowMetrics
+from schemas.quality import QualityWindow
 
 __all__ = [
     "ALIASES",
     "COUNT_PREFIXES",
     "METRIC_NAMES",
+    "QUALITY_NAMES",
     "SCORE_NAMES",
     "SCORE_PREFIXES",
     "is_known",
@@ -47,8 +50,8 @@ __all__ = [
 ]
 
 
-def _numeric_fields() -> frozenset[str]:
-    info = msgspec.inspect.type_info(WindowMetrics)
+def _numeric_fields(struct: type = WindowMetrics) -> frozenset[str]:
+    info = msgspec.inspect.type_info(struct)
     numeric = (msgspec.inspect.IntType, msgspec.inspect.FloatType)
     out = set()
     for f in info.fields:  # type: ignore[attr-defined]
@@ -60,6 +63,9 @@ def _numeric_fields() -> frozenset[str]:
 
 
 METRIC_NAMES: frozenset[str] = _numeric_fields()
+# a quality window's (``accuracy``, ``labelled``, ``estimated_accuracy_high``…): rules read
+# them on the series' quality windows (labels + ``quality=<basis>``, see docs/quality.md)
+QUALITY_NAMES: frozenset[str] = _numeric_fields(QualityWindow) - METRIC_NAMES
 # ``p99_latency_ms`` for ``latency_p99_ms`` and the like: both spellings are common.
 ALIASES: dict[str, str] = {
     f"{m.group(2)}_{m.group(1)}_ms": name
@@ -75,6 +81,7 @@ def is_known(name: str) -> bool:
     """Whether ``name`` can ever have a value: a metric, an alias, a count or a score."""
     return (
         name in METRIC_NAMES
+        or name in QUALITY_NAMES
         or name in ALIASES
         or name in SCORE_NAMES
         or any(name.startswith(p) and len(name) > len(p) for p in COUNT_PREFIXES)
@@ -84,7 +91,8 @@ def is_known(name: str) -> bool:
 
 def suggest(name: str) -> str | None:
     """The closest known plain name, for "did you mean" messages."""
-    close = difflib.get_close_matches(name, [*METRIC_NAMES, *ALIASES, *SCORE_NAMES], n=1)
+    close = difflib.get_close_matches(
+        name, [*METRIC_NAMES, *QUALITY_NAMES, *ALIASES, *SCORE_NAMES], n=1)
     return close[0] if close else None
 
 
@@ -121,11 +129,11 @@ def window_vars(
     ``scores`` may be flat (``{"drift.js.feature.prompt_length": 0.3}``) or nested; its
     names win over metric names on a clash.
     """
-    if isinstance(metrics, WindowMetrics):
+    if isinstance(metrics, WindowMetrics | QualityWindow):
         metrics = msgspec.structs.asdict(metrics)
     env = _Vars()
     for name, value in metrics.items():
-        if name in METRIC_NAMES:
+        if name in METRIC_NAMES or name in QUALITY_NAMES:
             if (number := _number(value)) is not None:
                 env[name] = number
         elif name in ("errors_by_type", "feature_usage") and isinstance(value, Mapping):

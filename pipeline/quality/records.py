@@ -12,7 +12,21 @@ import zlib
 
 import msgspec
 
-__all__ = ["Outcome", "Stub", "confidence_bin", "join_partition"]
+from schemas.bounds import EpochSeconds
+from schemas.feedback import FeedbackEvent
+
+__all__ = [
+    "Fate",
+    "FeedbackItem",
+    "JoinItem",
+    "Outcome",
+    "OutcomeBatch",
+    "Stub",
+    "StubItem",
+    "confidence_bin",
+    "join_id",
+    "join_partition",
+]
 
 
 class Stub(msgspec.Struct, array_like=True, frozen=True):
@@ -20,11 +34,46 @@ class Stub(msgspec.Struct, array_like=True, frozen=True):
 
     event_id: str
     series_key: str
-    timestamp: float  # inference (event) time, Unix seconds
+    timestamp: EpochSeconds  # inference (event) time, Unix seconds
     prediction: str | float | None = None
     confidence: float | None = None
     latency_ms: float | None = None
     error: bool = False
+
+
+class StubItem(msgspec.Struct, array_like=True, frozen=True, tag="s"):
+    """An inference on the joins topic, under one of its join keys. Only the ``primary``
+    copy (the event id's) is counted in the window tallies; the request id's copy is
+    there so feedback that names only the request finds it."""
+
+    join_id: str
+    stub: Stub
+    primary: bool = True
+
+
+class FeedbackItem(msgspec.Struct, array_like=True, frozen=True, tag="f"):
+    """A valid feedback event on the joins topic, under its join key."""
+
+    join_id: str
+    feedback: FeedbackEvent
+
+
+JoinItem = StubItem | FeedbackItem
+
+
+class Fate(msgspec.Struct, array_like=True, frozen=True):
+    """What became of one feedback event: stored in ClickHouse (``feedback``), so no
+    feedback is lost even when it never counts.
+
+    ``joined``: counted; ``duplicate``: its feedback id was counted before; ``repeat``: the
+    inference already had feedback of this kind (the first label or satisfaction counts);
+    ``unmatched``: no inference with its id within the horizon (unknown or expired)."""
+
+    feedback: FeedbackEvent
+    status: str  # "joined" | "duplicate" | "repeat" | "unmatched"
+    series_key: str = ""
+    inference_time: EpochSeconds | None = None
+    prediction: str | float | None = None
 
 
 class Outcome(msgspec.Struct, array_like=True, frozen=True):
@@ -50,6 +99,32 @@ class Outcome(msgspec.Struct, array_like=True, frozen=True):
     def delay_seconds(self) -> float:
         """Label delay: feedback time after inference time (never negative)."""
         return max(0.0, self.feedback_time - self.inference_time)
+
+
+class OutcomeBatch(msgspec.Struct, array_like=True, frozen=True):
+    """What one join partition hands the quality windows of one series in one step.
+
+    ``(source, seq, series_key)`` identifies it: ``seq`` is the offset of the joins record
+    it came from (-1: from the join's clock, fates only), so a batch re-sent after a crash
+    is recognised and merged once. ``tallies`` are the
+    inference-time windows' inference counts ``(window start, QualityCounts builtins)``;
+    ``fates`` are for the store (``series_key`` is empty for unmatched feedback)."""
+
+    source: int
+    seq: int
+    series_key: str
+    outcomes: list[Outcome] = []
+    tallies: list[tuple[float, dict]] = []
+    fates: list[Fate] = []
+
+
+def join_id(event_id: str | None, request_id: str | None) -> str:
+    """The join key: the event id when known, else the request id.
+
+    >>> join_id("ev-1", "req-1"), join_id(None, "req-1")
+    ('e:ev-1', 'r:req-1')
+    """
+    return f"e:{event_id}" if event_id else f"r:{request_id}"
 
 
 def join_partition(join_id: str, partitions: int) -> int:

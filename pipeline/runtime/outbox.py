@@ -57,6 +57,11 @@ class Outbox:
         assert name.startswith(self.prefix), name
         self._records.setdefault(partition, {})[name] = changes[name] = record
 
+    def holds(self, partition: int, name: str) -> bool:
+        """Whether ``name`` waits to be sent (a stage that rebuilds its outputs after a
+        crash keeps the first version: it was made from the state before the crash)."""
+        return name in self._records.get(partition, {})
+
     def flush(self, partition: int, step: Step,
               to_output: Callable[[str, bytes], Output]) -> None:
         """Into ``step``: the deletes of acknowledged records, an output per record not

@@ -1,8 +1,10 @@
 """``inferwatch worker``: run the processing role, the sink role, or both in one process.
 
 - ``process``: stage 1 (decode, validate, DLQ, partial windows), stage 2 (merge, score,
-  emit) and, with alert rules set, alerting, each on the runtime's own aiokafka consumer
-  group (``<app_id>-stage1``, ``-stage2``, ``-alerts``), all on one asyncio loop.
+  emit), the quality path (``-quality-intake``, ``-quality-join``, ``-quality``: feedback
+  joined to inferences, quality windows) and, with alert rules set, alerting, each on the
+  runtime's own aiokafka consumer group (``<app_id>-stage1``, ``-stage2``, ``-alerts``…),
+  all on one asyncio loop.
 - ``sink``: Kafka → ClickHouse writer. With the embedded store it also owns the
   chDB directory and answers read-only queries for ``inferwatch query``.
 
@@ -90,6 +92,14 @@ async def run_process(settings: Settings, stop: asyncio.Event) -> None:
         from pipeline.sources.otlp_stage import OtlpStage
 
         runners.append(KafkaRunner(settings, OtlpStage(settings), "otlp"))
+    if settings.quality.enabled:  # feedback joined to inferences, quality windows
+        from pipeline.quality.intake import JoinIntake
+        from pipeline.quality.join_stage import JoinStage
+        from pipeline.quality.stage import QualityStage
+
+        runners += [KafkaRunner(settings, JoinIntake(settings), "quality-intake"),
+                    KafkaRunner(settings, JoinStage(settings), "quality-join"),
+                    KafkaRunner(settings, QualityStage(settings), "quality")]
     followers = []
     if settings.drift.enabled:
         followers.append(forever("reading baselines", lambda: follow_pinned(settings, pinned),

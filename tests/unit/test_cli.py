@@ -63,7 +63,7 @@ def test_migrate_applies_a_changed_retention_and_says_so(tmp_path):
     again = run("migrate", env={**env, "INFERWATCH_CLICKHOUSE__RAW_RETENTION_DAYS": "9"})
     assert again.exit_code == 0, again.output
     assert "applied: nothing (up to date)" in again.output
-    assert "retention updated: events, resources\n" in again.output  # the raw tables
+    assert "retention updated: events, feedback, resources\n" in again.output  # the raw tables
 
 
 def test_worker_refuses_a_bad_price_table_or_rules_file_in_one_line(tmp_path):

@@ -13,6 +13,12 @@ from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
 
+from pipeline.sinks.clickhouse.quality_rows import (
+    FEEDBACK_COLUMNS,
+    QUALITY_COLUMNS,
+    feedback_columns,
+    quality_columns,
+)
 from pipeline.sinks.clickhouse.rows import (
     ALERT_COLUMNS,
     ANOMALY_COLUMNS,
@@ -97,6 +103,8 @@ class Batch:
     host_windows: Rows = field(default_factory=Rows)
     alerts: Rows = field(default_factory=Rows)
     scores: Rows = field(default_factory=Rows)
+    quality_windows: Rows = field(default_factory=Rows)
+    fates: Rows = field(default_factory=Rows)  # feedback with its fate in the join
     rejected: int = 0
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     messages: int = 0
@@ -133,6 +141,10 @@ class Batch:
             Table("anomaly_scores", ANOMALY_COLUMNS, self.scores, structs(ANOMALY_COLUMNS)),
             Table("drift_scores", DRIFT_COLUMNS, drift,
                    lambda rows, _: drift_row_columns(rows)),
+            Table("quality_windows", QUALITY_COLUMNS, self.quality_windows,
+                  lambda rows, _: quality_columns(rows)),
+            Table("feedback", FEEDBACK_COLUMNS, self.fates,
+                  lambda rows, _: feedback_columns(rows)),
         ]
 
     def refused_in(self, table: str) -> int:

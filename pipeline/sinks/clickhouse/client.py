@@ -81,7 +81,7 @@ def apply_migrations(client: Client, settings: Settings) -> list[str]:
 
 # Tables whose rows are raw records (raw_retention_days); every other table with a TTL
 # holds aggregates (aggregate_retention_days). The migrations write the same split.
-RAW_TABLES = frozenset({"events", "resources"})
+RAW_TABLES = frozenset({"events", "resources", "feedback"})
 _TTL = re.compile(r"\bTTL (?P<expr>.+?) \+ toIntervalDay\((?P<days>\d+)\)")
 
 

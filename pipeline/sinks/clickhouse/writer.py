@@ -48,6 +48,7 @@ from clickhouse_connect.driver.exceptions import (
 )
 
 from pipeline.config import Settings
+from pipeline.quality.records import OutcomeBatch
 from pipeline.runtime.kafka import client_options
 from pipeline.runtime.memory_tuning import COLLECTOR_PAUSED
 from pipeline.runtime.retry import Backoff
@@ -71,6 +72,7 @@ from pipeline.telemetry import (
 from schemas.alert import AlertEvent
 from schemas.event import InferenceEvent, ResourceSample
 from schemas.metrics import CONTRACT_HEADER, ResourceMetrics, WindowMetrics
+from schemas.quality import QUALITY_CONTRACT, QualityWindow
 from schemas.scores import WindowScores
 
 __all__ = ["ClickHouseSink", "SinkStats", "refused_by_store"]
@@ -80,6 +82,8 @@ _WINDOW = msgspec.json.Decoder(WindowMetrics)
 _HOST_WINDOW = msgspec.json.Decoder(ResourceMetrics)
 _ALERT = msgspec.json.Decoder(AlertEvent)
 _SCORES = msgspec.json.Decoder(WindowScores)
+_QUALITY = msgspec.json.Decoder(QualityWindow)
+_OUTCOMES = msgspec.msgpack.Decoder(OutcomeBatch)
 _JSON = msgspec.json.Encoder()
 
 REASON = "store_refused"
@@ -234,6 +238,7 @@ class ClickHouseSink:
             topics.metrics,
             topics.scores,
             topics.alerts,
+            topics.outcomes,
             **client_options(self.settings.kafka),
             group_id=f"{self.settings.worker.app_id}-sink",
             enable_auto_commit=False,
@@ -261,15 +266,21 @@ class ClickHouseSink:
         now = time.time()
         for tp, messages in records.items():
             MESSAGES_CONSUMED.labels(stage="sink", topic=tp.topic).inc(len(messages))
-            if tp.topic in (topics.metrics, topics.scores, topics.alerts):
+            if tp.topic in (topics.metrics, topics.scores, topics.alerts, topics.outcomes):
                 for msg in messages:
                     try:
+                        contract = dict(msg.headers).get(CONTRACT_HEADER)
                         if tp.topic == topics.alerts:
                             batch.alerts.add(_ALERT.decode(msg.value), msg)
                         elif tp.topic == topics.scores:
                             batch.scores.add(_SCORES.decode(msg.value), msg)
-                        elif dict(msg.headers).get(CONTRACT_HEADER) == b"ResourceMetrics":
+                        elif tp.topic == topics.outcomes:
+                            fates = _OUTCOMES.decode(msg.value).fates
+                            batch.fates.extend(fates, msg, list(range(len(fates))))
+                        elif contract == b"ResourceMetrics":
                             batch.host_windows.add(_HOST_WINDOW.decode(msg.value), msg)
+                        elif contract == QUALITY_CONTRACT:
+                            batch.quality_windows.add(_QUALITY.decode(msg.value), msg)
                         else:
                             batch.windows.add(_WINDOW.decode(msg.value), msg)
                     except Exception as exc:  # our own topic: a bug or a stranger; DLQ it

@@ -22,6 +22,7 @@ import msgspec.inspect as mi
 import pytest
 
 from pipeline.config import Settings
+from pipeline.quality.records import Fate
 from pipeline.sinks.clickhouse.batch import Batch
 from pipeline.sinks.clickhouse.rows import (
     EVENT_COLUMNS,
@@ -31,7 +32,9 @@ from pipeline.sinks.clickhouse.rows import (
 )
 from schemas.alert import AlertEvent
 from schemas.event import InferenceEvent, ResourceSample
+from schemas.feedback import FeedbackEvent
 from schemas.metrics import ResourceMetrics, WindowMetrics
+from schemas.quality import QualityWindow
 from schemas.scores import DriftScore, WindowScores
 
 # The contract(s) behind each table the sink writes; a column is the field of the same
@@ -44,6 +47,8 @@ CONTRACTS: dict[str, tuple[type[msgspec.Struct], ...]] = {
     "alerts": (AlertEvent,),
     "anomaly_scores": (WindowScores,),
     "drift_scores": (DriftScore, WindowScores),
+    "quality_windows": (QualityWindow,),
+    "feedback": (FeedbackEvent, Fate),
 }
 # Columns whose field has another name: column -> (field, the members of its value union
 # that go to this column). rows.py splits features by type into two maps.
@@ -52,9 +57,10 @@ RENAMED = {
     ("events", "features_cat"): ("features", (mi.StrType,)),
 }
 # Where rows.py writes a number as text: any str, int or float fits a String column.
-STRINGIFIED = {("events", "prediction")}
+STRINGIFIED = {("events", "prediction"), ("feedback", "label"), ("feedback", "prediction")}
 # Columns not from a contract: the Kafka coordinates of the source record.
-NOT_FROM_CONTRACTS = {("events", "kafka_partition"), ("events", "kafka_offset")}
+NOT_FROM_CONTRACTS = {("events", "kafka_partition"), ("events", "kafka_offset"),
+                      ("feedback", "label_number"), ("feedback", "fate_rank")}
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,7 @@ _DT64_HIGH = datetime(2299, 12, 31, 23, 59, 59, 999000, tzinfo=UTC).timestamp()
 
 def column(type_name: str) -> Column:
     """The range of a ClickHouse type as DESCRIBE spells it."""
-    match = re.fullmatch(r"(\w+)(?:\((.*)\))?", type_name.strip())
+    match = re.fullmatch(r"(\w+)(?:\((.*)\))?", " ".join(type_name.split()))
     assert match, f"cannot parse column type {type_name!r}"
     name, inner = match.group(1), match.group(2)
     args = _split_args(inner) if inner else []
@@ -117,6 +123,9 @@ def column(type_name: str) -> Column:
         return Column("map", args=(column(args[0]), column(args[1])))
     if name == "Array":
         return Column("array", args=(column(args[0]),))
+    if name == "Tuple":  # named elements: "name Type"
+        return Column("tuple", args=tuple((a.split(" ", 1)[0], column(a.split(" ", 1)[1]))
+                                         for a in args))
     raise AssertionError(f"column type {type_name!r} has no derivation here: add one")
 
 
@@ -171,6 +180,12 @@ def problems(t: Any, c: Column, where: str, stringified: bool = False) -> list[s
             out += problems(m.value_type, c.args[1], f"{where} value")
         elif isinstance(m, (mi.ListType, mi.SetType, mi.FrozenSetType)) and c.kind == "array":
             out += problems(m.item_type, c.args[0], f"{where} item")
+        elif isinstance(m, mi.StructType) and c.kind == "tuple":
+            elements = dict(c.args)
+            if set(elements) != {f.name for f in m.fields}:
+                out.append(f"{where}: tuple elements {sorted(elements)} are not the fields")
+            out += [p for f in m.fields if f.name in elements
+                    for p in problems(f.type, elements[f.name], f"{where}.{f.name}")]
         else:
             out.append(f"{where}: {type(m).__name__} cannot be stored in a {c.kind} column")
     return out

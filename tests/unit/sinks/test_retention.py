@@ -127,4 +127,5 @@ def test_a_changed_retention_updates_every_table_ttl(tmp_path: Path) -> None:
     finally:
         client.close()
     assert set(after) == set(before) and len(after) >= 10
-    assert after == {name: 7 if name in ("events", "resources") else 90 for name in before}
+    assert after == {name: 7 if name in ("events", "resources", "feedback") else 90
+                     for name in before}

@@ -31,10 +31,13 @@ import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
 from pipeline.config import Settings
+from pipeline.quality.records import Fate, OutcomeBatch
 from pipeline.sinks.clickhouse.batch import Batch, Refusal
 from pipeline.sinks.clickhouse.writer import ClickHouseSink
 from schemas.bounds import EPOCH_SECONDS_MAX
+from schemas.feedback import FeedbackEvent
 from schemas.metrics import CONTRACT_HEADER
+from schemas.quality import QUALITY_CONTRACT
 from schemas.scores import DriftScore
 from tests.unit.sinks.test_bounds import (
     SINK_TABLES,
@@ -48,11 +51,13 @@ from tests.unit.sinks.test_bounds import (
 # Where each table's rows sit in a Batch, and the column that tells this test's rows apart.
 ROWS = {"events": "events", "resources": "resources", "window_metrics": "windows",
         "resource_metrics": "host_windows", "alerts": "alerts", "anomaly_scores": "scores",
-        "drift_scores": "scores"}
+        "drift_scores": "scores", "quality_windows": "quality_windows", "feedback": "fates"}
 IDENTITY = {"events": "event_id", "resources": "host", "window_metrics": "series_key",
             "resource_metrics": "host", "alerts": "rule", "anomaly_scores": "series_key",
-            "drift_scores": "series_key"}
+            "drift_scores": "series_key", "quality_windows": "series_key",
+            "feedback": "feedback_id"}
 KAFKA = ("kafka_partition", "kafka_offset")  # events columns from the record, not the contract
+DERIVED = {("feedback", "fate_rank")}  # computed by the sink from the status (0 … 3)
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,8 @@ def bounded(client: Any, settings: Settings, table: str) -> list[Bounded]:
     ddl = create_query(client, settings, table)
     out = []
     for name in SINK_TABLES[table]:
+        if (table, name) in DERIVED:
+            continue
         wide = column(types[name][0])
         c, maps = narrowed_by_ddl(wide, name, ddl), 0
         while c.kind == "map":
@@ -112,6 +119,14 @@ def _value(table: str, ident: str, now: float) -> tuple[dict[str, Any], list]:
         return {"series_key": ident, "requests": 3} | window, []
     if table == "resource_metrics":
         return {"host": ident, "samples": 3} | window, [(CONTRACT_HEADER, b"ResourceMetrics")]
+    if table == "quality_windows":
+        return ({"series_key": ident, "basis": "inference_time", "inferences": 3} | window,
+                [(CONTRACT_HEADER, QUALITY_CONTRACT)])
+    if table == "feedback":  # a fate in an outcome batch (msgpack, see _encode)
+        feedback = {"feedback_id": ident, "event_id": "e", "timestamp": now - 5,
+                    "kind": "satisfaction", "satisfaction": 1.0}
+        return {"feedback": feedback, "status": "joined", "series_key": "model=m",
+                "inference_time": now - 9}, []
     if table == "alerts":
         fingerprint = hashlib.sha256(ident.encode()).hexdigest()[:16]
         return {"fingerprint": fingerprint, "rule": ident, "state": "firing",
@@ -124,8 +139,17 @@ def _value(table: str, ident: str, now: float) -> tuple[dict[str, Any], list]:
 def _topic(settings: Settings, table: str) -> str:
     topics = settings.topics
     return {"events": topics.events, "resources": topics.resources, "alerts": topics.alerts,
-            "anomaly_scores": topics.scores, "drift_scores": topics.scores}.get(
-                table, topics.metrics)
+            "anomaly_scores": topics.scores, "drift_scores": topics.scores,
+            "feedback": topics.outcomes}.get(table, topics.metrics)
+
+
+def _encode(table: str, value: dict[str, Any]) -> bytes:
+    """The record's bytes: JSON, or for feedback the join's msgpack outcome batch."""
+    if table != "feedback":
+        return msgspec.json.encode(value)
+    fate = Fate(msgspec.convert(value["feedback"], FeedbackEvent), value["status"],
+                value["series_key"], value["inference_time"])
+    return msgspec.msgpack.encode(OutcomeBatch(0, 1, fate.series_key, fates=[fate]))
 
 
 def _put(table: str, row: Any, name: str, value: Any) -> Any:
@@ -133,12 +157,19 @@ def _put(table: str, row: Any, name: str, value: Any) -> Any:
     if table == "drift_scores" and name in DriftScore.__struct_fields__:
         return msgspec.structs.replace(
             row, drift=[msgspec.structs.replace(row.drift[0], **{name: value})])
+    if table == "feedback" and name in FeedbackEvent.__struct_fields__:
+        return msgspec.structs.replace(
+            row, feedback=msgspec.structs.replace(row.feedback, **{name: value}))
     return msgspec.structs.replace(row, **{name: value})
 
 
 def _identity(table: str, refusal: Refusal) -> str:
     row = refusal.row[0] if isinstance(refusal.row, tuple) else refusal.row  # drift: its window
-    return getattr(row, IDENTITY[table])
+    return _ident(table, row)
+
+
+def _ident(table: str, row: Any) -> str:
+    return row.feedback.feedback_id if table == "feedback" else getattr(row, IDENTITY[table])
 
 
 def write(store: tuple[Any, Settings], table: str,
@@ -151,7 +182,7 @@ def write(store: tuple[Any, Settings], table: str,
     records: dict[TopicPartition, list[ConsumerRecord]] = {}
     for offset, (ident, values) in enumerate(rows.items()):
         value, headers = _value(table, ident, now)
-        raw = msgspec.json.encode(value)
+        raw = _encode(table, value)
         tp = TopicPartition(_topic(settings, table), values.get("kafka_partition", offset % 3))
         msg = ConsumerRecord(tp.topic, tp.partition, values.get("kafka_offset", offset), 0, 0,
                              ident.encode(), raw, None, 0, len(raw),
@@ -163,7 +194,7 @@ def write(store: tuple[Any, Settings], table: str,
     decoded: Any = getattr(batch, ROWS[table])
     assert len(decoded) == len(rows)
     for i, row in enumerate(decoded.items):
-        for name, value in rows[getattr(row, IDENTITY[table])].items():
+        for name, value in rows[_ident(table, row)].items():
             if name not in KAFKA:
                 row = _put(table, row, name, value)
         decoded.items[i] = row

@@ -478,7 +478,7 @@ def test_rows_stored_before_the_column_existed_read_as_given_when_they_had_a_cos
         client.command(
             f"INSERT INTO {db}.events (event_id, timestamp, model, latency_ms, cost_usd) "
             f"VALUES ('{event_id}', {now}, 'm', 1, {'NULL' if cost is None else cost})")
-    assert apply_migrations(client, settings) == ["0011_events_cost_source"]
+    assert apply_migrations(client, settings)[0] == "0011_events_cost_source"
     rows = client.query("SELECT event_id, cost_source FROM events ORDER BY event_id").result_rows
     assert rows == [("old-cost", "given"), ("old-free", "")]
 

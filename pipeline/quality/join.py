@@ -1,0 +1,226 @@
+"""The join of feedback to its inference, for one joins partition. No I/O.
+
+Both sides arrive here by join key (``e:<event_id>``, ``r:<request_id>``), in any order:
+
+- an inference (stub) is kept for ``quality.horizon_seconds`` of wall clock; a stub
+  seen again (a re-delivery) changes nothing;
+- feedback whose inference is here becomes an :class:`~pipeline.quality.records.Outcome`
+  (the first label and the first satisfaction of an inference count; every business
+  value counts; a later label or satisfaction is a ``repeat``; a feedback id seen before
+  is a ``duplicate``);
+- feedback that came first waits ``quality.wait_for_inference_seconds`` for its
+  inference, then is ``unmatched`` (an unknown id, or an inference past the horizon).
+
+Every feedback ends with a :class:`~pipeline.quality.records.Fate`, which the store
+keeps: none is lost, joined or not. Inferences are also tallied per series and
+inference-time window (their count and confidence histogram), for label coverage and
+the accuracy estimate. What :meth:`JoinTable.add` and :meth:`JoinTable.expire` produce
+collects in a :class:`Produced`; :meth:`JoinTable.checkpoint` gives the state changes
+that go with it, which the stage writes in the same change set.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import msgspec
+
+from pipeline.config import QualitySettings
+from pipeline.quality.counts import QualityCounts
+from pipeline.quality.records import Fate, FeedbackItem, JoinItem, Outcome, Stub, StubItem
+from schemas.feedback import FeedbackEvent
+
+__all__ = ["JoinTable", "Produced"]
+
+_ENC = msgspec.msgpack.Encoder()
+_STUB = msgspec.msgpack.Decoder(tuple[Stub, bool, float, int, list[str]])
+_PENDING = msgspec.msgpack.Decoder(tuple[FeedbackEvent, float])
+_ONCE = {"label": 1, "satisfaction": 2}  # kinds counted once per inference (bit)
+
+
+@dataclass(slots=True)
+class _Entry:
+    stub: Stub
+    primary: bool
+    arrived: float  # wall clock: the horizon runs from here
+    kinds: int = 0  # bits of _ONCE already counted
+    feedback_ids: list[str] = field(default_factory=list)
+
+    def encode(self) -> bytes:
+        return _ENC.encode((self.stub, self.primary, self.arrived, self.kinds,
+                            self.feedback_ids))
+
+
+@dataclass
+class Produced:
+    """Outcomes, inference tallies and fates of one step, per series."""
+
+    outcomes: dict[str, list[Outcome]] = field(default_factory=dict)
+    tallies: dict[str, dict[float, QualityCounts]] = field(default_factory=dict)
+    fates: dict[str, list[Fate]] = field(default_factory=dict)
+
+    def series(self) -> list[str]:
+        return sorted({*self.outcomes, *self.tallies, *self.fates})
+
+    def __bool__(self) -> bool:
+        return bool(self.outcomes or self.tallies or self.fates)
+
+
+class JoinTable:
+    """Stubs waiting for feedback and feedback waiting for its stub, of one partition."""
+
+    def __init__(self, settings: QualitySettings) -> None:
+        self.settings = settings
+        self.stubs: dict[str, _Entry] = {}
+        self.pending: dict[str, dict[str, tuple[FeedbackEvent, float]]] = {}
+        self._stub_expiry: deque[tuple[float, str]] = deque()
+        self._pending_expiry: deque[tuple[float, str, str]] = deque()
+        self._changes: dict[str, bytes | None] = {}
+        self.counts = {"stubs": 0, "joined": 0, "early": 0, "duplicate": 0, "repeat": 0,
+                       "unmatched": 0, "expired": 0}
+
+    # ------------------------------------------------------------------ restore
+    @classmethod
+    def restore(cls, settings: QualitySettings, state: Mapping[str, bytes]) -> JoinTable:
+        """The table from its changelog keys (``s|…`` stubs, ``p|…`` pending feedback)."""
+        table = cls(settings)
+        stubs, pending = [], []
+        for name, raw in state.items():
+            if name.startswith("s|"):
+                stub, primary, arrived, kinds, ids = _STUB.decode(raw)
+                table.stubs[name[2:]] = _Entry(stub, primary, arrived, kinds, ids)
+                stubs.append((arrived + settings.horizon_seconds, name[2:]))
+            elif name.startswith("p|"):
+                join_id, _, feedback_id = name[2:].rpartition("|")
+                feedback, arrived = _PENDING.decode(raw)
+                table.pending.setdefault(join_id, {})[feedback_id] = (feedback, arrived)
+                pending.append((arrived + settings.wait_for_inference_seconds, join_id,
+                                feedback_id))
+        table._stub_expiry.extend(sorted(stubs))
+        table._pending_expiry.extend(sorted(pending))
+        return table
+
+    # ------------------------------------------------------------------ verbs
+    def add(self, items: Iterable[JoinItem], wall: float, out: Produced) -> None:
+        """Absorb join items in order; what they produce goes into ``out``."""
+        for item in items:
+            if isinstance(item, StubItem):
+                self._stub(item, wall, out)
+            elif isinstance(item, FeedbackItem):
+                self._feedback(item.join_id, item.feedback, wall, out)
+
+    def expire(self, wall: float, out: Produced) -> None:
+        """Forget stubs past the horizon; feedback that waited too long is unmatched."""
+        horizon = self.settings.horizon_seconds
+        while self._stub_expiry and self._stub_expiry[0][0] <= wall:
+            _, join_id = self._stub_expiry.popleft()
+            entry = self.stubs.get(join_id)
+            if entry is not None and entry.arrived + horizon <= wall:
+                del self.stubs[join_id]
+                self._changes[f"s|{join_id}"] = None
+                self.counts["expired"] += 1
+        wait = self.settings.wait_for_inference_seconds
+        while self._pending_expiry and self._pending_expiry[0][0] <= wall:
+            _, join_id, feedback_id = self._pending_expiry.popleft()
+            waiting = self.pending.get(join_id, {})
+            held = waiting.get(feedback_id)
+            if held is None or held[1] + wait > wall:
+                continue
+            del waiting[feedback_id]
+            if not waiting:
+                del self.pending[join_id]
+            self._changes[f"p|{join_id}|{feedback_id}"] = None
+            self.counts["unmatched"] += 1
+            out.fates.setdefault("", []).append(Fate(held[0], "unmatched"))
+
+    def dirty(self) -> bool:
+        """Whether there are state changes to checkpoint."""
+        return bool(self._changes)
+
+    def checkpoint(self) -> dict[str, bytes | None]:
+        """The state changes since the last checkpoint, in the order they happened."""
+        changes, self._changes = self._changes, {}
+        return changes
+
+    # ------------------------------------------------------------------ sides
+    def _stub(self, item: StubItem, wall: float, out: Produced) -> None:
+        if item.join_id in self.stubs:
+            return  # a re-delivery (or a second event of the same request: first wins)
+        stub = item.stub
+        entry = self.stubs[item.join_id] = _Entry(stub, item.primary, wall)
+        self._stub_expiry.append((wall + self.settings.horizon_seconds, item.join_id))
+        self.counts["stubs"] += 1
+        if item.primary and math.isfinite(stub.timestamp):
+            size = self.settings.window_seconds
+            start = math.floor(stub.timestamp / size) * size
+            windows = out.tallies.setdefault(stub.series_key, {})
+            counts = windows.get(start)
+            if counts is None:
+                counts = windows[start] = _counts(self.settings)
+            counts.add_inference(stub.confidence)
+        waiting = self.pending.pop(item.join_id, None)
+        for feedback_id, (feedback, _) in (waiting or {}).items():
+            self._changes[f"p|{item.join_id}|{feedback_id}"] = None
+            self._join(item.join_id, entry, feedback, out)
+        self._changes[f"s|{item.join_id}"] = entry.encode()
+
+    def _feedback(self, join_id: str, feedback: FeedbackEvent, wall: float,
+                  out: Produced) -> None:
+        entry = self.stubs.get(join_id)
+        if entry is None:
+            waiting = self.pending.setdefault(join_id, {})
+            if feedback.feedback_id in waiting:
+                self.counts["duplicate"] += 1
+                out.fates.setdefault("", []).append(Fate(feedback, "duplicate"))
+                return
+            waiting[feedback.feedback_id] = (feedback, wall)
+            self._pending_expiry.append((wall + self.settings.wait_for_inference_seconds,
+                                         join_id, feedback.feedback_id))
+            self._changes[f"p|{join_id}|{feedback.feedback_id}"] = _ENC.encode((feedback,
+                                                                                 wall))
+            self.counts["early"] += 1
+            return
+        self._join(join_id, entry, feedback, out)
+        self._changes[f"s|{join_id}"] = entry.encode()
+
+    def _join(self, join_id: str, entry: _Entry, feedback: FeedbackEvent,
+              out: Produced) -> None:
+        stub = entry.stub
+        fates = out.fates.setdefault(stub.series_key, [])
+        if feedback.feedback_id in entry.feedback_ids:
+            self.counts["duplicate"] += 1
+            fates.append(Fate(feedback, "duplicate", stub.series_key, stub.timestamp,
+                              stub.prediction))
+            return
+        entry.feedback_ids.append(feedback.feedback_id)
+        bit = _ONCE.get(feedback.kind, 0)
+        if entry.kinds & bit:
+            self.counts["repeat"] += 1
+            fates.append(Fate(feedback, "repeat", stub.series_key, stub.timestamp,
+                              stub.prediction))
+            return
+        entry.kinds |= bit
+        self.counts["joined"] += 1
+        fates.append(Fate(feedback, "joined", stub.series_key, stub.timestamp,
+                          stub.prediction))
+        out.outcomes.setdefault(stub.series_key, []).append(Outcome(
+            feedback.feedback_id, feedback.kind, stub.timestamp, feedback.timestamp,
+            stub.prediction, stub.confidence, feedback.label, feedback.satisfaction,
+            feedback.value, stub.latency_ms, stub.error))
+
+    def summary(self) -> str:
+        c = self.counts
+        return (f"{len(self.stubs)} inferences held, {sum(map(len, self.pending.values()))} "
+                f"feedback waiting; joined {c['joined']}, came first {c['early']}, "
+                f"duplicate {c['duplicate']}, repeat {c['repeat']}, unmatched "
+                f"{c['unmatched']}, inferences expired {c['expired']}")
+
+
+def _counts(settings: QualitySettings) -> QualityCounts:
+    return QualityCounts(settings.confidence_bins, settings.max_classes,
+                         settings.thumbs_down_below)
+
+

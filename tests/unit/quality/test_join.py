@@ -1,0 +1,132 @@
+"""The join's edge cases: feedback before its inference, twice, for an unknown or expired
+inference, a second label, a request id instead of an event id; nothing is lost."""
+
+from __future__ import annotations
+
+from pipeline.config import QualitySettings
+from pipeline.quality.join import JoinTable, Produced
+from pipeline.quality.records import FeedbackItem, Stub, StubItem, join_id
+from schemas.feedback import FeedbackEvent
+
+SETTINGS = QualitySettings(window_seconds=60.0, horizon_seconds=3600.0,
+                           wait_for_inference_seconds=300.0)
+T0 = 1_700_000_000.0
+
+
+def stub(event_id: str, prediction: str = "cat", confidence: float = 0.9,
+         request_id: str | None = None) -> list[StubItem]:
+    s = Stub(event_id, "model=m", T0 + 5, prediction, confidence, 120.0, False)
+    items = [StubItem(f"e:{event_id}", s)]
+    if request_id:
+        items.append(StubItem(f"r:{request_id}", s, primary=False))
+    return items
+
+
+def label(feedback_id: str, event_id: str | None = None, value: str = "cat",
+          request_id: str | None = None, kind: str = "label") -> FeedbackItem:
+    fields = {"label": value} if kind == "label" else (
+        {"satisfaction": 0.0} if kind == "satisfaction" else {"value": 3.5})
+    event = FeedbackEvent(feedback_id=feedback_id, event_id=event_id, request_id=request_id,
+                          timestamp=T0 + 100, kind=kind, **fields)
+    return FeedbackItem(join_id(event_id, request_id), event)
+
+
+def statuses(out: Produced) -> list[tuple[str, str]]:
+    return sorted((f.feedback.feedback_id, f.status) for fates in out.fates.values()
+                  for f in fates)
+
+
+def test_feedback_after_its_inference_joins_once() -> None:
+    table, out = JoinTable(SETTINGS), Produced()
+    table.add([*stub("a"), label("f1", "a", "dog")], T0, out)
+    (outcome,) = out.outcomes["model=m"]
+    assert (outcome.prediction, outcome.label, outcome.confidence) == ("cat", "dog", 0.9)
+    assert (outcome.inference_time, outcome.feedback_time) == (T0 + 5, T0 + 100)
+    assert statuses(out) == [("f1", "joined")]
+    window = out.tallies["model=m"][T0 // 60 * 60]
+    assert window.inferences == 1
+
+
+def test_feedback_before_its_inference_waits_then_joins() -> None:
+    table, out = JoinTable(SETTINGS), Produced()
+    table.add([label("f1", "a")], T0, out)
+    assert not out.outcomes and table.counts["early"] == 1
+    table.add(stub("a"), T0 + 60, out)
+    assert [o.feedback_id for o in out.outcomes["model=m"]] == ["f1"]
+    assert not table.pending
+
+
+def test_a_redelivered_feedback_counts_once_and_says_duplicate() -> None:
+    table, out = JoinTable(SETTINGS), Produced()
+    table.add([*stub("a"), label("f1", "a"), label("f1", "a")], T0, out)
+    assert len(out.outcomes["model=m"]) == 1
+    assert statuses(out) == [("f1", "duplicate"), ("f1", "joined")]
+
+
+def test_a_duplicate_while_waiting_counts_once() -> None:
+    table, out = JoinTable(SETTINGS), Produced()
+    table.add([label("f1", "a"), label("f1", "a")], T0, out)
+    table.add(stub("a"), T0 + 1, out)
+    assert len(out.outcomes["model=m"]) == 1
+
+
+def test_a_second_label_is_a_repeat_but_business_values_add_up() -> None:
+    table, out = JoinTable(SETTINGS), Produced()
+    table.add([*stub("a"), label("f1", "a", "cat"), label("f2", "a", "dog"),
+               label("b1", "a", kind="business"), label("b2", "a", kind="business")], T0, out)
+    assert [o.feedback_id for o in out.outcomes["model=m"]] == ["f1", "b1", "b2"]
+    assert ("f2", "repeat") in statuses(out)
+
+
+def test_a_redelivered_inference_changes_nothing() -> None:
+    table, out = JoinTable(SETTINGS), Produced()
+    table.add([*stub("a"), *stub("a")], T0, out)
+    assert table.counts["stubs"] == 1
+    assert out.tallies["model=m"][T0 // 60 * 60].inferences == 1
+
+
+def test_feedback_for_an_unknown_inference_is_unmatched_after_the_wait() -> None:
+    table, out = JoinTable(SETTINGS), Produced()
+    table.add([label("f1", "nobody")], T0, out)
+    table.expire(T0 + 299, out)
+    assert statuses(out) == []
+    table.expire(T0 + 300, out)
+    assert statuses(out) == [("f1", "unmatched")]
+    assert table.checkpoint()["p|e:nobody|f1"] is None
+
+
+def test_feedback_after_the_horizon_is_unmatched() -> None:
+    table, out = JoinTable(SETTINGS), Produced()
+    table.add(stub("a"), T0, out)
+    table.expire(T0 + 3600, out)
+    assert "e:a" not in table.stubs and table.counts["expired"] == 1
+    late = Produced()
+    table.add([label("f1", "a")], T0 + 3700, late)
+    table.expire(T0 + 4000, late)
+    assert statuses(late) == [("f1", "unmatched")]
+
+
+def test_feedback_by_request_id_finds_the_inference_counted_once() -> None:
+    table, out = JoinTable(SETTINGS), Produced()
+    table.add([*stub("a", request_id="req-1"), label("f1", request_id="req-1")], T0, out)
+    assert [o.feedback_id for o in out.outcomes["model=m"]] == ["f1"]
+    assert out.tallies["model=m"][T0 // 60 * 60].inferences == 1  # the primary copy only
+
+
+def test_restore_from_the_changelog_keeps_stubs_and_waiting_feedback() -> None:
+    table, out = JoinTable(SETTINGS), Produced()
+    table.add([*stub("a"), label("f1", "a"), label("f2", "b")], T0, out)
+    state: dict[str, bytes] = {}
+    for key, value in table.checkpoint().items():
+        if value is None:
+            state.pop(key, None)
+        else:
+            state[key] = value
+    again = JoinTable.restore(SETTINGS, state)
+    later = Produced()
+    again.add([label("f1", "a"), *stub("b")], T0 + 10, later)
+    assert statuses(later) == [("f1", "duplicate"), ("f2", "joined")]
+    again.expire(T0 + 3600, later)  # "a" arrived at T0, "b" at T0 + 10
+    assert list(again.stubs) == ["e:b"]
+    again.expire(T0 + 3610, later)
+    assert not again.stubs
