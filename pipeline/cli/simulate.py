@@ -1,4 +1,5 @@
-"""``inferwatch simulate``: synthetic traffic, or a replayed trace, to the events topic."""
+"""``inferwatch simulate``: synthetic traffic, or a replayed trace, to the events topic;
+with ``--feedback``, its delayed feedback to the feedback topic as it falls due."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from pipeline.cli import _log_to_stderr, _settings, cli
 @click.option("--speed", default=1.0, show_default=True,
               help="Pace: 1 = real time, 10 = ten times faster, 0 = as fast as Kafka takes it.")
 @click.option("--incident", "incidents", multiple=True, metavar="SPEC",
-              help="KIND@OFFSET+DURATION[:model=NAME][:factor=X], KIND one of latency_spike, "
-                   "error_burst, feature_drift, token_surge. Repeatable.")
+              help="KIND@OFFSET+DURATION[:model=NAME][:version=V][:factor=X], KIND one of "
+                   "latency_spike, error_burst, feature_drift, token_surge, or (with "
+                   "--feedback) accuracy_drop (factor: points lost) and satisfaction_drop "
+                   "(factor: share lost). Repeatable.")
 @click.option("--replay", "replay_file", type=click.Path(exists=True, dir_okay=False),
               help="Replay a CSV trace (arrival time, input tokens, output tokens), "
                    "e.g. data/azure_llm_inference_conv_2023.csv.")
@@ -37,11 +40,27 @@ from pipeline.cli import _log_to_stderr, _settings, cli
                    "to the first OTLP topic configured with this encoding (otlp.topics).")
 @click.option("--drain-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds to keep trying to send what is left once generation ends.")
+@click.option("--feedback", "with_feedback", is_flag=True,
+              help="Also send delayed feedback (labels, thumbs) to the feedback topic, each "
+                   "when it falls due in simulated time; the run lasts until the last is due.")
+@click.option("--label-delay", default="1m", show_default=True, metavar="DELAY",
+              help="Label delay: [fixed:|exp:|lognormal:]DURATION (90s, 1m, 1h, 1d); "
+                   "exponential when no kind is given.")
+@click.option("--label-rate", default=0.2, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of predictions that get a ground-truth label.")
+@click.option("--label-noise", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of labels flipped to another class.")
+@click.option("--satisfaction-rate", default=0.05, show_default=True,
+              type=click.FloatRange(0, 1), help="Share of inferences rated (thumbs up/down).")
+@click.option("--feedback-horizon", type=click.FloatRange(min=0), default=None,
+              help="Leave out feedback due more than this many seconds after the last event.")
 @click.pass_context
 def simulate(ctx: click.Context, rate: float, duration: float, seed: int, speed: float,
              incidents: tuple[str, ...], replay_file: str | None, limit: int | None,
              model: str | None, batch_size: int, fmt: str, start: float | None,
-             buffer_events: int, otlp_encoding: str | None, drain_timeout: float) -> None:
+             buffer_events: int, otlp_encoding: str | None, drain_timeout: float,
+             with_feedback: bool, label_delay: str, label_rate: float, label_noise: float,
+             satisfaction_rate: float, feedback_horizon: float | None) -> None:
     """Publish realistic inference traffic (or replay a trace) to the events topic.
 
     A Kafka outage does not stop the run: records wait in a bounded buffer and are sent
@@ -51,6 +70,8 @@ def simulate(ctx: click.Context, rate: float, duration: float, seed: int, speed:
     import asyncio
     import time
 
+    from pipeline.dev.feedback import FeedbackModel
+    from pipeline.dev.incidents import QUALITY_KINDS
     from pipeline.dev.publish import PublishStats, publish
     from pipeline.dev.replay import replay
     from pipeline.dev.simulate import Incident, TrafficModel
@@ -59,7 +80,12 @@ def simulate(ctx: click.Context, rate: float, duration: float, seed: int, speed:
     settings = _settings(ctx)
     try:
         parsed = [Incident.parse(text) for text in incidents]
+        quality = [inc for inc in parsed if inc.kind in QUALITY_KINDS]
+        parsed = [inc for inc in parsed if inc.kind not in QUALITY_KINDS]
+        if quality and not with_feedback:
+            raise ValueError(f"{quality[0].kind} is a quality incident: it needs --feedback")
         begin = time.time() if start is None else start
+        models = None
         if replay_file:
             records = replay(replay_file, seed, begin, model=model, limit=limit, incidents=parsed)
             what = f"replaying {replay_file}"
@@ -67,7 +93,15 @@ def simulate(ctx: click.Context, rate: float, duration: float, seed: int, speed:
             # The run's start in the ids: a rerun with the same seed is new traffic, not a replay.
             traffic = TrafficModel(incidents=parsed, seed=seed, id_prefix=f"sim-{seed}-{begin:.0f}")
             records = traffic.stream(rate, duration, begin)
+            models = traffic.models
             what = f"simulating {rate:g} ev/s for {duration:g}s"
+        if with_feedback:
+            feedback = FeedbackModel(quality, seed=seed, label_rate=label_rate,
+                                     label_delay=label_delay, noise=label_noise,
+                                     satisfaction_rate=satisfaction_rate, models=models)
+            records = feedback.stream(records, horizon=feedback_horizon)
+            what += (f" with feedback (labels {label_rate:g} after {feedback.label_delay}) "
+                     f"to {settings.topics.feedback}")
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     if batch_size < 1:

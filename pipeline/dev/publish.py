@@ -12,6 +12,8 @@ stops the run nor loses what was generated, the way the producer SDK rides one o
 * Outbox full during an outage: a paced run (``speed`` > 0) keeps its pace, like a model
   server with the SDK, and drops the newest records (counted); an unpaced run
   (``speed`` 0) waits for room, so it loses nothing.
+* Feedback (:class:`FeedbackEvent`, from :mod:`pipeline.dev.feedback`) goes through the
+  same outbox to the feedback topic, sent when its offset (its due time) comes.
 * At the end the outbox is drained for up to ``drain_timeout`` seconds. What was not
   acknowledged by then (or when the run is interrupted) is counted in
   :class:`PublishStats` (``unsent_events`` …, with its event-time range), never silent.
@@ -36,6 +38,7 @@ from pipeline.config import Settings
 from pipeline.runtime.kafka import client_options
 from pipeline.sources.codec import JSON, encode_events
 from schemas.event import InferenceEvent, ResourceSample
+from schemas.feedback import FeedbackEvent
 
 __all__ = ["PublishStats", "publish"]
 
@@ -51,8 +54,8 @@ _TRANSIENT = (KafkaError, OSError, TimeoutError)  # anything else is a bug: let 
 
 @dataclass
 class PublishStats:
-    """What a run sent and what it could not. ``events``, ``resources`` and ``messages``
-    count what Kafka acknowledged; generated = sent + unsent."""
+    """What a run sent and what it could not. ``events``, ``resources``, ``feedback`` and
+    ``messages`` count what Kafka acknowledged; generated = sent + unsent."""
 
     events: int = 0
     resources: int = 0
@@ -64,6 +67,10 @@ class PublishStats:
     unsent_resources: int = 0
     dropped_events: int = 0  # of the unsent: dropped because the outbox was full
     dropped_resources: int = 0
+    feedback: int = 0
+    generated_feedback: int = 0
+    unsent_feedback: int = 0
+    dropped_feedback: int = 0
     outages: int = 0  # times Kafka became unreachable during the run
     unsent_first: float | None = None  # event-time range of the unsent events
     unsent_last: float | None = None
@@ -71,12 +78,14 @@ class PublishStats:
     @property
     def complete(self) -> bool:
         """Whether everything generated was acknowledged."""
-        return not (self.unsent_events or self.unsent_resources)
+        return not (self.unsent_events or self.unsent_resources or self.unsent_feedback)
 
     def line(self) -> str:
         rate = self.events / self.seconds if self.seconds else 0.0
         text = (f"sent {self.events} events in {self.messages} messages "
                 f"and {self.resources} resource samples in {self.seconds:.1f}s ({rate:,.0f} ev/s)")
+        if self.generated_feedback:
+            text += f"; {self.feedback} of {self.generated_feedback} feedback events"
         if self.outages:
             text += f"; Kafka was unreachable {self.outages} time(s) during the run"
         return text
@@ -95,14 +104,19 @@ class PublishStats:
         if self.unsent_first is not None:
             text += (f"; unsent events' timestamps {self.unsent_first:.3f} .. "
                      f"{self.unsent_last:.3f}")
+        if self.unsent_feedback:
+            text += (f"; {self.unsent_feedback} of {self.generated_feedback} feedback events "
+                     f"({self.dropped_feedback} dropped while the outbox was full)")
         return text
 
     def _unsent(self, message: _Message, dropped: bool) -> None:
         self.unsent_events += message.events
         self.unsent_resources += message.resources
+        self.unsent_feedback += message.feedback
         if dropped:
             self.dropped_events += message.events
             self.dropped_resources += message.resources
+            self.dropped_feedback += message.feedback
         if message.events:
             first, last = message.span
             self.unsent_first = first if self.unsent_first is None else min(self.unsent_first,
@@ -118,10 +132,11 @@ class _Message:
     events: int = 0
     resources: int = 0
     span: tuple[float, float] = (0.0, 0.0)  # event-time range of its events
+    feedback: int = 0
 
     @property
     def records(self) -> int:
-        return self.events + self.resources
+        return self.events + self.resources + self.feedback
 
 
 @dataclass(eq=False)
@@ -222,6 +237,7 @@ class _Outbox:
             else:
                 self.stats.events += message.events
                 self.stats.resources += message.resources
+                self.stats.feedback += message.feedback
                 self.stats.messages += 1
         for _ in window:
             self.size -= self.queue.popleft().records
@@ -269,7 +285,7 @@ async def _stop(kafka: Any) -> None:
 
 async def publish(
     settings: Settings,
-    records: Iterable[tuple[float, InferenceEvent | ResourceSample]],
+    records: Iterable[tuple[float, InferenceEvent | ResourceSample | FeedbackEvent]],
     *,
     speed: float = 1.0,
     batch_size: int = 500,
@@ -286,9 +302,10 @@ async def publish(
 
     Events go to the events topic in messages of up to ``batch_size`` events (one event
     per message, keyed by ``event_id``, when 1); resource samples go to the resources
-    topic. Kafka outages are ridden out (see the module docstring); nothing raises for
-    one. ``stats`` (default: a new one) is filled as the run goes, so a caller still has
-    the counts when the run is interrupted. ``otlp`` = (topic, encoding) sends the events
+    topic, feedback to the feedback topic (batched alike; native, never OTLP). Kafka
+    outages are ridden out (see the module docstring); nothing raises for one. ``stats``
+    (default: a new one) is filled as the run goes, so a caller still has the counts when
+    the run is interrupted. ``otlp`` = (topic, encoding) sends the events
     as OTLP spans there instead, as an OTel Collector would (:mod:`pipeline.dev.otlp_spans`).
     ``_connect`` replaces the aiokafka producer (tests).
     """
@@ -317,6 +334,7 @@ async def publish(
     last_report = started
     events: list[InferenceEvent] = []
     samples: list[ResourceSample] = []
+    feedback: list[FeedbackEvent] = []
     wait = speed <= 0  # unpaced: wait for room; paced: keep the pace, drop when full
 
     async def flush() -> None:
@@ -336,6 +354,16 @@ async def publish(
             await outbox.put(_Message(topics.resources, encode_events(samples, content_type),
                                       None, resources=len(samples)), wait)
             samples.clear()
+        if feedback:
+            if batch_size == 1:
+                for f in feedback:
+                    key = (f.event_id or f.request_id or "").encode()
+                    await outbox.put(_Message(topics.feedback, encode_events(f, content_type),
+                                              key, feedback=1), wait)
+            else:
+                await outbox.put(_Message(topics.feedback, encode_events(feedback, content_type),
+                                          None, feedback=len(feedback)), wait)
+            feedback.clear()
 
     try:
         for offset, record in records:
@@ -347,6 +375,11 @@ async def publish(
             if isinstance(record, ResourceSample):
                 samples.append(record)
                 stats.generated_resources += 1
+            elif isinstance(record, FeedbackEvent):
+                feedback.append(record)
+                stats.generated_feedback += 1
+                if len(feedback) >= batch_size:
+                    await flush()
             else:
                 events.append(record)
                 stats.generated_events += 1
@@ -370,10 +403,13 @@ async def publish(
             sender.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sender
-        for record in (*events, *samples):  # generated, never queued (an interrupted run)
-            message = (_Message("", b"", None, events=1, span=(record.timestamp,) * 2)
-                       if isinstance(record, InferenceEvent) else
-                       _Message("", b"", None, resources=1))
+        for record in (*events, *samples, *feedback):  # generated, never queued (interrupted)
+            if isinstance(record, InferenceEvent):
+                message = _Message("", b"", None, events=1, span=(record.timestamp,) * 2)
+            elif isinstance(record, FeedbackEvent):
+                message = _Message("", b"", None, feedback=1)
+            else:
+                message = _Message("", b"", None, resources=1)
             stats._unsent(message, dropped=False)
         outbox.give_up()
         stats.seconds = time.monotonic() - started

@@ -223,3 +223,79 @@ def test_quality_incidents_are_checked_and_kept_apart_from_traffic_ones() -> Non
     with pytest.raises(ValueError, match="share <= 1"):
         FeedbackModel(["satisfaction_drop@0+60:factor=2"])
     FeedbackModel(["accuracy_drop@0+60:model=anything"], models=None)  # no check without models
+
+
+# --------------------------------------------------------------------------- publishing
+class _Broker:
+    """A fake aiokafka producer that acknowledges everything (see test_simulate for outages)."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, bytes, bytes | None, list]] = []
+
+    def producer(self) -> _Broker:
+        return self
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def send(self, topic: str, value: bytes, key=None, headers=None):
+        import asyncio
+
+        self.messages.append((topic, value, key, headers))
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+@pytest.mark.parametrize("batch_size", [1, 50])
+def test_publish_sends_feedback_to_the_feedback_topic(batch_size: int) -> None:
+    import asyncio
+
+    from pipeline.config import Settings
+    from pipeline.dev.publish import publish
+
+    records = list(synthetic(13, 200.0, 5.0, START, models=(CLF,)))
+    merged = list(FeedbackModel(seed=13, label_rate=0.5, label_delay="fixed:1s").stream(records))
+    expected = [r for _, r in merged if isinstance(r, FeedbackEvent)]
+    broker = _Broker()
+    settings = Settings()
+    stats = asyncio.run(publish(settings, merged, speed=0, batch_size=batch_size,
+                                _connect=broker.producer))
+    assert stats.complete and stats.feedback == stats.generated_feedback == len(expected)
+    assert stats.events == sum(isinstance(r, InferenceEvent) for _, r in records)
+    assert f"{len(expected)} of {len(expected)} feedback events" in stats.line()
+    sent: list[FeedbackEvent] = []
+    for topic, value, key, headers in broker.messages:
+        if topic != settings.topics.feedback:
+            continue
+        out = decode_events(value, headers, IngestLimits(max_past_seconds=1e10), START + 100,
+                            FeedbackEvent)
+        assert not out.rejections
+        sent += out.events
+        if batch_size == 1:
+            assert key == out.events[0].event_id.encode()
+    assert sent == expected
+
+
+def test_simulate_command_with_feedback() -> None:
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    env = {"INFERWATCH_KAFKA": "127.0.0.1:1"}
+    result = CliRunner().invoke(
+        cli, ["simulate", "--rate", "50", "--duration", "1", "--speed", "0", "--drain-timeout",
+              "0.3", "--feedback", "--label-delay", "fixed:2s", "--label-rate", "1",
+              "--incident", "accuracy_drop@0+1:model=intent-clf:factor=5"], env=env)
+    assert result.exit_code == 1, result.output
+    assert "with feedback (labels 1 after fixed:2s)" in result.output
+    assert "NOT sent:" in result.output and "feedback events" in result.output
+    refused = CliRunner().invoke(
+        cli, ["simulate", "--duration", "1", "--incident", "accuracy_drop@0+1"], env=env)
+    assert refused.exit_code == 1 and "needs --feedback" in refused.output
+    bad = CliRunner().invoke(
+        cli, ["simulate", "--duration", "1", "--feedback", "--label-delay", "soon"], env=env)
+    assert bad.exit_code == 1 and "bad delay 'soon'" in bad.output
