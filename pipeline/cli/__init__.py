@@ -70,6 +70,7 @@ from pipeline.cli import (  # noqa: E402, F401
     dev,
     migrate,
     query,
+    registry,
     rules,
     schema,
     silence,

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from pipeline.cli import _settings, cli
+
+if TYPE_CHECKING:
+    from pipeline.registry.mlflow import ReferenceData
 
 
 @cli.group()
@@ -35,6 +39,18 @@ def _features(text: str) -> tuple[str, ...]:
 @click.option("--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Build from a file of InferenceEvents instead of ClickHouse: JSON array, "
                    "JSON lines or Parquet. The whole file is used (--from/--to filter it).")
+@click.option("--mlflow-run", "mlflow_run", metavar="URI",
+              help="Build from a model's training reference in MLflow instead: RUN_ID, "
+                   "runs:/RUN_ID[/PATH], models:/NAME/VERSION or models:/NAME@ALIAS. The "
+                   "run's logged training dataset (a JSON/JSONL/Parquet file of "
+                   "InferenceEvents) is used, or --mlflow-artifact. Needs `pip install mlflow`.")
+@click.option("--mlflow-artifact", "mlflow_artifact", metavar="PATH",
+              help="With --mlflow-run: the run's artifact holding the events (JSON, JSON "
+                   "lines or Parquet), e.g. reference/events.parquet.")
+@click.option("--mlflow-tracking-uri", "mlflow_tracking_uri", envvar="MLFLOW_TRACKING_URI",
+              metavar="URI",
+              help="MLflow tracking server or store, e.g. http://mlflow:5000 or "
+                   "sqlite:///mlflow.db (env: MLFLOW_TRACKING_URI).")
 @click.option("--numeric-features", default=None, metavar="A,B",
               help="Numeric features (keys of the event's features) to monitor "
                    "(default: drift.numeric_features of the config).")
@@ -47,14 +63,18 @@ def _features(text: str) -> tuple[str, ...]:
               help="Who (default: $USER).")
 @click.pass_context
 def baseline_set(ctx: click.Context, series: str, start: str | None, end: str | None,
-                 path: Path | None, numeric_features: str | None,
+                 path: Path | None, mlflow_run: str | None, mlflow_artifact: str | None,
+                 mlflow_tracking_uri: str | None, numeric_features: str | None,
                  categorical_features: str | None, prediction: str | None,
                  created_by: str) -> None:
-    """Pin a series' drift baseline from its stored events (or a file); prints the version.
+    """Pin a series' drift baseline from its stored events (or a file, or MLflow); prints
+    the version.
 
     Reads the raw events of SERIES in [--from, --to) from ClickHouse (read-only; through
     the running worker when it owns the embedded store) and stores histograms of the
     features, prediction, confidence, latency, time to first token, tokens and cost.
+    With --mlflow-run the events are the model's training reference in MLflow, and the
+    baseline's source names the run, model version and dataset (docs/registry.md).
 
     \b
     Example:
@@ -63,11 +83,15 @@ def baseline_set(ctx: click.Context, series: str, start: str | None, end: str | 
           --numeric-features prompt_length --categorical-features language
       inferwatch baseline set --series 'model=gpt-chat|model_version=2024-09|operation=chat' \\
           --file training-events.parquet
+      inferwatch baseline set --series 'model=fraud|model_version=3|operation=classify' \\
+          --mlflow-run models:/fraud/3 --mlflow-tracking-uri http://mlflow:5000
     """
     import asyncio
+    import tempfile
 
     from aiokafka.errors import KafkaError
 
+    from pipeline.registry.mlflow import RegistryError, baseline_from_mlflow
     from pipeline.scoring.baseline_topic import publish_baseline
     from pipeline.scoring.baselines import (
         BaselineError,
@@ -83,8 +107,13 @@ def baseline_set(ctx: click.Context, series: str, start: str | None, end: str | 
     from pipeline.windows.drift_profile import MonitorSpec
 
     settings = _settings(ctx)
-    if path is None and (start is None or end is None):
-        raise click.UsageError("--from and --to are required unless --file is given")
+    if path is not None and mlflow_run is not None:
+        raise click.UsageError("--file and --mlflow-run are alternatives: give one")
+    if mlflow_artifact is not None and mlflow_run is None:
+        raise click.UsageError("--mlflow-artifact names an artifact of --mlflow-run: give both")
+    if path is None and mlflow_run is None and (start is None or end is None):
+        raise click.UsageError("--from and --to are required unless --file or --mlflow-run "
+                               "is given")
     try:
         begin = parse_time(start) if start is not None else None
     except ValueError as exc:
@@ -108,9 +137,16 @@ def baseline_set(ctx: click.Context, series: str, start: str | None, end: str | 
             confidence=drift.confidence, operational=drift.operational)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    reference = None
     try:
         _, labels = resolve_series(settings, series)
-        if path is not None:
+        if mlflow_run is not None:
+            with tempfile.TemporaryDirectory(prefix="inferwatch-mlflow-") as tmp:
+                built, reference = baseline_from_mlflow(
+                    mlflow_run, spec, labels, dst_dir=tmp, tracking_uri=mlflow_tracking_uri,
+                    artifact=mlflow_artifact, start=begin, end=until,
+                    created_by=created_by, prices=price_table(settings.pricing))
+        elif path is not None:
             built = build_from_file(path, spec, labels, start=begin, end=until,
                                     created_by=created_by,
                                     prices=price_table(settings.pricing))
@@ -119,7 +155,7 @@ def baseline_set(ctx: click.Context, series: str, start: str | None, end: str | 
             built = build_from_clickhouse(settings, labels, begin, until, spec,
                                           created_by=created_by)
         stored = asyncio.run(publish_baseline(settings, built))
-    except (BaselineError, QueryError, StoreBusyError, PriceTableError) as exc:
+    except (BaselineError, QueryError, StoreBusyError, PriceTableError, RegistryError) as exc:
         raise click.ClickException(str(exc)) from exc
     except KafkaError as exc:
         raise click.ClickException(f"Kafka ({settings.kafka.bootstrap_servers}): {exc}") from exc
@@ -127,9 +163,26 @@ def baseline_set(ctx: click.Context, series: str, start: str | None, end: str | 
     click.echo(f"stored baseline v{stored.version} for {stored.series_key}: "
                f"{stored.events} events from {stored.source}")
     click.echo(f"  values per monitored name: {counts}")
+    if reference is not None:
+        _echo_reference(reference)
     if stored.type_mismatches:
         click.echo(f"warning: {stored.type_mismatches} values had the wrong type for their "
                    "declared kind and were skipped", err=True)
+
+
+def _echo_reference(reference: ReferenceData) -> None:
+    """The MLflow metadata a baseline has no field for: printed with the stored version."""
+    model = (f"model {reference.model_name} v{reference.model_version}, "
+             if reference.model_name else "")
+    what = (f"dataset {reference.dataset} (context {reference.context})" if reference.dataset
+            else f"artifact {reference.artifact}")
+    click.echo(f"  from MLflow: {model}run {reference.run_id} "
+               f"({reference.run_name or 'unnamed'}, experiment {reference.experiment_id}), "
+               f"{what}")
+    for title, tags in (("run tags", reference.run_tags),
+                        ("version tags", reference.version_tags)):
+        if tags:
+            click.echo(f"  {title}: " + ", ".join(f"{k}={v}" for k, v in sorted(tags.items())))
 
 
 @baseline.command("list")
