@@ -42,7 +42,9 @@ from pipeline.cli import _log_to_stderr, _settings, cli
               help="Seconds to keep trying to send what is left once generation ends.")
 @click.option("--feedback", "with_feedback", is_flag=True,
               help="Also send delayed feedback (labels, thumbs) to the feedback topic, each "
-                   "when it falls due in simulated time; the run lasts until the last is due.")
+                   "when it falls due in simulated time; the run lasts until the last is due. "
+                   "Faster than real time, give a --start in the past so feedback is not "
+                   "stamped in the future (the worker refuses far-future timestamps).")
 @click.option("--label-delay", default="1m", show_default=True, metavar="DELAY",
               help="Label delay: [fixed:|exp:|lognormal:]DURATION (90s, 1m, 1h, 1d); "
                    "exponential when no kind is given.")
