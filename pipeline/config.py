@@ -273,6 +273,7 @@ class QualitySettings(_Section):
     thumbs_down_below: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5  # satisfaction < this
     # the estimate (CBPE) needs this many labelled inferences before it is published
     min_calibration_labels: PositiveInt = 200
+    compare_seconds: PositiveFloat = 1_800.0  # versions are compared over this trailing span
 
 
 class PricingSettings(_Section):

@@ -23,7 +23,7 @@ import msgspec
 
 from schemas.bounds import Count, EpochSeconds, Version
 
-__all__ = ["QUALITY_CONTRACT", "ClassScores", "QualityWindow"]
+__all__ = ["QUALITY_CONTRACT", "VERSION_CONTRACT", "ClassScores", "QualityWindow", "VersionSummary"]
 
 QUALITY_CONTRACT = b"QualityWindow"  # the value of schemas.metrics.CONTRACT_HEADER
 Basis = Literal["inference_time", "feedback_time"]
@@ -84,3 +84,30 @@ class QualityWindow(msgspec.Struct, kw_only=True, omit_defaults=True):
     estimated_accuracy: float | None = None
     estimated_accuracy_low: float | None = None  # 95 % interval
     estimated_accuracy_high: float | None = None
+
+
+VERSION_CONTRACT = b"VersionSummary"  # the value of schemas.metrics.CONTRACT_HEADER
+
+
+class VersionSummary(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What one series (a model version) did over one period, as sums, so periods add up:
+    the input of version comparison rules (``type: version_comparison``). Published on
+    ``inferwatch.metrics`` keyed by the series' labels without ``model_version``, so every
+    version of a model meets at one alerting worker."""
+
+    schema_version: int = 1
+    series_key: str
+    labels: dict[str, str] = {}
+    period_start: EpochSeconds
+    period_end: EpochSeconds
+    inferences: Count = 0
+    errors: Count = 0
+    latency_n: Count = 0
+    latency_sum: float = 0.0
+    latency_sumsq: float = 0.0
+    labelled: Count = 0  # classification labels
+    correct: Count = 0
+    satisfaction_n: Count = 0
+    satisfaction_sum: float = 0.0
+    satisfaction_sumsq: float = 0.0
+    thumbs_down: Count = 0

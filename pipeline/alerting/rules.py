@@ -18,6 +18,10 @@ type's fields, plus optional ``match`` / ``match_re`` on series labels, ``for``,
 - ``burn_rate``: ``objective`` (e.g. 0.99), ``sli`` (``errors`` or ``latency``: requests
   slower than the SLO latency) and ``windows`` of ``{long, short, burn_rate}``
   (default: the SRE workbook's 1h/5m at 14.4 and 6h/30m at 6), with ``min_requests``.
+- ``version_comparison``: a candidate model version worse than the baseline serving beside
+  it over ``quality.compare_seconds``, on ``metrics`` (error_rate, latency_ms, accuracy,
+  satisfaction, thumbs_down_rate) at confidence ``level`` with ``min_samples`` per side and
+  optional ``margins`` per metric (docs/quality.md).
 
 Annotations are templates (:mod:`pipeline.alerting.templates`) over ``value``,
 ``threshold``, ``alertname``, ``severity``, ``series_key``, ``window_start``,
@@ -67,7 +71,9 @@ from pipeline.alerting.conditions import (
     Condition,
     ErrorRateBoundCondition,
     ThresholdCondition,
+    VersionComparisonCondition,
 )
+from pipeline.alerting.conditions.version_comparison import METRICS as COMPARED
 from pipeline.alerting.durations import parse_duration
 from pipeline.alerting.expr import Expr, ExprError, Kind, parse
 from pipeline.alerting.inhibit import InhibitRule
@@ -89,6 +95,7 @@ __all__ = [
     "RuleSet",
     "RuleSpec",
     "ThresholdRuleSpec",
+    "VersionComparisonRuleSpec",
     "check",
     "load_rules",
     "parse_rules",
@@ -101,6 +108,9 @@ RuleName = Annotated[str, msgspec.Meta(pattern="^[A-Za-z_][A-Za-z0-9_]*$", max_l
 Duration = str | float  # "5m", "1h30m" or seconds; parsed when the rule is built
 Labels = dict[LabelName, Annotated[str, msgspec.Meta(max_length=1024)]]
 Ratio = Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)]
+ComparedMetric = Literal["error_rate", "latency_ms", "accuracy", "satisfaction",
+                         "thumbs_down_rate"]
+COMPARED_METRICS: tuple[str, ...] = tuple(COMPARED)
 
 
 class _Spec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -161,7 +171,18 @@ class BurnRateRuleSpec(_RuleSpecBase, tag="burn_rate", kw_only=True):
     min_requests: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
-RuleSpec = ThresholdRuleSpec | ErrorRateBoundRuleSpec | BurnRateRuleSpec
+class VersionComparisonRuleSpec(_RuleSpecBase, tag="version_comparison", kw_only=True):
+    """A candidate model version worse than the baseline beside it (docs/quality.md)."""
+
+    metrics: Annotated[list[ComparedMetric], msgspec.Meta(min_length=1)] = \
+        msgspec.field(default_factory=lambda: list(COMPARED_METRICS))
+    level: Ratio = 0.95
+    min_samples: Annotated[int, msgspec.Meta(ge=1)] = 200
+    margins: dict[ComparedMetric, Annotated[float, msgspec.Meta(ge=0.0)]] = {}
+
+
+RuleSpec = (ThresholdRuleSpec | ErrorRateBoundRuleSpec | BurnRateRuleSpec
+            | VersionComparisonRuleSpec)
 
 
 class InhibitRuleSpec(_Spec, kw_only=True):
@@ -192,7 +213,7 @@ class _FileShape(_Spec, kw_only=True):
 def _vocabulary() -> frozenset[str]:
     names: set[str] = {"type"}
     for t in (_FileShape, ThresholdRuleSpec, ErrorRateBoundRuleSpec, BurnRateRuleSpec,
-              BurnWindowSpec, InhibitRuleSpec):
+              VersionComparisonRuleSpec, BurnWindowSpec, InhibitRuleSpec):
         names.update(t.__struct_encode_fields__)
     return frozenset(names)
 
@@ -200,7 +221,8 @@ def _vocabulary() -> frozenset[str]:
 _VOCABULARY = _vocabulary()
 _HINTS = {
     "severity": "invalid severity {value!r}: use critical, warning or info",
-    "type": "unknown rule type {value!r}: use threshold, error_rate_bound or burn_rate",
+    "type": "unknown rule type {value!r}: use threshold, error_rate_bound, burn_rate or "
+            "version_comparison",
     "sli": "invalid sli {value!r}: use errors or latency",
     "name": "invalid name {value!r}: use letters, digits and _ (not starting with a digit)",
 }
@@ -580,6 +602,10 @@ class _RuleBuilder:
                 return None
             return ErrorRateBoundCondition(spec.threshold, z=spec.z, errors=errors, total=total,
                                            over=over or None, min_requests=spec.min_requests)
+        if isinstance(spec, VersionComparisonRuleSpec):
+            return VersionComparisonCondition(spec.metrics, level=spec.level,
+                                              min_samples=spec.min_samples,
+                                              margins=spec.margins)
         windows: list[BurnWindow] = []
         for i, w in enumerate(spec.windows):
             long = self.duration(("windows", i, "long"), w.long, "long window")

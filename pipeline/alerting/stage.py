@@ -48,6 +48,7 @@ from pipeline.alerting.receivers import Resend, Router, build_receivers
 from pipeline.alerting.rules import RuleSet
 from pipeline.alerting.silences import Silences
 from pipeline.config import Settings
+from pipeline.quality.versions import VersionBook
 from pipeline.runtime.outbox import Outbox
 from pipeline.runtime.stage import Changes, Output, Step
 from pipeline.sources.codec import describe
@@ -55,13 +56,14 @@ from pipeline.telemetry import ALERTS
 from pipeline.windows.profile import series_key as make_key
 from schemas.alert import AlertEvent
 from schemas.metrics import CONTRACT_HEADER, WindowMetrics
-from schemas.quality import QUALITY_CONTRACT, QualityWindow
+from schemas.quality import QUALITY_CONTRACT, VERSION_CONTRACT, QualityWindow, VersionSummary
 
 __all__ = ["AlertRuleStage"]
 
 log = logging.getLogger(__name__)
 _WINDOW = msgspec.json.Decoder(WindowMetrics)
 _QUALITY = msgspec.json.Decoder(QualityWindow)
+_VERSIONS = msgspec.json.Decoder(VersionSummary)
 _EVENT = msgspec.json.Encoder()
 _STATE = msgspec.msgpack.Encoder()
 _STATE_DEC = msgspec.msgpack.Decoder()
@@ -98,6 +100,9 @@ class AlertRuleStage:
         self.router = Router(build_receivers(settings.alerts), rules.group_by)
         self.resend = Resend(settings.alerts.alertmanager_resend_seconds)
         self.series: dict[int, set[str]] = {}  # partition -> its series
+        # the versions of each model side by side, for version comparison rules
+        self.versions = VersionBook(settings.quality.compare_seconds)
+        self.models: dict[int, set[str]] = {}  # partition -> its model keys
         self.scores: dict[str, tuple[float, dict[str, float]]] = {}  # latest scored window
         self.outbox = Outbox("out|")
         # partition -> clock bucket -> series -> [end, version], as last written
@@ -123,6 +128,9 @@ class AlertRuleStage:
                 histories[rest] = _STATE_DEC.decode(raw)
             elif kind == "clock":
                 clocks[int(rest)] = _STATE_DEC.decode(raw)
+            elif kind == "versions":
+                self.versions.restore(rest, raw)
+                self.models.setdefault(partition, set()).add(rest)
         ends = {k: v for bucket in clocks.values() for k, v in bucket.items()}
         for series_key, header in headers.items():
             earlier = "alerts" in header  # the whole state in one record
@@ -144,6 +152,8 @@ class AlertRuleStage:
         return done + 1 if done >= 0 else None  # after the last window evaluated
 
     def on_revoke(self, topic: str, partition: int) -> None:
+        for model in self.models.pop(partition, set()):
+            self.versions.forget(model)
         for series_key in self.series.pop(partition, set()):
             self.evaluator.forget(series_key)
             self.scores.pop(series_key, None)
@@ -156,6 +166,7 @@ class AlertRuleStage:
     def on_batch(self, topic: str, partition: int, records: Sequence[Any],
                  wall: float) -> Step:
         windows: list[WindowMetrics | dict[str, Any]] = []
+        models_touched: set[str] = set()
         done = self._done.get(partition, -1)
         records = [r for r in records if r.offset > done]  # evaluated before a restart
         if not records:
@@ -163,9 +174,16 @@ class AlertRuleStage:
         self._done[partition] = records[-1].offset
         for record in records:
             contract = dict(record.headers or ()).get(CONTRACT_HEADER, b"WindowMetrics")
-            if contract not in (b"WindowMetrics", QUALITY_CONTRACT):
+            if contract not in (b"WindowMetrics", QUALITY_CONTRACT, VERSION_CONTRACT):
                 continue  # ResourceMetrics share the topic
             try:
+                if contract == VERSION_CONTRACT:
+                    summary = _VERSIONS.decode(record.value or b"")
+                    windows += self.versions.add(summary)
+                    model = VersionBook.model_key(summary.labels)
+                    self.models.setdefault(partition, set()).add(model)
+                    models_touched.add(model)
+                    continue
                 windows.append(_WINDOW.decode(record.value or b"") if contract ==
                                b"WindowMetrics" else _quality(record.value or b""))
             except Exception as exc:  # the sink dead-letters it; go on
@@ -174,8 +192,8 @@ class AlertRuleStage:
         events: list[AlertEvent] = []
         touched: set[str] = set()
         for metrics in sorted(windows, key=_order):
-            if isinstance(metrics, dict):  # a quality window: its own series, no scores
-                events += self.evaluator.evaluate(metrics, None, now=wall)
+            if isinstance(metrics, dict):  # quality or comparison: a series of its own
+                events += self.evaluator.evaluate(metrics, metrics.get("sums"), now=wall)
                 touched.add(metrics["series_key"])
                 continue
             scores = metrics.scores
@@ -189,6 +207,9 @@ class AlertRuleStage:
         self.series.setdefault(partition, set()).update(touched)
         step = Step()
         self._emit(partition, events, touched, step)
+        for model in sorted(models_touched):  # the versions' sums behind the comparisons
+            step.changes.setdefault(partition, {})[f"versions|{model}"] = \
+                self.versions.checkpoint(model)
         step.changes.setdefault(partition, {})["offset"] = str(records[-1].offset).encode()
         if events:
             self._count()

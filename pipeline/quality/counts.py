@@ -24,7 +24,7 @@ from pipeline.quality.records import Outcome, confidence_bin
 from pipeline.windows.sketch import Sketch
 from schemas.quality import ClassScores
 
-__all__ = ["NONE", "OTHER", "QualityCounts"]
+__all__ = ["NONE", "OTHER", "QualityCounts", "is_correct"]
 
 OTHER = "~other"  # the classes beyond max_classes
 NONE = "~none"  # a missing prediction (or label)
@@ -57,6 +57,18 @@ def _text(value: object) -> str:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def is_correct(prediction: object, label: object) -> bool | None:
+    """Whether a classification prediction matches its label (their class names equal);
+    ``None`` for a regression pair (both numbers), which has an error, not a verdict.
+
+    >>> is_correct("cat", "cat"), is_correct(1, "1"), is_correct(0.5, 0.7)
+    (True, True, None)
+    """
+    if _is_number(prediction) and _is_number(label):
+        return None
+    return _text(prediction) == _text(label)
 
 
 def _bin(confidence: float, bins: int) -> int:

@@ -31,6 +31,7 @@ import msgspec
 from pipeline.config import QualitySettings
 from pipeline.quality.counts import QualityCounts
 from pipeline.quality.records import Fate, FeedbackItem, JoinItem, Outcome, Stub, StubItem
+from pipeline.quality.versions import VersionStats
 from schemas.feedback import FeedbackEvent
 
 __all__ = ["JoinTable", "Produced"]
@@ -61,6 +62,7 @@ class Produced:
     outcomes: dict[str, list[Outcome]] = field(default_factory=dict)
     tallies: dict[str, dict[float, QualityCounts]] = field(default_factory=dict)
     fates: dict[str, list[Fate]] = field(default_factory=dict)
+    serving: dict[str, VersionStats] = field(default_factory=dict)  # inferences, per series
 
     def series(self) -> list[str]:
         return sorted({*self.outcomes, *self.tallies, *self.fates})
@@ -161,6 +163,10 @@ class JoinTable:
             if counts is None:
                 counts = windows[start] = _counts(self.settings)
             counts.add_inference(stub.confidence)
+            serving = out.serving.get(stub.series_key)
+            if serving is None:
+                serving = out.serving[stub.series_key] = VersionStats()
+            serving.add_inference(stub.latency_ms, stub.error)
         waiting = self.pending.pop(item.join_id, None)
         for feedback_id, (feedback, _) in (waiting or {}).items():
             self._changes[f"p|{item.join_id}|{feedback_id}"] = None

@@ -103,7 +103,8 @@ class JoinStage:
                 partition, offset, series_key, out.outcomes.get(series_key, []),
                 [(start, c.to_builtins()) for start, c in
                  sorted(out.tallies.get(series_key, {}).items())],
-                out.fates.get(series_key, []))
+                out.fates.get(series_key, []),
+                serving.to_builtins() if (serving := out.serving.get(series_key)) else {})
             self.outbox.put(partition, name, _ENC.encode(batch), changes)
 
     def _emit(self, partition: int, changes: Changes, step: Step,

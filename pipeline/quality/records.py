@@ -116,6 +116,7 @@ class OutcomeBatch(msgspec.Struct, array_like=True, frozen=True):
     outcomes: list[Outcome] = []
     tallies: list[tuple[float, dict]] = []
     fates: list[Fate] = []
+    serving: dict[str, int | float] = {}  # VersionStats sums of the inferences in this batch
 
 
 def join_id(event_id: str | None, request_id: str | None) -> str:

@@ -17,19 +17,21 @@ import msgspec
 
 from pipeline.config import Settings
 from pipeline.quality.records import OutcomeBatch
+from pipeline.quality.versions import VersionBook
 from pipeline.quality.windows import QualityWindows
 from pipeline.runtime.outbox import Outbox
 from pipeline.runtime.stage import Changes, Output, Step
 from pipeline.sources.codec import Rejection, describe
 from pipeline.sources.dlq import dead_letter
 from schemas.metrics import CONTRACT_HEADER
-from schemas.quality import QUALITY_CONTRACT
+from schemas.quality import QUALITY_CONTRACT, VERSION_CONTRACT
 
 __all__ = ["QualityStage"]
 
 _BATCH = msgspec.msgpack.Decoder(OutcomeBatch)
 _JSON = msgspec.json.Encoder()
 _HEADERS = (("content-type", b"application/json"), (CONTRACT_HEADER, QUALITY_CONTRACT))
+_VERSION_HEADERS = (("content-type", b"application/json"), (CONTRACT_HEADER, VERSION_CONTRACT))
 
 
 class QualityStage:
@@ -87,6 +89,10 @@ class QualityStage:
             name = (f"out|{window.basis}|{window.window_start!r}|{window.version}|"
                     f"{window.series_key}")
             self.outbox.put(partition, name, _JSON.encode(window), changes)
+        for summary in table.summaries(wall):
+            name = (f"out|v|{summary.period_end!r}|{VersionBook.model_key(summary.labels)}|"
+                    f"{summary.series_key}")
+            self.outbox.put(partition, name, _JSON.encode(summary), changes)
         changes.update(table.checkpoint())
         if changes:
             step.changes.setdefault(partition, {}).update(changes)
@@ -100,8 +106,13 @@ class QualityStage:
         step.done.append(done)
 
     def _output(self, name: str, record: bytes) -> Output:
-        series_key = name.split("|", 4)[4]
-        return Output(self.settings.topics.metrics, series_key.encode(), record,
+        """Quality windows keyed by series; version sums by model (``out|v|…``), so every
+        version of a model reaches the alerting worker that compares them."""
+        _, kind, _, key, _ = name.split("|", 4)  # the series key (last) may hold "|"
+        if kind == "v":
+            return Output(self.settings.topics.metrics, key.encode(), record,
+                          headers=_VERSION_HEADERS)
+        return Output(self.settings.topics.metrics, name.split("|", 4)[4].encode(), record,
                       headers=_HEADERS)
 
     def summary(self) -> str:

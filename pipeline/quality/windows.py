@@ -36,8 +36,9 @@ from pipeline.config import Settings
 from pipeline.quality.counts import QualityCounts
 from pipeline.quality.estimate import Calibration
 from pipeline.quality.records import OutcomeBatch
+from pipeline.quality.versions import VersionStats
 from pipeline.scoring.baselines import parse_series_key
-from schemas.quality import QualityWindow
+from schemas.quality import QualityWindow, VersionSummary
 
 __all__ = ["QualityWindows"]
 
@@ -64,6 +65,11 @@ class _Series:
     calibration_changed: bool = False
     calibration_offset: int = -1  # the last outcomes offset it learned from
     marks: dict[int, int] = field(default_factory=dict)  # join partition -> last seq
+    # this period's sums for version comparison, published every window length
+    period: VersionStats = field(default_factory=VersionStats)
+    period_start: float | None = None
+    period_offset: int = -1
+    period_changed: bool = False
 
 
 @dataclass
@@ -76,6 +82,7 @@ class QualityWindows:
     too_old: int = 0  # outcomes for windows past the horizon: counted in fates only
     _changed: set[WindowKey] = field(default_factory=set)  # to checkpoint
     _dirty: set[WindowKey] = field(default_factory=set)  # to publish
+    _now: float = 0.0  # the wall clock of the batch being added
     _marks_changed: set[str] = field(default_factory=set)  # series
 
     # ------------------------------------------------------------------ verbs
@@ -83,6 +90,7 @@ class QualityWindows:
         """Merge one batch read at outcomes ``offset``; False when it was merged before."""
         if not batch.series_key or batch.seq < 0:
             return False  # fates of unmatched feedback: for the store only
+        self._now = wall
         series = self._series(batch.series_key)
         if batch.seq <= series.marks.get(batch.source, -1):
             return False
@@ -105,6 +113,7 @@ class QualityWindows:
                 if window is not None:
                     window.add(outcome)
             learned.add(outcome)
+        self._period(series, batch, offset)
         counts, correct = learned.calibration
         if any(counts) and offset > series.calibration_offset:
             series.calibration.learn(counts, correct)
@@ -133,6 +142,34 @@ class QualityWindows:
             self._changed.add(key)
             self._dirty.discard(key)
         return out
+
+    def summaries(self, wall: float) -> list[VersionSummary]:
+        """Each series' sums since its period began, once a window length has passed."""
+        out = []
+        size = self.settings.quality.window_seconds
+        for series_key, series in self.series.items():
+            start = series.period_start
+            if start is None or wall < start + size:
+                continue
+            sums = series.period.to_builtins()
+            out.append(VersionSummary(series_key=series_key, labels=series.labels,
+                                      period_start=start, period_end=wall, **sums))
+            series.period, series.period_start = VersionStats(), None
+            series.period_changed = True
+        return out
+
+    def _period(self, series: _Series, batch: OutcomeBatch, offset: int) -> None:
+        if series.period_offset > offset or (series.period_offset == offset
+                                             and not series.period_changed):
+            return  # absorbed before a crash; its change landed
+        if batch.serving:
+            series.period.merge(VersionStats.from_builtins(batch.serving))
+        below = self.settings.quality.thumbs_down_below
+        for outcome in batch.outcomes:
+            series.period.add(outcome, below)
+        if series.period_start is None and not series.period.empty():
+            series.period_start = self._now
+        series.period_offset, series.period_changed = offset, True
 
     def expire(self, wall: float) -> None:
         """Forget published windows past their use: inference-time ones after the join
@@ -172,6 +209,12 @@ class QualityWindows:
                 changes[f"c|{series_key}"] = _ENC.encode(
                     {"c": series.calibration.to_builtins(), "o": series.calibration_offset})
                 series.calibration_changed = False
+        for series_key, series in self.series.items():
+            if series.period_changed:
+                changes[f"v|{series_key}"] = _ENC.encode({
+                    "s": series.period.to_builtins(), "t": series.period_start,
+                    "o": series.period_offset})
+                series.period_changed = False
         for series_key in sorted(self._marks_changed):
             marks = self.series[series_key].marks
             changes[f"m|{series_key}"] = _ENC.encode(sorted(marks.items()))
@@ -210,6 +253,15 @@ class QualityWindows:
                     continue
                 series = table._series(rest)
                 series.calibration, series.calibration_offset = calibration, int(data["o"])
+            elif kind == "v":
+                data = _DEC.decode(raw)
+                series = table._series(rest)
+                try:
+                    series.period = VersionStats.from_builtins(data["s"])
+                except ValueError as exc:
+                    log.warning("version sums of %s reset on restore: %s", rest, exc)
+                    continue
+                series.period_start, series.period_offset = data["t"], int(data["o"])
             elif kind == "m":
                 table._series(rest).marks = {int(s): int(q) for s, q in _DEC.decode(raw)}
         return table

@@ -37,7 +37,8 @@ newest value of the headline figures (``inferwatch.accuracy``, ``inferwatch.erro
 ``inferwatch.last_window``, ``inferwatch.series`` and ``inferwatch.monitoring_run``.
 
 ``mlflow`` is imported inside the functions that talk to it: the workers never need it, and
-a missing install is one :class:`RegistryError` naming ``pip install 'inferwatch[registry]'`` (or ``pip install mlflow``).
+a missing install is one :class:`RegistryError` naming ``pip install 'inferwatch[registry]'``
+(or ``pip install mlflow``).
 """
 
 from __future__ import annotations

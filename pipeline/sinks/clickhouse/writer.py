@@ -72,7 +72,7 @@ from pipeline.telemetry import (
 from schemas.alert import AlertEvent
 from schemas.event import InferenceEvent, ResourceSample
 from schemas.metrics import CONTRACT_HEADER, ResourceMetrics, WindowMetrics
-from schemas.quality import QUALITY_CONTRACT, QualityWindow
+from schemas.quality import QUALITY_CONTRACT, VERSION_CONTRACT, QualityWindow
 from schemas.scores import WindowScores
 
 __all__ = ["ClickHouseSink", "SinkStats", "refused_by_store"]
@@ -281,6 +281,8 @@ class ClickHouseSink:
                             batch.host_windows.add(_HOST_WINDOW.decode(msg.value), msg)
                         elif contract == QUALITY_CONTRACT:
                             batch.quality_windows.add(_QUALITY.decode(msg.value), msg)
+                        elif contract == VERSION_CONTRACT:
+                            pass  # version sums: for comparison rules, not stored
                         else:
                             batch.windows.add(_WINDOW.decode(msg.value), msg)
                     except Exception as exc:  # our own topic: a bug or a stranger; DLQ it

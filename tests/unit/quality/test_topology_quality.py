@@ -16,9 +16,11 @@ from pipeline.quality.intake import JoinIntake
 from pipeline.quality.join_stage import JoinStage
 from pipeline.quality.records import OutcomeBatch
 from pipeline.quality.stage import QualityStage
+from pipeline.quality.versions import SUMS
 from pipeline.runtime.memory import Crash, MemoryRunner, MemoryTopics
 from pipeline.runtime.state import MemoryChangelog
-from schemas.quality import QualityWindow
+from schemas.metrics import CONTRACT_HEADER
+from schemas.quality import QUALITY_CONTRACT, VERSION_CONTRACT, QualityWindow, VersionSummary
 
 PARTITIONS = 3
 SETTINGS = Settings(
@@ -102,6 +104,8 @@ def produce(topics: MemoryTopics, seed: int) -> None:
 def newest(topics: MemoryTopics) -> dict[tuple[str, float], QualityWindow]:
     out: dict[tuple[str, float], QualityWindow] = {}
     for record in topics.records(T.metrics):
+        if dict(record.headers)[CONTRACT_HEADER] != QUALITY_CONTRACT:
+            continue  # version sums share the topic
         w = msgspec.json.decode(record.value, type=QualityWindow)
         key = (w.basis, w.window_start)
         if key not in out or w.version > out[key].version:
@@ -130,9 +134,21 @@ async def scenario(crash: tuple[int, str] | None = None) -> Pipeline:
     return world
 
 
+def version_sums(topics: MemoryTopics) -> dict[str, float]:
+    """The version comparison sums published, added up over periods."""
+    total: dict[str, float] = {}
+    for record in topics.records(T.metrics):
+        if dict(record.headers)[CONTRACT_HEADER] == VERSION_CONTRACT:
+            summary = msgspec.json.decode(record.value, type=VersionSummary)
+            for name in SUMS:
+                total[name] = total.get(name, 0) + getattr(summary, name)
+    return total
+
+
 def summary(world: Pipeline) -> dict:
-    return {key: (w.inferences, w.labelled, w.accuracy, w.satisfaction_count, w.feedback)
-            for key, w in newest(world.topics).items()}
+    windows = {key: (w.inferences, w.labelled, w.accuracy, w.satisfaction_count, w.feedback)
+               for key, w in newest(world.topics).items()}
+    return {"windows": windows, "versions": version_sums(world.topics)}
 
 
 def test_every_feedback_is_counted_once_and_accounted_for() -> None:
@@ -145,6 +161,9 @@ def test_every_feedback_is_counted_once_and_accounted_for() -> None:
     by_feedback = [w for (basis, _), w in windows.items() if basis == "feedback_time"]
     assert sum(w.labelled for w in by_feedback) == 60
     assert all(w.label_coverage == 1.0 for w in inference)
+    sums = version_sums(world.topics)
+    assert (sums["inferences"], sums["latency_n"], sums["labelled"]) == (60, 60, 60)
+    assert sums["correct"] == sum(round(w.accuracy * w.labelled) for w in inference)
     states = fates(world.topics)
     assert states["lost"] == "unmatched"
     assert sum(s == "joined" for s in states.values()) == 72

@@ -1,0 +1,121 @@
+"""Version comparison: the sums each version adds up, the book that lines versions up,
+the rule condition, and a rule firing in the alerting stage on a worse candidate."""
+
+from __future__ import annotations
+
+from typing import get_args
+
+import msgspec
+
+from pipeline.alerting.conditions.version_comparison import (
+    METRICS,
+    VersionComparisonCondition,
+)
+from pipeline.alerting.rules import ComparedMetric, parse_rules
+from pipeline.alerting.stage import AlertRuleStage
+from pipeline.config import Settings
+from pipeline.quality.records import Outcome
+from pipeline.quality.versions import VersionBook, VersionStats
+from pipeline.runtime.stage import Record
+from schemas.alert import AlertEvent
+from schemas.metrics import CONTRACT_HEADER
+from schemas.quality import VERSION_CONTRACT, VersionSummary
+
+T0 = 1_700_000_000.0
+
+
+def summary(version: str, end: float, *, inferences: int = 1000, errors: int = 10,
+            labelled: int = 0, correct: int = 0, model: str = "clf") -> VersionSummary:
+    return VersionSummary(series_key=f"model={model}|model_version={version}",
+                          labels={"model": model, "model_version": version},
+                          period_start=end - 300, period_end=end, inferences=inferences,
+                          errors=errors, latency_n=inferences,
+                          latency_sum=100.0 * inferences,
+                          latency_sumsq=(100.0**2 + 25.0) * inferences,
+                          labelled=labelled, correct=correct)
+
+
+def test_the_rule_type_and_the_condition_know_the_same_metrics() -> None:
+    assert set(get_args(ComparedMetric)) == set(METRICS)
+
+
+def test_stats_count_inferences_labels_and_satisfaction_and_merge_exactly() -> None:
+    a, b = VersionStats(), VersionStats()
+    a.add_inference(100.0, False)
+    a.add(Outcome("f1", "label", T0, T0 + 1, prediction="cat", label="cat"))
+    a.add(Outcome("f2", "label", T0, T0 + 1, prediction=0.5, label=0.7))  # regression
+    b.add_inference(None, True)
+    b.add(Outcome("f3", "satisfaction", T0, T0 + 1, satisfaction=0.2))
+    a.merge(VersionStats.from_builtins(msgspec.msgpack.decode(
+        msgspec.msgpack.encode(b.to_builtins()))))
+    assert (a.inferences, a.errors, a.latency_n, a.labelled, a.correct) == (2, 1, 1, 1, 1)
+    assert (a.satisfaction_n, a.thumbs_down) == (1, 1)
+    assert isinstance(a.inferences, int) and isinstance(a.latency_sum, float)
+
+
+def test_the_baseline_is_the_version_with_most_traffic_and_old_periods_leave() -> None:
+    book = VersionBook(span=900)
+    assert book.add(summary("v1", T0, inferences=5000)) == []  # one version: nothing
+    (window,) = book.add(summary("v2", T0, inferences=300))
+    assert window["labels"] == {"model": "clf", "model_version": "v2",
+                                "baseline_version": "v1", "quality": "comparison"}
+    assert window["sums"]["baseline.inferences"] == 5000
+    assert window["sums"]["candidate.inferences"] == 300
+    assert book.add(summary("v2", T0 + 1000)) == []  # v1's period is past the span
+
+
+def test_the_book_survives_a_restart_from_its_checkpoint() -> None:
+    book = VersionBook(span=900)
+    book.add(summary("v1", T0))
+    key = VersionBook.model_key({"model": "clf", "model_version": "v1"})
+    again = VersionBook(span=900)
+    again.restore(key, book.checkpoint(key))
+    (window,) = again.add(summary("v2", T0 + 10, inferences=10))
+    assert window["sums"]["baseline.inferences"] == 1000
+
+
+def test_a_worse_candidate_holds_a_small_one_does_not() -> None:
+    condition = VersionComparisonCondition(["error_rate", "latency_ms"], min_samples=100)
+    book = VersionBook(span=900)
+    book.add(summary("v1", T0, inferences=2000, errors=20))
+    (worse,) = book.add(summary("v2", T0, inferences=1000, errors=50))
+    outcome = condition.evaluate(worse["sums"], T0 - 900, T0)
+    assert outcome.holds and outcome.details["worse"] == "error_rate"
+    assert outcome.details["latency_ms_verdict"] == "no_difference"
+    book = VersionBook(span=900)
+    book.add(summary("v1", T0, inferences=2000, errors=20))
+    (small,) = book.add(summary("v2", T0, inferences=20, errors=5))  # 25 % of 20
+    assert condition.evaluate(small["sums"], T0 - 900, T0).holds is False
+    assert condition.evaluate({"requests": 5.0}, T0, T0 + 10).holds is None
+
+
+def test_a_version_comparison_rule_fires_in_the_alerting_stage() -> None:
+    rules = parse_rules("""
+rules:
+  - name: CanaryWorse
+    type: version_comparison
+    severity: warning
+    metrics: [error_rate, accuracy]
+    min_samples: 100
+    annotations:
+      summary: "{{ labels.model_version }} vs {{ labels.baseline_version }}: {{ details.worse }}"
+""", "canary.yml")
+    stage = AlertRuleStage(Settings(), rules)
+    stage.on_assign("inferwatch.metrics", 0, {})
+    headers = [("content-type", b"application/json"), (CONTRACT_HEADER, VERSION_CONTRACT)]
+    records = [Record("inferwatch.metrics", 0, i, b"clf", msgspec.json.encode(s), headers)
+               for i, s in enumerate([
+                   summary("v1", T0, inferences=4000, errors=40, labelled=500, correct=450),
+                   summary("v2", T0, inferences=800, errors=8, labelled=400, correct=300)])]
+    step = stage.on_batch("inferwatch.metrics", 0, records, T0 + 1)
+    events = [msgspec.json.decode(o.value, type=AlertEvent) for o in step.outputs]
+    (firing,) = [e for e in events if e.state == "firing"]
+    assert firing.labels["model_version"] == "v2"
+    assert firing.labels["baseline_version"] == "v1"
+    assert firing.annotations["summary"] == "v2 vs v1: accuracy"
+    assert any(k.startswith("versions|") for k in step.changes[0])
+    # after a restart, the book is back: v2 alone still compares with v1
+    state = {k: v for k, v in step.changes[0].items() if v is not None}
+    again = AlertRuleStage(Settings(), rules)
+    again.on_assign("inferwatch.metrics", 0, state)
+    assert len(again.versions.add(summary("v2", T0 + 300))) == 1
