@@ -5,6 +5,8 @@ accuracy drop of one model version.
 
 Event time is wall time: a second wave of labels for the same inferences arrives
 windows later, so the inference-time windows are published again with a higher version.
+The two versions of the model serve side by side: a version comparison rule finds v2
+worse than v1.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ rules:
     severity: warning
     annotations:
       summary: "accuracy {{ value }} on {{ labels.model_version }}"
+  - name: CanaryWorse
+    type: version_comparison
+    severity: warning
+    metrics: [accuracy, error_rate]
+    min_samples: 20
 """
 
 
@@ -136,10 +143,15 @@ def test_feedback_fills_quality_windows_and_an_accuracy_drop_alerts(kafka_bootst
         reasons = sorted(dict(r.headers)["inferwatch-error-reason"] for r in dead)
         assert reasons == [b"malformed", b"schema"]
         # the accuracy drop of v2 fires on its feedback-time quality series
+        # and v2 beside v1 is worse (accuracy), once both versions' sums met
         alerts = [msgspec.json.decode(r.value, type=AlertEvent)
-                  for r in pipe.consume_all(topics.alerts, 1, timeout=60)]
-        firing = {(a.labels.get("model_version"), a.labels.get("quality"))
+                  for r in pipe.consume_all(topics.alerts, 2, timeout=60)]
+        firing = {(a.rule, a.labels.get("model_version"), a.labels.get("quality"))
                   for a in alerts if a.state == "firing"}
-        assert ("v2", "feedback_time") in firing and ("v1", "feedback_time") not in firing
+        assert ("AccuracyLow", "v2", "feedback_time") in firing
+        assert ("AccuracyLow", "v1", "feedback_time") not in firing
+        assert ("CanaryWorse", "v2", "comparison") in firing
+        (canary,) = [a for a in alerts if a.rule == "CanaryWorse" and a.state == "firing"]
+        assert canary.labels["baseline_version"] == "v1"
     finally:
         pipe.close()
