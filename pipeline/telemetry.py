@@ -96,6 +96,13 @@ ALERTS = Gauge(
 NOTIFICATIONS = Counter(
     "inferwatch_notifications", "Notifications to receivers, per receiver and outcome "
     "(sent, failed, dropped).", ["receiver", "outcome"], registry=REGISTRY)
+FEEDBACK_FATES = Counter(
+    "inferwatch_feedback", "Valid feedback events by what the join made of them: joined, "
+    "repeat, duplicate, unmatched (invalid ones are in inferwatch_events_rejected).",
+    ["status"], registry=REGISTRY)
+QUALITY_HELD = Gauge(
+    "inferwatch_quality_held", "What the quality join holds on this worker: inferences "
+    "waiting for feedback, feedback waiting for its inference.", ["what"], registry=REGISTRY)
 OTLP_SPANS = Counter(
     "inferwatch_otlp_spans", "OpenTelemetry spans read, per outcome (mapped: a GenAI span "
     "became an event; skipped: not a GenAI span).", ["outcome"], registry=REGISTRY)

@@ -24,12 +24,22 @@ from pipeline.runtime.outbox import Outbox
 from pipeline.runtime.stage import Changes, Output, Step
 from pipeline.sources.codec import Rejection, describe
 from pipeline.sources.dlq import dead_letter
+from pipeline.telemetry import FEEDBACK_FATES, QUALITY_HELD
 
 __all__ = ["JoinStage"]
 
 _ITEMS = msgspec.msgpack.Decoder(list[JoinItem])
 _ENC = msgspec.msgpack.Encoder()
 _HEADERS = (("content-type", b"application/msgpack"),)
+_HELD_STUBS = QUALITY_HELD.labels("inferences")
+_HELD_FEEDBACK = QUALITY_HELD.labels("feedback")
+
+
+def _count(out: Produced) -> None:
+    """``inferwatch_feedback{status}``: the fates of this step's feedback."""
+    for fates in out.fates.values():
+        for fate in fates:
+            FEEDBACK_FATES.labels(fate.status).inc()
 
 
 class JoinStage:
@@ -76,15 +86,19 @@ class JoinStage:
                     headers=record.headers, topic=topic, partition=partition,
                     offset=record.offset, max_bytes=limits.max_dead_letter_bytes))
             self._put(partition, f"{record.offset:016d}", out, changes)
+            _count(out)
         self._done[partition] = records[-1].offset
         self._emit(partition, changes, step, offset=records[-1].offset)
         return step
 
     def on_tick(self, wall: float, caught_up: Callable[[str, int], bool]) -> Step:
         step = Step()
+        _HELD_STUBS.set(sum(len(t.stubs) for t in self.tables.values()))
+        _HELD_FEEDBACK.set(sum(sum(map(len, t.pending.values())) for t in self.tables.values()))
         for partition, table in self.tables.items():
             out, changes = Produced(), {}
             table.expire(wall, out)
+            _count(out)
             self._put(partition, f"t{wall!r}", out, changes)
             if changes or self.outbox.pending(partition) or table.dirty():
                 self._emit(partition, changes, step)

@@ -19,6 +19,7 @@ from pipeline.quality.stage import QualityStage
 from pipeline.quality.versions import SUMS
 from pipeline.runtime.memory import Crash, MemoryRunner, MemoryTopics
 from pipeline.runtime.state import MemoryChangelog
+from pipeline.telemetry import REGISTRY
 from schemas.metrics import CONTRACT_HEADER
 from schemas.quality import QUALITY_CONTRACT, VERSION_CONTRACT, QualityWindow, VersionSummary
 
@@ -151,8 +152,14 @@ def summary(world: Pipeline) -> dict:
     return {"windows": windows, "versions": version_sums(world.topics)}
 
 
+def _fates_counted(status: str) -> float:
+    return REGISTRY.get_sample_value("inferwatch_feedback_total", {"status": status}) or 0.0
+
+
 def test_every_feedback_is_counted_once_and_accounted_for() -> None:
+    unmatched_before = _fates_counted("unmatched")
     world = asyncio.run(scenario())
+    assert _fates_counted("unmatched") == unmatched_before + 1  # /metrics says so too
     windows = newest(world.topics)
     inference = [w for (basis, _), w in windows.items() if basis == "inference_time"]
     assert sum(w.inferences for w in inference) == 60
