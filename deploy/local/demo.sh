@@ -18,7 +18,8 @@ started_kafka=no
 # window already closed (its events counted as too late).
 run_id=demo-$(date +%s)
 export INFERWATCH_WORKER__APP_ID=$run_id
-for topic in events dlq resources partials metrics scores alerts silences baselines; do
+for topic in events dlq resources partials metrics scores alerts silences baselines \
+             feedback joins outcomes; do
   export "INFERWATCH_TOPICS__${topic^^}=$run_id.$topic"
 done
 # OpenTelemetry GenAI spans, as an OTel Collector's Kafka exporter writes them (docs/otlp.md)
@@ -27,6 +28,9 @@ export INFERWATCH_OTLP__TOPICS="$run_id.otlp_spans=otlp_proto"
 # Alert rules: the example's latency and error-rate rules scaled to a one-minute run
 # (deploy/local/demo.rules.yml says why), so the spike and the burst fire and resolve.
 export INFERWATCH_ALERTS__RULES=${INFERWATCH_ALERTS__RULES:-deploy/local/demo.rules.yml}
+# Model quality (docs/quality.md): 10 s quality windows for a one-minute run (default 5 min)
+export INFERWATCH_QUALITY__WINDOW_SECONDS=10
+export INFERWATCH_QUALITY__MIN_CALIBRATION_LABELS=50
 
 cleanup() {
   if [ -n "$ui_pid" ] && kill -0 "$ui_pid" 2>/dev/null; then
@@ -69,10 +73,13 @@ echo "   dashboard: http://127.0.0.1:$ui_port/  user inferwatch, password $ui_pa
 echo "   (the worker's random query password, from $home/clickhouse.owner.json; new each start)"
 
 run_start=$(date +%s)
-echo "== simulating 60 s of traffic: latency spike on gpt-chat at 20 s, error burst on code-complete at 35 s"
+echo "== simulating 60 s of traffic: latency spike on gpt-chat at 20 s, error burst on code-complete at 35 s,"
+echo "   intent-clf 20 points less accurate from 30 s; labels for half its predictions 5 s later, thumbs on 20 %"
 $iw simulate --rate 300 --duration 60 --speed 1 \
   --incident "latency_spike@20+15:model=gpt-chat" \
-  --incident "error_burst@35+10:model=code-complete"
+  --incident "error_burst@35+10:model=code-complete" \
+  --feedback --label-delay fixed:5s --label-rate 0.5 --satisfaction-rate 0.2 \
+  --incident "accuracy_drop@30+30:model=intent-clf:factor=20"
 echo "== replaying 2,000 requests of the Azure LLM conversation trace (CC BY 4.0), 50x speed"
 $iw simulate --replay data/azure_llm_inference_conv_2023.csv --limit 2000 --speed 50
 
@@ -129,6 +136,30 @@ $iw query "SELECT model, cost_source, count() AS events, round(sum(cost_usd), 4)
            FROM events FINAL WHERE $since GROUP BY model, cost_source ORDER BY model, cost_source"
 # --- end of the cost block ---
 
+echo; echo "== model quality from delayed labels: intent-clf per 10 s window by inference time (quality_windows)"
+echo "   the accuracy drop from 30 s, and the estimate from confidences beside it"
+$iw query "SELECT window_start, inferences, labelled, round(label_coverage, 2) AS coverage,
+                  round(accuracy, 3) AS accuracy, round(estimated_accuracy, 3) AS estimated,
+                  round(f1_macro, 3) AS f1_macro, round(ece, 3) AS ece, version
+           FROM quality_windows FINAL
+           WHERE window_start >= toDateTime64($run_start - 5, 3) AND model = 'intent-clf'
+             AND basis = 'inference_time' AND inferences > 0
+           ORDER BY window_start LIMIT 10"
+
+echo; echo "== satisfaction per model version, and what became of every feedback (feedback)"
+$iw query "SELECT model, model_version, sum(satisfaction_count) AS rated,
+                  round(sum(satisfaction_mean * satisfaction_count) / sum(satisfaction_count), 3)
+                    AS satisfaction,
+                  round(sum(thumbs_down_rate * satisfaction_count) / sum(satisfaction_count), 3)
+                    AS thumbs_down
+           FROM quality_windows FINAL
+           WHERE window_start >= toDateTime64($run_start - 5, 3) AND basis = 'feedback_time'
+             AND satisfaction_count > 0
+           GROUP BY model, model_version ORDER BY model, model_version"
+$iw query "SELECT kind, status, count() AS feedback FROM feedback FINAL
+           WHERE timestamp >= toDateTime64($run_start - 5, 3)
+           GROUP BY kind, status ORDER BY kind, status"
+
 echo; echo "== alerts of this run (deploy/local/demo.rules.yml): firing and resolved transitions"
 $iw query "SELECT window_end, rule, state, severity, series_key, round(value, 2) AS value,
                   round(threshold, 2) AS threshold
@@ -137,7 +168,7 @@ $iw query "SELECT window_end, rule, state, severity, series_key, round(value, 2)
 
 echo; echo "demo done: try  $iw query \"SELECT ...\""
 echo "tables: events, resources, window_metrics, resource_metrics, rollup_1m, rollup_1h,"
-echo "        drift_scores, anomaly_scores, alerts"
+echo "        drift_scores, anomaly_scores, alerts, quality_windows, feedback"
 
 if [ -t 0 ]; then
   echo
