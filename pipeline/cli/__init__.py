@@ -69,6 +69,7 @@ from pipeline.cli import (  # noqa: E402, F401
     config,
     dev,
     migrate,
+    quality,
     query,
     registry,
     rules,
