@@ -19,7 +19,18 @@ from typing import Literal
 
 import msgspec
 
-__all__ = ["Difference", "Verdict", "compare_means", "compare_rates"]
+__all__ = ["COMPARED_METRICS", "Difference", "Verdict", "compare_means", "compare_rates"]
+
+# The metrics two versions are compared on, and how: a rate (k of n) or a mean, and
+# whether higher is worse. Rules (``version_comparison``) and ``inferwatch quality
+# compare`` both read this table.
+COMPARED_METRICS: dict[str, tuple[Literal["rate", "mean"], bool]] = {
+    "error_rate": ("rate", True),
+    "latency_ms": ("mean", True),
+    "accuracy": ("rate", False),
+    "satisfaction": ("mean", False),
+    "thumbs_down_rate": ("rate", True),
+}
 
 Verdict = Literal["worse", "better", "no_difference", "insufficient_data"]
 

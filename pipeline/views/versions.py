@@ -44,7 +44,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pipeline.quality.compare import Difference, compare_means, compare_rates
+from pipeline.quality.compare import (
+    COMPARED_METRICS,
+    Difference,
+    compare_means,
+    compare_rates,
+)
 from pipeline.sinks.clickhouse.rows import EVENT_COLUMNS
 from pipeline.views.overview import LABEL, quote
 from pipeline.windows.profile import series_key
@@ -83,14 +88,15 @@ class Metric:
     digits: int = 2
 
 
+C = COMPARED_METRICS  # kind and direction of each metric live there
 METRICS: tuple[Metric, ...] = (
-    Metric("error_rate", "rate", True, n="inferences", k="errors"),
-    Metric("latency_ms", "mean", True, n="latency_n", mean="latency_mean", var="latency_var",
-           unit="ms", digits=1),
-    Metric("accuracy", "rate", False, n="labelled", k="correct"),
-    Metric("satisfaction", "mean", False, n="satisfaction_n", mean="satisfaction_mean",
+    Metric("error_rate", *C["error_rate"], n="inferences", k="errors"),
+    Metric("latency_ms", *C["latency_ms"], n="latency_n", mean="latency_mean",
+           var="latency_var", unit="ms", digits=1),
+    Metric("accuracy", *C["accuracy"], n="labelled", k="correct"),
+    Metric("satisfaction", *C["satisfaction"], n="satisfaction_n", mean="satisfaction_mean",
            var="satisfaction_var", digits=3),
-    Metric("thumbs_down_rate", "rate", True, n="satisfaction_n", k="thumbs_down"),
+    Metric("thumbs_down_rate", *C["thumbs_down_rate"], n="satisfaction_n", k="thumbs_down"),
 )
 _METRIC_NAMES = tuple(m.name for m in METRICS)
 

@@ -15,15 +15,16 @@ from typing import Any
 
 from pipeline.alerting.conditions.base import Condition, Outcome, QuickTest
 from pipeline.alerting.history import CountHistory
-from pipeline.quality.compare import Difference, compare_means, compare_rates
+from pipeline.quality.compare import (
+    COMPARED_METRICS,
+    Difference,
+    compare_means,
+    compare_rates,
+)
 
 __all__ = ["METRICS", "VersionComparisonCondition"]
 
-# metric -> (kind, higher is worse)
-METRICS: dict[str, tuple[str, bool]] = {
-    "error_rate": ("rate", True), "latency_ms": ("mean", True), "accuracy": ("rate", False),
-    "satisfaction": ("mean", False), "thumbs_down_rate": ("rate", True),
-}
+METRICS = COMPARED_METRICS  # metric -> (kind, higher is worse)
 _RATES = {"error_rate": ("errors", "inferences"), "accuracy": ("correct", "labelled"),
           "thumbs_down_rate": ("thumbs_down", "satisfaction_n")}
 _MEANS = {"latency_ms": ("latency_n", "latency_sum", "latency_sumsq"),

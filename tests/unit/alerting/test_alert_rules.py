@@ -155,7 +155,8 @@ BAD_FILES = [
     ("bad duration", BASE + "    for: 5 minutes\n", "5 minutes",
      "for: invalid duration '5 minutes': use e.g. 30s, 5m, 1h30m"),
     ("unknown type", BASE + "    type: treshold\n", "treshold",
-     "unknown rule type 'treshold': use threshold, error_rate_bound, burn_rate or version_comparison"),
+     "unknown rule type 'treshold': use threshold, error_rate_bound, burn_rate or "
+     "version_comparison"),
     ("missing condition", "rules:\n  - name: A\n    severity: info\n", "name: A",
      "missing required key `condition`"),
     ("duplicate key", BASE + "    severity: info\n", "severity", "duplicate key `severity`"),

@@ -221,7 +221,8 @@ def test_what_cannot_be_found_is_one_clear_error(mlflow_store: Store, tmp_path: 
 def test_a_missing_mlflow_names_the_install(monkeypatch: pytest.MonkeyPatch,
                                             tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "mlflow", None)
-    with pytest.raises(RegistryError, match=r"needs mlflow .*: pip install 'inferwatch\[registry\]'$"):
+    with pytest.raises(RegistryError,
+                       match=r"needs mlflow .*: pip install 'inferwatch\[registry\]'$"):
         find_reference("abc", dst_dir=tmp_path, tracking_uri="sqlite:///x.db")
 
 
