@@ -160,6 +160,10 @@ $iw query "SELECT kind, status, count() AS feedback FROM feedback FINAL
            WHERE timestamp >= toDateTime64($run_start - 5, 3)
            GROUP BY kind, status ORDER BY kind, status"
 
+echo; echo "== the gpt-chat canary beside the version serving most traffic (exit code 3: worse)"
+$iw quality compare --model gpt-chat --baseline 2024-06 --candidate 2024-09 \
+  --since "$((run_start - 5))" || [ $? -eq 3 ]
+
 echo; echo "== alerts of this run (deploy/local/demo.rules.yml): firing and resolved transitions"
 $iw query "SELECT window_end, rule, state, severity, series_key, round(value, 2) AS value,
                   round(threshold, 2) AS threshold
