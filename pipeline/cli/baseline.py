@@ -11,7 +11,7 @@ import click
 from pipeline.cli import _settings, cli
 
 if TYPE_CHECKING:
-    from pipeline.registry.mlflow import ReferenceData
+    from pipeline.registry.reference import ReferenceData
 
 
 @cli.group()
@@ -91,7 +91,8 @@ def baseline_set(ctx: click.Context, series: str, start: str | None, end: str | 
 
     from aiokafka.errors import KafkaError
 
-    from pipeline.registry.mlflow import RegistryError, baseline_from_mlflow
+    from pipeline.registry.mlflow import RegistryError
+    from pipeline.registry.reference import baseline_from_mlflow
     from pipeline.scoring.baseline_topic import publish_baseline
     from pipeline.scoring.baselines import (
         BaselineError,

@@ -3,7 +3,7 @@
 ``log-summary`` reads a series' windows from ClickHouse through the read-only query path
 (quality from ``quality_windows``, basis ``inference_time``; serving figures from
 ``window_metrics``; the newest version of each window) and logs them to a registered model
-version with :func:`pipeline.registry.mlflow.log_summary`. The baseline direction (MLflow →
+version with :func:`pipeline.registry.summary.log_summary`. The baseline direction (MLflow →
 InferWatch) is ``inferwatch baseline set --mlflow-run``.
 """
 
@@ -75,7 +75,7 @@ def windows_sql(database: str, table: str, columns: Sequence[str], series_key: s
 
 
 def summary_rows(result: QueryResult, group: str) -> list[dict[str, Any]]:
-    """Query rows as the window rows :func:`~pipeline.registry.mlflow.log_summary` takes:
+    """Query rows as the window rows :func:`~pipeline.registry.summary.log_summary` takes:
     the window bounds in ms, every other column as ``<group>/<column>``. Pure."""
     rows = []
     for row in result.rows:
@@ -178,7 +178,8 @@ def log_summary_command(ctx: click.Context, model_name: str, version: str, serie
           --series 'model=fraud|model_version=3|operation=classify' --since 7d \\
           --tracking-uri http://mlflow:5000
     """
-    from pipeline.registry.mlflow import RegistryError, log_summary
+    from pipeline.registry.mlflow import RegistryError
+    from pipeline.registry.summary import log_summary
     from pipeline.scoring.baselines import BaselineError, format_time, resolve_series
     from pipeline.sinks.clickhouse.owner import StoreBusyError
     from pipeline.sinks.clickhouse.query import QueryError

@@ -23,16 +23,9 @@ from click.testing import CliRunner
 from pipeline.cli import cli
 from pipeline.cli.baseline import _echo_reference
 from pipeline.cli.registry import read_windows, summary_rows, windows_sql
-from pipeline.registry.mlflow import (
-    Point,
-    RegistryError,
-    baseline_from_mlflow,
-    find_reference,
-    log_summary,
-    parse_run_uri,
-    version_tags,
-    window_points,
-)
+from pipeline.registry.mlflow import RegistryError, parse_run_uri
+from pipeline.registry.reference import baseline_from_mlflow, find_reference
+from pipeline.registry.summary import Point, log_summary, version_tags, window_points
 from pipeline.scoring.baselines import Baseline
 from pipeline.sinks.clickhouse.query import QueryResult
 from pipeline.windows.drift_profile import MonitorSpec
