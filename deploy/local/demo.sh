@@ -79,6 +79,7 @@ $iw simulate --rate 300 --duration 60 --speed 1 \
   --incident "latency_spike@20+15:model=gpt-chat" \
   --incident "error_burst@35+10:model=code-complete" \
   --feedback --label-delay fixed:5s --label-rate 0.5 --satisfaction-rate 0.2 \
+  --feedback-horizon 10 \
   --incident "accuracy_drop@30+30:model=intent-clf:factor=20"
 echo "== replaying 2,000 requests of the Azure LLM conversation trace (CC BY 4.0), 50x speed"
 $iw simulate --replay data/azure_llm_inference_conv_2023.csv --limit 2000 --speed 50
