@@ -9,6 +9,7 @@ Secrets are never printed: ``Settings.describe()`` masks them.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tomllib
@@ -302,6 +303,36 @@ class QuerySettings(_Section):
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8123  # 0: any free port
     user: str = "inferwatch"
     password: str = ""  # empty: a random one per start, in <home>/clickhouse.owner.json
+    # HTTPS: both PEM files set (the certificate chain and its key); empty: plain HTTP
+    tls_certfile: str = ""
+    tls_keyfile: str = ""
+    # per-query limits, so one query cannot starve the worker that owns the store
+    max_execution_seconds: PositiveFloat = 30.0
+    max_memory_bytes: PositiveInt = 1 << 30
+    max_result_rows: PositiveInt = 1_000_000
+    max_result_bytes: PositiveInt = 256 << 20
+
+
+class AuditSettings(_Section):
+    """Who changed what: silences, baselines, rules, queries, dashboard actions (``audit``
+    table and log lines)."""
+
+    enabled: bool = True
+    retention_days: PositiveInt = 400
+
+
+class PrivacySettings(_Section):
+    """PII: pseudonymised identities (SDK), keys dropped or redacted at ingest, DLQ age."""
+
+    # the SDK replaces these event fields by a keyed HMAC (hex) of their value; the key is
+    # read from the environment variable named here, never from a file
+    pseudonymize: list[str] = msgspec.field(default_factory=lambda: ["user"])
+    key_env: str = "INFERWATCH_PSEUDONYM_KEY"
+    drop_attributes: list[str] = []  # attribute keys removed at ingest
+    drop_features: list[str] = []  # feature keys removed at ingest
+    redact_attributes: list[str] = []  # attribute values replaced by "[redacted]"
+    # the DLQ keeps raw payloads (PII included): the dead-letter topic's retention
+    dlq_retention_days: PositiveInt = 7
 
 
 class LogSettings(_Section):
@@ -333,6 +364,8 @@ class Settings(_Section):
     telemetry: TelemetrySettings = msgspec.field(default_factory=TelemetrySettings)
     query: QuerySettings = msgspec.field(default_factory=QuerySettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
+    audit: AuditSettings = msgspec.field(default_factory=AuditSettings)
+    privacy: PrivacySettings = msgspec.field(default_factory=PrivacySettings)
     dev: DevKafkaSettings = msgspec.field(default_factory=DevKafkaSettings)
 
     @property
@@ -363,9 +396,21 @@ def _mask(value: Any) -> Any:
     return value
 
 
-_LISTS = {"roles", "series_labels", "feature_usage_attributes", "webhook_urls",
-          "alertmanager_urls",
-          "numeric_features", "categorical_features"}
+@functools.cache
+def _list_fields() -> frozenset[tuple[str, str]]:
+    """(section, field) of every list setting: set from one variable, comma separated."""
+    out = set()
+    for section in msgspec.inspect.type_info(Settings).fields:  # type: ignore[attr-defined]
+        if not isinstance(section.type, msgspec.inspect.StructType):
+            continue
+        for f in section.type.fields:
+            t = f.type
+            options = t.types if isinstance(t, msgspec.inspect.UnionType) else (t,)
+            if any(isinstance(o, msgspec.inspect.ListType) for o in options):
+                out.add((section.name, f.name))
+    return frozenset(out)
+
+
 # mappings set from one variable as ``key=value,key=value``
 _MAPS = {("otlp", "topics"), ("drift", "thresholds")}
 _SHORT_ENV = {"INFERWATCH_KAFKA": ("kafka", "bootstrap_servers"),
@@ -389,7 +434,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         if tuple(path) in _MAPS:
             pairs = [item.partition("=") for item in value.split(",") if item.strip()]
             node[leaf] = _Whole({k.strip(): v.strip() for k, _, v in pairs})
-        elif leaf in _LISTS:
+        elif tuple(path) in _list_fields():
             node[leaf] = [v.strip() for v in value.split(",") if v.strip()]
         else:
             node[leaf] = value
