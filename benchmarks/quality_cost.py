@@ -633,7 +633,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=float) + "\n")
     report(result, data)
-    say(f"done in {result['seconds']:.0f} s; {args.out.relative_to(ROOT)}")
+    say(f"done in {result['seconds']:.0f} s; {args.out}")
     return 0
 
 
