@@ -3,10 +3,12 @@
 Grafana is not run here. Instead: the data source YAML has what the ClickHouse plugin
 needs; every dashboard refers to the provisioned data sources by uid; every ClickHouse
 panel's SQL, with the template variables set from their own queries and the plugin's
-macros expanded for a range covering a simulated run (:mod:`tests.unit.views.simulated_run`),
-runs read-only on the embedded store and returns rows and the columns its panel type needs;
-every PromQL expression passes ``promtool check rules`` and names metrics the workers
-export (deploy/prometheus/README.md).
+macros expanded for a range covering a simulated run (:mod:`tests.unit.views.simulated_run`,
+with its model quality from :mod:`tests.unit.grafana.quality_run`), runs read-only on the
+embedded store and returns rows and the columns its panel type needs, and its overrides
+and transformations name columns it returns; the quality dashboard's figures are those of
+the windows and fates the quality path published; every PromQL expression passes
+``promtool check rules`` and names metrics the workers export (deploy/prometheus/README.md).
 """
 
 from __future__ import annotations
@@ -15,15 +17,23 @@ import json
 import re
 import shutil
 import subprocess
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import yaml
 
+from pipeline.config import TopicSettings
+from pipeline.quality.records import Fate, OutcomeBatch
+from pipeline.sinks.clickhouse.quality_rows import FATE_RANK
 from pipeline.sinks.clickhouse.query import QueryResult, run_readonly
 from pipeline.views.overview import overview_sql
+from schemas.metrics import CONTRACT_HEADER
+from schemas.quality import QUALITY_CONTRACT, QualityWindow
 from tests.unit.grafana.macros import TimeRange, expand
+from tests.unit.grafana.quality_run import EXTRA, quality_run
 from tests.unit.views.simulated_run import simulated_run
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -49,9 +59,9 @@ def time_range() -> TimeRange:
     return TimeRange(frm=run.start, to=run.end + 300, interval_s=60)
 
 
-def test_the_five_dashboards_are_there() -> None:
+def test_the_six_dashboards_are_there() -> None:
     assert sorted(BOARDS) == ["alerts.json", "drift-anomaly.json", "overview.json",
-                              "pipeline-health.json", "series.json"]
+                              "pipeline-health.json", "quality.json", "series.json"]
     uids = [b["uid"] for b in BOARDS.values()]
     assert len(set(uids)) == len(uids)
 
@@ -85,8 +95,13 @@ def test_every_panel_uses_a_provisioned_data_source_by_uid(name: str) -> None:
         for target in panel["targets"]:
             assert target["datasource"] == panel["datasource"]
             assert ("rawSql" in target) == (panel["datasource"]["uid"] == CH_UID)
+    names = [v["name"] for v in board["templating"]["list"]]
     for variable in board["templating"]["list"]:
         assert variable["datasource"]["uid"] == CH_UID
+    for panel in board["panels"]:
+        if "repeat" in panel:  # one panel per value of a variable of this dashboard
+            assert panel["repeat"] in names, panel["title"]
+            assert panel["repeatDirection"] in ("h", "v"), panel["title"]
 
 
 def variable_values(client: Any, board: dict, r: TimeRange) -> dict[str, list[str]]:
@@ -121,6 +136,27 @@ def check_shape(panel: dict, result: QueryResult) -> None:
         assert result.rows[0][numeric[0]] is not None, f"{title}: NULL"
     else:
         assert result.columns
+    check_field_names(panel, result)
+
+
+def check_field_names(panel: dict, result: QueryResult) -> None:
+    """Overrides and transformations name columns the query returns (Grafana ignores a
+    name that matches nothing, so a renamed column would silently lose its unit or band)."""
+    title, columns = panel["title"], result.columns
+    for override in panel["fieldConfig"]["overrides"]:
+        matcher = override["matcher"]
+        if matcher["id"] == "byName":
+            assert matcher["options"] in columns, f"{title}: no column {matcher['options']}"
+        elif matcher["id"] == "byRegexp":
+            assert any(re.search(matcher["options"], c) for c in columns), title
+        for prop in override["properties"]:
+            if prop["id"] == "custom.fillBelowTo":
+                assert prop["value"] in columns, f"{title}: no column {prop['value']}"
+    for transformation in panel.get("transformations", []):
+        options = transformation["options"]
+        for key in ("columnField", "rowField", "valueField"):
+            if key in options:
+                assert options[key] in columns, f"{title}: no column {options[key]}"
 
 
 @pytest.mark.parametrize(("name", "panel"), ch_panels(),
@@ -153,6 +189,101 @@ def test_the_overview_table_is_the_shared_overview_sql() -> None:
         "w.labels['model'] IN (${model:singlequote})",
         "w.labels['model_version'] IN (${model_version:singlequote})",
         "w.labels['operation'] IN (${operation:singlequote})"]).strip()
+
+
+# ------------------------------------------------------------------ model quality
+QUALITY = BOARDS["quality.json"]
+TOPICS = TopicSettings()
+
+
+def run_quality_panel(client: Any, title: str, **chosen: list[str]) -> QueryResult:
+    """One panel of the quality dashboard, its variables at All unless ``chosen``."""
+    r = time_range()
+    values = {**variable_values(client, QUALITY, r), **chosen}
+    [panel] = [p for p in QUALITY["panels"] if p["title"] == title]
+    return run_readonly(client, expand(panel["targets"][0]["rawSql"], r, values))
+
+
+def published_windows(basis: str) -> list[QualityWindow]:
+    """The newest version of each window of ``basis`` the quality path published in the
+    dashboards' range: what ``quality_windows FINAL`` holds."""
+    r = time_range()
+    newest: dict[tuple[str, float], QualityWindow] = {}
+    for _, _, _, value, headers in quality_run().topics[TOPICS.metrics]:
+        if dict(headers).get(CONTRACT_HEADER) != QUALITY_CONTRACT:
+            continue
+        w = msgspec.json.decode(value or b"", type=QualityWindow)
+        key = (w.series_key, w.window_start)
+        if w.basis == basis and r.frm <= w.window_start <= r.to and (
+                key not in newest or w.version > newest[key].version):
+            newest[key] = w
+    return list(newest.values())
+
+
+def published_fates() -> tuple[dict[str, Fate], Counter[str]]:
+    """The best fate of each feedback id (what ``feedback FINAL`` holds), and how many
+    fates of each status were published."""
+    best: dict[str, Fate] = {}
+    published: Counter[str] = Counter()
+    for _, _, _, value, _ in quality_run().topics[TOPICS.outcomes]:
+        for fate in msgspec.msgpack.decode(value or b"", type=OutcomeBatch).fates:
+            published[fate.status] += 1
+            fid = fate.feedback.feedback_id
+            if fid not in best or FATE_RANK[fate.status] > FATE_RANK[best[fid].status]:
+                best[fid] = fate
+    return best, published
+
+
+def test_quality_figures_are_those_of_the_newest_published_windows(run_store) -> None:
+    windows = published_windows("inference_time")
+    assert any(w.version > 1 for w in windows)  # windows filled in: FINAL has to choose
+    scored = [w for w in windows if w.accuracy is not None]
+    labels = sum(w.labelled for w in scored)
+    [[realised]] = run_quality_panel(run_store.client, "Realised accuracy").rows
+    assert realised == pytest.approx(sum(w.accuracy * w.labelled for w in scored) / labels)
+    estimated = [w for w in windows if w.estimated_accuracy is not None]
+    assert estimated
+    [[estimate]] = run_quality_panel(run_store.client, "Estimated accuracy").rows
+    assert estimate == pytest.approx(sum(w.estimated_accuracy * w.inferences for w in estimated)
+                                     / sum(w.inferences for w in estimated))
+    cells: Counter[tuple[str, str]] = Counter()
+    for w in windows:
+        for actual, row in w.confusion.items():
+            for predicted, n in row.items():
+                cells[f"{w.labels['model']} {w.labels['model_version']}: {actual}", predicted] += n
+    matrix = run_quality_panel(run_store.client,
+                               "Confusion matrix (rows: actual, columns: predicted)")
+    assert {(a, p): n for a, p, n in matrix.rows} == cells
+    assert sum(cells.values()) == labels  # every classification label in one cell
+
+
+def test_every_feedback_is_in_the_fates_table_once_with_its_best_fate(run_store) -> None:
+    best, published = published_fates()
+    assert published["duplicate"] == EXTRA["duplicate"]
+    result = run_quality_panel(run_store.client, "Feedback fates by kind and status")
+    table = {(kind, status): n for kind, status, n, _ in result.rows}
+    assert table == Counter((f.feedback.kind, f.status) for f in best.values())
+    assert table["label", "repeat"] == EXTRA["repeat"]
+    assert table["label", "unmatched"] == EXTRA["unmatched"]
+    assert "duplicate" not in {status for _, status in table}  # the join's fate stands
+    for kind in {kind for kind, _ in table}:
+        shares = [share for k, _, _, share in result.rows if k == kind]
+        assert sum(shares) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_the_quality_filters_narrow_the_panels_and_keep_unmatched_feedback(run_store) -> None:
+    one = {"model": ["intent-clf"]}
+    matrix = run_quality_panel(run_store.client,
+                               "Confusion matrix (rows: actual, columns: predicted)", **one)
+    assert matrix.rows and all(a.startswith("intent-clf 2.1: ") for a, _, _ in matrix.rows)
+    assert not run_quality_panel(run_store.client, "MAE / RMSE (numeric labels)", **one).rows
+    keys = {w.series_key for w in published_windows("inference_time")
+            if w.labels["model"] == "intent-clf"}
+    best, _ = published_fates()
+    result = run_quality_panel(run_store.client, "Feedback fates by kind and status", **one)
+    assert {(kind, status): n for kind, status, n, _ in result.rows} == Counter(
+        (f.feedback.kind, f.status) for f in best.values()
+        if f.series_key in keys or f.series_key == "")
 
 
 # ------------------------------------------------------------------ Prometheus panels
