@@ -267,7 +267,10 @@ class QualitySettings(_Section):
 
     enabled: bool = True
     window_seconds: PositiveFloat = 300.0  # quality windows (labels are sparser than requests)
-    horizon_seconds: PositiveFloat = 86_400.0  # an inference waits this long for feedback
+    # an inference waits this long for feedback; the join holds each for this long, ~0.3 KB
+    # apiece (docs/quality.md, "Sizing"): set it to your labels' delay, not longer
+    horizon_seconds: PositiveFloat = 21_600.0
+    max_inferences_held: PositiveInt = 2_000_000  # per joins partition; beyond: oldest leave
     wait_for_inference_seconds: PositiveFloat = 600.0  # feedback that came first waits this
     confidence_bins: Annotated[int, msgspec.Meta(ge=2, le=100)] = 10  # calibration and ECE
     max_classes: Annotated[int, msgspec.Meta(ge=2, le=1000)] = 50  # more: counted as "~other"

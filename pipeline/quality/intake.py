@@ -63,6 +63,7 @@ class JoinIntake:
         self.topics = (topics.events, topics.feedback)
         self.names = tuple(settings.metrics.series_labels)
         self.guard = CardinalityGuard(settings.metrics.max_series_per_worker, self.names)
+        self._keys: dict[tuple[str, ...], str] = {}  # admitted labels -> series key
         self.counts = IntakeCounts()
 
     def on_assign(self, topic: str, partition: int, state: dict[str, bytes]) -> int | None:
@@ -90,13 +91,18 @@ class JoinIntake:
         return step
 
     def _inferences(self, records: Sequence[Any], wall: float, items: list[JoinItem]) -> None:
-        limits, names = self.settings.limits, self.names
+        limits, names, keys = self.settings.limits, self.names, self._keys
+        if len(keys) > 4 * self.guard.max_series:
+            keys.clear()  # a cache, bounded like the series it names
         for record in records:
             for event in decode_events(record.value, record.headers or (), limits, wall,
                                        InferenceEvent).events:
                 try:
                     values = self.guard.admit(tuple(series_labels(event, names).values()), wall)
-                    stub = _stub(event, series_key(dict(zip(names, values, strict=True))))
+                    key = keys.get(values)
+                    if key is None:
+                        key = keys[values] = series_key(dict(zip(names, values, strict=True)))
+                    stub = _stub(event, key)
                 except Exception:
                     continue
                 self.counts.inferences += 1

@@ -130,3 +130,13 @@ def test_restore_from_the_changelog_keeps_stubs_and_waiting_feedback() -> None:
     assert list(again.stubs) == ["e:b"]
     again.expire(T0 + 3610, later)
     assert not again.stubs
+
+
+def test_past_the_cap_the_oldest_inferences_leave_and_are_counted() -> None:
+    table, out = JoinTable(QualitySettings(max_inferences_held=3)), Produced()
+    for i in range(5):
+        table.add(stub(f"e{i}"), T0 + i, out)
+    assert sorted(table.stubs) == ["e:e2", "e:e3", "e:e4"]
+    assert table.counts["evicted"] == 2
+    changes = table.checkpoint()
+    assert changes["s|e:e0"] is None and changes["s|e:e1"] is None
