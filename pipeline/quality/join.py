@@ -4,6 +4,9 @@ Both sides arrive here by join key (``e:<event_id>``, ``r:<request_id>``), in an
 
 - an inference (stub) is kept for ``quality.horizon_seconds`` of wall clock; a stub
   seen again (a re-delivery) changes nothing;
+- feedback that names only a request id finds the request's stub, which knows the event
+  id, and is sent on (``forward``) to the event id's join key, so all feedback of one
+  inference meets one state (its first label counts, whichever id it named);
 - feedback whose inference is here becomes an :class:`~pipeline.quality.records.Outcome`
   (the first label and the first satisfaction of an inference count; every business
   value counts; a later label or satisfaction is a ``repeat``; a feedback id seen before
@@ -68,12 +71,14 @@ class Produced:
     tallies: dict[str, dict[float, QualityCounts]] = field(default_factory=dict)
     fates: dict[str, list[Fate]] = field(default_factory=dict)
     serving: dict[str, VersionStats] = field(default_factory=dict)  # inferences, per series
+    # feedback that named a request id, sent on to its event id's join key
+    forward: list[FeedbackItem] = field(default_factory=list)
 
     def series(self) -> list[str]:
         return sorted({*self.outcomes, *self.tallies, *self.fates})
 
     def __bool__(self) -> bool:
-        return bool(self.outcomes or self.tallies or self.fates)
+        return bool(self.outcomes or self.tallies or self.fates or self.forward)
 
 
 class JoinTable:
@@ -186,6 +191,8 @@ class JoinTable:
             if serving is None:
                 serving = out.serving[stub.series_key] = VersionStats()
             serving.add_inference(stub.latency_ms, stub.error)
+        if not item.primary:  # a request id's copy only says which event to forward to
+            entry = _Entry(Stub(stub.event_id, "", stub.timestamp), False, wall)
         waiting = self.pending.pop(item.join_id, None)
         for feedback_id, (feedback, _) in (waiting or {}).items():
             self._changes[f"p|{item.join_id}|{feedback_id}"] = None
@@ -209,11 +216,17 @@ class JoinTable:
             self.counts["early"] += 1
             return
         entry = _Entry.decode(raw)
+        if not entry.primary:
+            out.forward.append(FeedbackItem(f"e:{entry.stub.event_id}", feedback))
+            return
         self._join(join_id, entry, feedback, out)
         self.stubs[join_id] = self._changes[f"s|{join_id}"] = entry.encode()
 
     def _join(self, join_id: str, entry: _Entry, feedback: FeedbackEvent,
               out: Produced) -> None:
+        if not entry.primary:  # counted where the event id's stub is: one state per inference
+            out.forward.append(FeedbackItem(f"e:{entry.stub.event_id}", feedback))
+            return
         stub = entry.stub
         fates = out.fates.setdefault(stub.series_key, [])
         if feedback.feedback_id in entry.feedback_ids:

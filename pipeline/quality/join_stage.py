@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from pipeline.config import Settings
+from pipeline.quality.intake import encode_items
 from pipeline.quality.join import JoinTable, Produced
 from pipeline.quality.records import JoinItem, OutcomeBatch
 from pipeline.runtime.outbox import Outbox
@@ -50,12 +51,14 @@ class JoinStage:
         self.topics = (settings.topics.joins,)
         self.tables: dict[int, JoinTable] = {}
         self.outbox = Outbox("out|")
+        self.forwards = Outbox("fwd|")  # feedback sent on to its event id's join key
         self._done: dict[int, int] = {}  # last joins offset absorbed, per partition
 
     def on_assign(self, topic: str, partition: int, state: dict[str, bytes]) -> int | None:
         self.tables[partition] = JoinTable.restore(self.settings.quality, state)
         # names carry the zero-padded offset: sorted, a crash re-sends in the order first sent
         self.outbox.restore(partition, dict(sorted(state.items())))
+        self.forwards.restore(partition, dict(sorted(state.items())))
         done = int(state["offset"]) if "offset" in state else -1
         self._done[partition] = done
         return done + 1 if done >= 0 else None
@@ -63,6 +66,7 @@ class JoinStage:
     def on_revoke(self, topic: str, partition: int) -> None:
         self.tables.pop(partition, None)
         self.outbox.drop(partition)
+        self.forwards.drop(partition)
         self._done.pop(partition, None)
 
     def on_batch(self, topic: str, partition: int, records: Sequence[Any],
@@ -100,7 +104,8 @@ class JoinStage:
             table.expire(wall, out)
             _count(out)
             self._put(partition, f"t{wall!r}", out, changes)
-            if changes or self.outbox.pending(partition) or table.dirty():
+            if (changes or self.outbox.pending(partition) or self.forwards.pending(partition)
+                    or table.dirty()):
                 self._emit(partition, changes, step)
         return step
 
@@ -108,6 +113,11 @@ class JoinStage:
         """One outcome batch per series of what one record (or one tick) produced, named
         by its origin: a replay after a crash makes the same names, and an outbox that
         already holds a name keeps it (made before the crash, from the state before)."""
+        partitions = self.settings.topics.partitions
+        for output in encode_items(out.forward, self.settings.topics.joins, partitions):
+            name = f"fwd|{origin}|{output.partition}"
+            if not self.forwards.holds(partition, name):
+                self.forwards.put(partition, name, output.value, changes)
         for series_key in out.series():
             name = f"out|{origin}|{series_key}"
             if self.outbox.holds(partition, name):
@@ -132,6 +142,11 @@ class JoinStage:
         if changes:
             step.changes.setdefault(partition, {}).update(changes)
         self.outbox.flush(partition, step, self._output)
+        self.forwards.flush(partition, step, self._forward)
+
+    def _forward(self, name: str, record: bytes) -> Output:
+        target = int(name.rsplit("|", 1)[1])  # fwd|<origin>|<joins partition>
+        return Output(self.settings.topics.joins, None, record, target, _HEADERS)
 
     def _output(self, name: str, record: bytes) -> Output:
         series_key = name.split("|", 2)[2]  # out|<origin>|<series>

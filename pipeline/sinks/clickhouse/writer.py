@@ -288,7 +288,8 @@ class ClickHouseSink:
                     except Exception as exc:  # our own topic: a bug or a stranger; DLQ it
                         log.error("undecodable record at %s:%d: %s", tp, msg.offset, exc)
                         batch.rejected += 1
-                        batch.letters.append(self.undecodable(msg, exc))
+                        if tp.topic != topics.outcomes:  # the quality stage dead-letters
+                            batch.letters.append(self.undecodable(msg, exc))  # those
                     batch.next_offsets[tp] = msg.offset + 1
                     batch.messages += 1
                 continue

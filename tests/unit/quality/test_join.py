@@ -106,11 +106,24 @@ def test_feedback_after_the_horizon_is_unmatched() -> None:
     assert statuses(late) == [("f1", "unmatched")]
 
 
-def test_feedback_by_request_id_finds_the_inference_counted_once() -> None:
+def test_feedback_by_request_id_is_sent_on_to_the_event_and_counted_once() -> None:
     table, out = JoinTable(SETTINGS), Produced()
     table.add([*stub("a", request_id="req-1"), label("f1", request_id="req-1")], T0, out)
+    assert not out.outcomes  # the request's stub knows the event: sent on, not joined here
+    (forwarded,) = out.forward
+    assert forwarded.join_id == "e:a" and forwarded.feedback.feedback_id == "f1"
+    table.add(out.forward, T0 + 1, out)  # the joins topic brings it to the event's key
     assert [o.feedback_id for o in out.outcomes["model=m"]] == ["f1"]
     assert out.tallies["model=m"][T0 // 60 * 60].inferences == 1  # the primary copy only
+
+
+def test_a_label_by_event_id_and_one_by_request_id_count_as_one_inference() -> None:
+    table, out = JoinTable(SETTINGS), Produced()
+    table.add([*stub("e1", request_id="r1"), label("A", "e1", "cat"),
+               label("B", request_id="r1", value="dog")], T0, out)
+    table.add(out.forward, T0 + 1, out)
+    assert [o.feedback_id for o in out.outcomes["model=m"]] == ["A"]
+    assert ("B", "repeat") in statuses(out)
 
 
 def test_restore_from_the_changelog_keeps_stubs_and_waiting_feedback() -> None:
