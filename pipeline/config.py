@@ -60,6 +60,7 @@ class TopicSettings(_Section):
     feedback: str = "inferwatch.feedback"  # FeedbackEvent: labels, satisfaction, value (late)
     joins: str = "inferwatch.joins"  # internal: inferences and feedback, by join id
     outcomes: str = "inferwatch.outcomes"  # internal: joined feedback and tallies, by series
+    audit: str = "inferwatch.audit"  # AuditEvent: who changed what (docs/audit.md)
     partitions: PositiveInt = 6
     replication_factor: PositiveInt = 1
 
@@ -68,7 +69,7 @@ class TopicSettings(_Section):
         return [
             self.events, self.dlq, self.resources, self.partials,
             self.metrics, self.scores, self.alerts, self.silences, self.baselines,
-            self.feedback, self.joins, self.outcomes,
+            self.feedback, self.joins, self.outcomes, self.audit,
         ]
 
     def compacted(self) -> list[str]:
