@@ -50,6 +50,12 @@ Behaviour:
   not one per attempt (aiokafka's own log records from the sender thread are muted
   during an outage and rate-limited otherwise). Delivery is at least once: a batch whose
   acknowledgement was lost is sent again; consumers deduplicate by ``event_id``.
+* Identities: every field ``settings.privacy.pseudonymize`` names (``user`` by default,
+  ``attributes.<key>`` for an attribute) leaves as a keyed HMAC of its value, the key read
+  once at construction from the variable ``privacy.key_env`` (``INFERWATCH_PSEUDONYM_KEY``).
+  Without the key those fields are dropped, never sent raw, and construction logs one
+  warning; a key under 16 bytes or a name that is no identity field raises ``ValueError``
+  (``pipeline.sdk.pseudonym``, docs/privacy.md).
 * ``flush(timeout)`` waits for the buffer to drain; ``close(timeout)`` flushes and stops
   the thread. Producers not closed are flushed for up to 2 s at interpreter exit. A
   forked child starts with an empty buffer and its own sender thread.
@@ -90,6 +96,7 @@ from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 
 from pipeline.config import Settings, load_settings
 from pipeline.runtime.kafka import client_options
+from pipeline.sdk.pseudonym import Pseudonyms
 from pipeline.sdk.span import Span
 from pipeline.sdk.wire import JSON, MSGPACK, encode_events
 from schemas.event import InferenceEvent
@@ -198,6 +205,8 @@ class Producer:
         if batch_size < 1 or buffer_size < 1 or linger < 0:
             raise ValueError("batch_size and buffer_size must be >= 1 and linger >= 0")
         self._settings = settings if settings is not None else load_settings()
+        # privacy.pseudonymize: the key is read from the environment once, here
+        self._pseudonyms = Pseudonyms.from_settings(self._settings.privacy)
         self.topic: str = topic or self._settings.topics.events
         self.feedback_topic: str = self._settings.topics.feedback
         self._defaults = {
@@ -254,6 +263,8 @@ class Producer:
         try:
             if not isinstance(event, InferenceEvent):
                 raise TypeError(f"expected an InferenceEvent, got {type(event).__name__}")
+            if self._pseudonyms is not None:
+                event = self._pseudonyms.event(event)
             data = encode_events(event, self._content_type)
         except Exception as exc:
             return self._reject("unencodable", exc)
@@ -315,6 +326,8 @@ class Producer:
                 attributes=dict(attributes or {}),
                 **given,
             )
+            if self._pseudonyms is not None:
+                record = self._pseudonyms.feedback(record)
             data = encode_events(record, self._content_type)
             _FEEDBACK_DECODERS[self._content_type].decode(data)  # the bounds, as consumers check
         except Exception as exc:
