@@ -13,6 +13,7 @@ from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
 
+from pipeline.sinks.clickhouse.audit_rows import AUDIT_COLUMNS, audit_columns
 from pipeline.sinks.clickhouse.quality_rows import (
     FEEDBACK_COLUMNS,
     QUALITY_COLUMNS,
@@ -105,6 +106,7 @@ class Batch:
     scores: Rows = field(default_factory=Rows)
     quality_windows: Rows = field(default_factory=Rows)
     fates: Rows = field(default_factory=Rows)  # feedback with its fate in the join
+    audit: Rows = field(default_factory=Rows)  # AuditEvents
     rejected: int = 0
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     messages: int = 0
@@ -145,6 +147,7 @@ class Batch:
                   lambda rows, _: quality_columns(rows)),
             Table("feedback", FEEDBACK_COLUMNS, self.fates,
                   lambda rows, _: feedback_columns(rows)),
+            Table("audit", AUDIT_COLUMNS, self.audit, lambda rows, _: audit_columns(rows)),
         ]
 
     def refused_in(self, table: str) -> int:

@@ -16,7 +16,8 @@ from clickhouse_connect.driver.client import Client
 
 from pipeline.config import Settings
 
-__all__ = ["READ_ONLY", "apply_migrations", "apply_retention", "connect", "migrations"]
+__all__ = ["READ_ONLY", "apply_migrations", "apply_retention", "connect", "migrations",
+           "retention_days"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ def apply_migrations(client: Client, settings: Settings) -> list[str]:
         "db": db,
         "raw_retention_days": settings.clickhouse.raw_retention_days,
         "aggregate_retention_days": settings.clickhouse.aggregate_retention_days,
+        "audit_retention_days": settings.audit.retention_days,
     }
     applied = []
     for version, name, template in migrations():
@@ -79,9 +81,11 @@ def apply_migrations(client: Client, settings: Settings) -> list[str]:
     return applied
 
 
-# Tables whose rows are raw records (raw_retention_days); every other table with a TTL
-# holds aggregates (aggregate_retention_days). The migrations write the same split.
+# Tables whose rows are raw records (raw_retention_days); the audit trail keeps its own
+# (audit.retention_days); every other table with a TTL holds aggregates
+# (aggregate_retention_days). The migrations write the same split.
 RAW_TABLES = frozenset({"events", "resources", "feedback"})
+AUDIT_TABLE = "audit"
 _TTL = re.compile(r"\bTTL (?P<expr>.+?) \+ toIntervalDay\((?P<days>\d+)\)")
 
 
@@ -94,8 +98,6 @@ def apply_retention(client: Client, settings: Settings) -> list[str]:
     materialises it), so shortening it frees space and lengthening keeps rows longer.
     """
     db = settings.clickhouse.database
-    wanted = {True: settings.clickhouse.raw_retention_days,
-              False: settings.clickhouse.aggregate_retention_days}
     changed = []
     rows = client.query("SELECT name, engine_full FROM system.tables WHERE database = "
                         "{db:String}", parameters={"db": db}).result_rows
@@ -103,7 +105,7 @@ def apply_retention(client: Client, settings: Settings) -> list[str]:
         found = _TTL.search(engine)
         if found is None:
             continue
-        days = wanted[table in RAW_TABLES]
+        days = retention_days(settings, table)
         if int(found["days"]) == days:
             continue
         client.command(f"ALTER TABLE {db}.{table} MODIFY TTL {found['expr']} "
@@ -112,6 +114,21 @@ def apply_retention(client: Client, settings: Settings) -> list[str]:
                  found["days"], days)
         changed.append(table)
     return changed
+
+
+def retention_days(settings: Settings, table: str) -> int:
+    """The configured retention of ``table``: raw, audit or aggregate.
+
+    >>> from pipeline.config import AuditSettings
+    >>> s = Settings(audit=AuditSettings(retention_days=90))
+    >>> retention_days(s, "events"), retention_days(s, "audit"), retention_days(s, "alerts")
+    (30, 90, 400)
+    """
+    if table == AUDIT_TABLE:
+        return settings.audit.retention_days
+    if table in RAW_TABLES:
+        return settings.clickhouse.raw_retention_days
+    return settings.clickhouse.aggregate_retention_days
 
 
 def _statements(sql: str) -> list[str]:

@@ -8,7 +8,8 @@ whatever the processing workers do, and scales by adding sink workers when the
 store is a ClickHouse server.
 
 It writes raw events and resource samples, the window and resource metrics of
-``inferwatch.metrics``, and refreshes the 1-minute / 1-hour roll-ups on a timer.
+``inferwatch.metrics``, the audit trail of ``inferwatch.audit``, and refreshes the
+1-minute / 1-hour roll-ups on a timer.
 The next batch is fetched and decoded while one is inserted (see ``ClickHouseSink.run``).
 A crash between insert and commit re-delivers the batch; the tables are
 ReplacingMergeTree keyed by event_id (metrics: by series, window and version), so
@@ -70,6 +71,7 @@ from pipeline.telemetry import (
     count_letters,
 )
 from schemas.alert import AlertEvent
+from schemas.audit import AuditEvent
 from schemas.event import InferenceEvent, ResourceSample
 from schemas.metrics import CONTRACT_HEADER, ResourceMetrics, WindowMetrics
 from schemas.quality import QUALITY_CONTRACT, VERSION_CONTRACT, QualityWindow
@@ -84,6 +86,7 @@ _ALERT = msgspec.json.Decoder(AlertEvent)
 _SCORES = msgspec.json.Decoder(WindowScores)
 _QUALITY = msgspec.json.Decoder(QualityWindow)
 _OUTCOMES = msgspec.msgpack.Decoder(OutcomeBatch)
+_AUDIT = msgspec.json.Decoder(AuditEvent)
 _JSON = msgspec.json.Encoder()
 
 REASON = "store_refused"
@@ -239,6 +242,7 @@ class ClickHouseSink:
             topics.scores,
             topics.alerts,
             topics.outcomes,
+            topics.audit,
             **client_options(self.settings.kafka),
             group_id=f"{self.settings.worker.app_id}-sink",
             enable_auto_commit=False,
@@ -266,11 +270,14 @@ class ClickHouseSink:
         now = time.time()
         for tp, messages in records.items():
             MESSAGES_CONSUMED.labels(stage="sink", topic=tp.topic).inc(len(messages))
-            if tp.topic in (topics.metrics, topics.scores, topics.alerts, topics.outcomes):
+            if tp.topic in (topics.metrics, topics.scores, topics.alerts, topics.outcomes,
+                            topics.audit):
                 for msg in messages:
                     try:
                         contract = dict(msg.headers).get(CONTRACT_HEADER)
-                        if tp.topic == topics.alerts:
+                        if tp.topic == topics.audit:
+                            batch.audit.add(_AUDIT.decode(msg.value), msg)
+                        elif tp.topic == topics.alerts:
                             batch.alerts.add(_ALERT.decode(msg.value), msg)
                         elif tp.topic == topics.scores:
                             batch.scores.add(_SCORES.decode(msg.value), msg)

@@ -31,6 +31,7 @@ from pipeline.sinks.clickhouse.rows import (
     resource_columns,
 )
 from schemas.alert import AlertEvent
+from schemas.audit import AuditEvent
 from schemas.event import InferenceEvent, ResourceSample
 from schemas.feedback import FeedbackEvent
 from schemas.metrics import ResourceMetrics, WindowMetrics
@@ -49,6 +50,7 @@ CONTRACTS: dict[str, tuple[type[msgspec.Struct], ...]] = {
     "drift_scores": (DriftScore, WindowScores),
     "quality_windows": (QualityWindow,),
     "feedback": (FeedbackEvent, Fate),
+    "audit": (AuditEvent,),
 }
 # Columns whose field has another name: column -> (field, the members of its value union
 # that go to this column). rows.py splits features by type into two maps.

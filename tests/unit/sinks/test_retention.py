@@ -109,7 +109,8 @@ def _ttl_days(client, database: str) -> dict[str, int]:
 
 def test_a_changed_retention_updates_every_table_ttl(tmp_path: Path) -> None:
     """Migrations set the TTL once; a retention changed in the config later must reach
-    the tables, raw ones from raw_retention_days, the rest from aggregate_retention_days."""
+    the tables, raw ones from raw_retention_days, the audit trail from
+    audit.retention_days, the rest from aggregate_retention_days."""
     first = _settings(tmp_path, 30)
     client = connect(first)
     try:
@@ -118,8 +119,11 @@ def test_a_changed_retention_updates_every_table_ttl(tmp_path: Path) -> None:
         before = _ttl_days(client, first.clickhouse.database)
         assert before["events"] == before["resources"] == 30
         assert before["window_metrics"] == 400
-        later = msgspec.structs.replace(first, clickhouse=msgspec.structs.replace(
-            first.clickhouse, raw_retention_days=7, aggregate_retention_days=90))
+        assert before["audit"] == first.audit.retention_days == 400
+        later = msgspec.structs.replace(
+            first, clickhouse=msgspec.structs.replace(
+                first.clickhouse, raw_retention_days=7, aggregate_retention_days=90),
+            audit=msgspec.structs.replace(first.audit, retention_days=730))
         assert apply_migrations(client, later) == []  # no migration left
         assert sorted(apply_retention(client, later)) == sorted(before)  # every TTL moves
         after = _ttl_days(client, first.clickhouse.database)
@@ -127,5 +131,23 @@ def test_a_changed_retention_updates_every_table_ttl(tmp_path: Path) -> None:
     finally:
         client.close()
     assert set(after) == set(before) and len(after) >= 10
-    assert after == {name: 7 if name in ("events", "resources", "feedback") else 90
-                     for name in before}
+    assert after == {name: 7 if name in ("events", "resources", "feedback")
+                     else 730 if name == "audit" else 90 for name in before}
+
+
+def test_the_audit_trail_follows_its_own_retention(fresh_store) -> None:
+    """audit.retention_days alone moves the audit table's TTL, and rows older than it go."""
+    client, first = fresh_store
+    assert apply_retention(client, first) == []
+    shorter = msgspec.structs.replace(
+        first, audit=msgspec.structs.replace(first.audit, retention_days=10))
+    assert apply_retention(client, shorter) == ["audit"]
+    assert _ttl_days(client, first.clickhouse.database)["audit"] == 10
+    now = time.time()
+    client.command(
+        "INSERT INTO audit (id, at, actor, action, source) VALUES "
+        f"('{'a' * 32}', {now - 9 * DAY}, 'ops', 'silence.add', 'cli'), "
+        f"('{'b' * 32}', {now - 11 * DAY}, 'ops', 'silence.add', 'cli')")
+    client.command("OPTIMIZE TABLE audit FINAL")  # applies the TTL now
+    kept = [r[0] for r in client.query("SELECT id FROM audit").result_rows]
+    assert kept == ["a" * 32]
