@@ -41,7 +41,7 @@ class Pipeline:
             "INFERWATCH_WORKER__APP_ID": f"iwtest-{uid}",
             **{f"INFERWATCH_TOPICS__{t.upper()}": f"iwtest.{uid}.{t}" for t in
                ("events", "dlq", "resources", "partials", "metrics", "scores", "alerts",
-                "silences", "baselines", "feedback", "joins", "outcomes")},
+                "silences", "baselines", "feedback", "joins", "outcomes", "audit")},
             "INFERWATCH_WORKER__SINK_FLUSH_SECONDS": "0.3",
             # several workers per machine: any free port for /metrics and the query
             # endpoint (each worker logs the one it took)
