@@ -80,7 +80,7 @@ from pipeline.config import Settings, load_settings  # noqa: E402
 from pipeline.dev.feedback import FeedbackModel  # noqa: E402
 from pipeline.dev.simulate import DEFAULT_MODELS, ModelProfile, synthetic  # noqa: E402
 from pipeline.quality.intake import JoinIntake  # noqa: E402
-from pipeline.quality.join import JoinTable  # noqa: E402
+from pipeline.quality.join import JoinTable, _Entry  # noqa: E402
 from pipeline.quality.join_stage import JoinStage  # noqa: E402
 from pipeline.quality.stage import QualityStage  # noqa: E402
 from pipeline.runtime.memory import MemoryTopics  # noqa: E402
@@ -401,7 +401,7 @@ def held_memory(settings: Settings, joins: MemoryTopics, per_call: int, wall: fl
     tracemalloc.stop()
     tables = list(stage.tables.values())
     entries = sum(len(t.stubs) for t in tables)
-    primary = sum(e.primary for t in tables for e in t.stubs.values())
+    primary = sum(_Entry.decode(raw).primary for t in tables for raw in t.stubs.values())
     held = after - before
     parts = entry_parts(tables[0])
     del tables
@@ -424,21 +424,13 @@ def _full_collection() -> float:
 
 
 def entry_parts(table: JoinTable) -> dict[str, int]:
-    """sys.getsizeof of the objects one held stub owns (a primary one), for the reading."""
-    join_id, entry = next((k, e) for k, e in table.stubs.items() if e.primary)
-    stub = entry.stub
+    """sys.getsizeof of what one held stub costs (a primary one): its join key and its
+    packed changelog bytes, the expiry entry and the dict slot, for the reading."""
+    join_id, raw = next((k, r) for k, r in table.stubs.items() if _Entry.decode(r).primary)
     size = sys.getsizeof
-    floats = [v for v in (stub.timestamp, stub.confidence, stub.latency_ms)
-              if isinstance(v, float)]
     return {
         "join key (str)": size(join_id),
-        "_Entry": size(entry),
-        "Stub": size(stub),
-        "Stub.event_id (str)": size(stub.event_id),
-        "Stub.series_key (str)": size(stub.series_key),
-        "Stub.prediction (str)": size(stub.prediction) if stub.prediction is not None else 0,
-        "Stub floats (timestamp, confidence, latency)": sum(size(v) for v in floats),
-        "_Entry.feedback_ids (empty list)": size(entry.feedback_ids),
+        "packed stub (bytes)": size(raw),
         "expiry (tuple + float)": size((0.0, "")) + size(0.0),
         "dict slot (keys + index, amortised)": 8 * 3 + 8,
     }
