@@ -26,6 +26,7 @@ from pipeline.quality.records import FeedbackItem, JoinItem, Stub, StubItem, joi
 from pipeline.runtime.stage import Output, Step
 from pipeline.sources.codec import Rejection, decode_events, describe
 from pipeline.sources.dlq import dead_letter
+from pipeline.sources.redaction import Redaction
 from pipeline.windows.guard import CardinalityGuard
 from pipeline.windows.profile import series_key, series_labels
 from schemas.event import InferenceEvent
@@ -65,6 +66,7 @@ class JoinIntake:
         self.guard = CardinalityGuard(settings.metrics.max_series_per_worker, self.names)
         self._keys: dict[tuple[str, ...], str] = {}  # admitted labels -> series key
         self.counts = IntakeCounts()
+        self.redaction = Redaction.from_settings(settings.privacy)  # as stage 1 drops keys
 
     def on_assign(self, topic: str, partition: int, state: dict[str, bytes]) -> int | None:
         return None
@@ -96,7 +98,7 @@ class JoinIntake:
             keys.clear()  # a cache, bounded like the series it names
         for record in records:
             for event in decode_events(record.value, record.headers or (), limits, wall,
-                                       InferenceEvent).events:
+                                       InferenceEvent, redaction=self.redaction).events:
                 try:
                     values = self.guard.admit(tuple(series_labels(event, names).values()), wall)
                     key = keys.get(values)
@@ -116,7 +118,7 @@ class JoinIntake:
         for record in records:
             try:
                 decoded = decode_events(record.value, record.headers or (), limits, wall,
-                                        FeedbackEvent)
+                                        FeedbackEvent, redaction=self.redaction)
                 rejections = list(decoded.rejections)
                 found = [FeedbackItem(join_id(f.event_id, f.request_id), f)
                          for f in decoded.events]

@@ -24,6 +24,7 @@ import msgspec
 from pipeline.config import IngestLimits
 from pipeline.sdk.wire import JSON, MSGPACK, encode_events
 from pipeline.sources.pricing import Prices, stamp_costs
+from pipeline.sources.redaction import Redaction
 from pipeline.sources.shape import json_array_length, msgpack_array_length
 from schemas.event import InferenceEvent, ResourceSample
 from schemas.feedback import FeedbackEvent
@@ -145,6 +146,8 @@ def decode_events(
     now: float,
     contract: Contract = InferenceEvent,
     prices: Prices | None = None,
+    *,
+    redaction: Redaction | None = None,
 ) -> Decoded:
     """Decode one Kafka message value into valid records of ``contract`` and rejections.
 
@@ -156,6 +159,11 @@ def decode_events(
     stamp_costs`): priced from ``prices`` when they came without ``cost_usd`` (None: no
     pricing), and ``cost_source`` set to ``given``, ``computed`` or None. Both stage 1
     and the sink decode here, so they agree on every event's cost.
+
+    ``redaction`` (``Redaction.from_settings(settings.privacy)``; None: nothing configured)
+    drops and masks the attribute and feature keys ``privacy`` names, on inference events
+    and feedback, before the records leave: stage 1, the sink and the quality intake all
+    decode here, so none of them ever holds a dropped key. Rejections keep the raw bytes.
 
     >>> from pipeline.config import IngestLimits
     >>> good = b'{"event_id":"a","timestamp":1,"model":"m","latency_ms":5}'
@@ -171,6 +179,11 @@ def decode_events(
         decoded = _decode(raw, headers, limits, now, contract)
         if contract is InferenceEvent:
             stamp_costs(decoded.events, prices)
+        if redaction is not None:
+            if contract is InferenceEvent:
+                redaction.events(decoded.events)
+            elif contract is FeedbackEvent:
+                redaction.feedback(decoded.events)
         return decoded
     except Exception as exc:  # the poison-proof boundary: report it, never raise it
         return Decoded(rejections=[Rejection("internal", describe(exc), raw)])

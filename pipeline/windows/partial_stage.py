@@ -28,6 +28,7 @@ from pipeline.runtime.stage import Changes, Output, Step
 from pipeline.sources.codec import Rejection, decode_events, describe
 from pipeline.sources.dlq import dead_letter
 from pipeline.sources.pricing import price_table
+from pipeline.sources.redaction import Redaction
 from pipeline.windows.drift_profile import MonitorSpec
 from pipeline.windows.guard import CardinalityGuard
 from pipeline.windows.kinds import EVENTS, RESOURCES, Kind, event_kind, resource_kind
@@ -81,6 +82,7 @@ class PartialStage:
         # events without cost_usd are priced here (None: pricing off); a bad table file
         # fails now, when the worker starts, not on every event
         self.prices = price_table(settings.pricing)
+        self.redaction = Redaction.from_settings(settings.privacy)  # None: nothing configured
 
     # ------------------------------------------------------------------ partitions
     def on_assign(self, topic: str, partition: int, state: dict[str, bytes]) -> int | None:
@@ -110,7 +112,8 @@ class PartialStage:
         messages: list[tuple[int, list[Any]]] = []
         for record in records:
             decoded = decode_events(record.value, record.headers or (), limits, wall,
-                                    self._contract[kind], self.prices)
+                                    self._contract[kind], self.prices,
+                                    redaction=self.redaction)
             self.counts.messages += 1
             self.counts.events += len(decoded.events)
             for rejection in decoded.rejections:

@@ -60,6 +60,7 @@ from pipeline.sinks.clickhouse.rollups import refresh_rollups
 from pipeline.sources.codec import Rejection, decode_events, describe
 from pipeline.sources.dlq import DeadLetter, dead_letter, deliver
 from pipeline.sources.pricing import price_table
+from pipeline.sources.redaction import Redaction
 from pipeline.telemetry import (
     CONSUMER_LAG,
     DLQ_DELIVERIES,
@@ -211,6 +212,7 @@ class ClickHouseSink:
         # the same prices as stage 1, so stored rows and windows agree on every cost;
         # a bad table file fails here, when the worker starts
         self.prices = price_table(settings.pricing)
+        self.redaction = Redaction.from_settings(settings.privacy)  # as stage 1 drops keys
 
     @property
     def client(self) -> Any:
@@ -304,7 +306,7 @@ class ClickHouseSink:
             rows = batch.resources if contract is ResourceSample else batch.events
             for msg in messages:
                 decoded = decode_events(msg.value, msg.headers, limits, now, contract,
-                                        self.prices)
+                                        self.prices, redaction=self.redaction)
                 batch.rejected += len(decoded.rejections)
                 places = positions(len(decoded.events), decoded.rejections)
                 rows.extend(decoded.events, msg, places)  # a whole message at once
