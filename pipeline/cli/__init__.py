@@ -33,6 +33,23 @@ def _log_to_stderr(level: int | None = None) -> None:
     install()
 
 
+def when_arg(text: str, param: str, now: float) -> float:
+    """A time option: ISO-8601, Unix seconds, or a duration ago (``24h``, ``7d``)."""
+    from pipeline.alerting.durations import parse_duration
+    from pipeline.scoring.baselines import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError:
+        pass
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        raise click.BadParameter(f"invalid time {text!r}: use ISO-8601 (2024-06-01T12:00:00Z), "
+                                 "Unix seconds or a duration ago (24h, 7d)",
+                                 param_hint=param) from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               envvar="INFERWATCH_CONFIG",
@@ -58,13 +75,23 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
 
 def main() -> None:
-    cli(prog_name="inferwatch")
+    try:
+        cli(prog_name="inferwatch")
+    except Exception as exc:
+        # Kafka refused the credentials, certificate or ACLs of any command: one line
+        from pipeline.runtime.kafka import KafkaAccessError
+
+        if not isinstance(exc, KafkaAccessError):
+            raise
+        click.echo(f"Error: {exc}", err=True)
+        raise SystemExit(1) from None
 
 
 # Each module registers its commands on `cli` when imported; they need `cli` and the
 # helpers above, hence the imports at the end. `--help` lists commands alphabetically.
 from pipeline.cli import (  # noqa: E402, F401
     alerts,
+    backup,
     baseline,
     config,
     dev,

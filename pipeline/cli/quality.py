@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pipeline.cli import _settings, cli
+from pipeline.cli import _settings, cli, when_arg
 
 if TYPE_CHECKING:
     from pipeline.quality.compare import Difference
@@ -29,23 +29,6 @@ EXIT_WORSE = 3  # a verdict was "worse"
 @cli.group()
 def quality() -> None:
     """Model quality from delayed feedback (docs/quality.md)."""
-
-
-def _when(text: str, param: str, now: float) -> float:
-    """ISO-8601, Unix seconds, or a duration ago (``24h``, ``7d``)."""
-    from pipeline.alerting.durations import parse_duration
-    from pipeline.scoring.baselines import parse_time
-
-    try:
-        return parse_time(text)
-    except ValueError:
-        pass
-    try:
-        return now - parse_duration(text)
-    except ValueError:
-        raise click.BadParameter(f"invalid time {text!r}: use ISO-8601 (2024-06-01T12:00:00Z), "
-                                 "Unix seconds or a duration ago (24h, 7d)",
-                                 param_hint=param) from None
 
 
 def _pairs(items: Sequence[str], param: str) -> dict[str, str]:
@@ -177,8 +160,8 @@ def compare(ctx: click.Context, model: str, baseline: str, candidate: str,
     if baseline == candidate:
         raise click.BadParameter("is the same version as --baseline", param_hint="--candidate")
     now = time.time()
-    start = _when(since, "--since", now)
-    end = _when(until, "--until", now) if until is not None else now
+    start = when_arg(since, "--since", now)
+    end = when_arg(until, "--until", now) if until is not None else now
     if end <= start:
         raise click.BadParameter(f"{format_time(end)} is not after --since {format_time(start)}",
                                  param_hint="--until")

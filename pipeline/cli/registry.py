@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pipeline.cli import _settings, cli
+from pipeline.cli import _settings, cli, when_arg
 
 if TYPE_CHECKING:
     from pipeline.config import Settings
@@ -114,23 +114,6 @@ def read_windows(settings: Settings, series_key: str, start: float, end: float, 
     return rows, warnings
 
 
-def _when(text: str, param: str, now: float) -> float:
-    """ISO-8601, Unix seconds, or a duration ago (``24h``, ``7d``)."""
-    from pipeline.alerting.durations import parse_duration
-    from pipeline.scoring.baselines import parse_time
-
-    try:
-        return parse_time(text)
-    except ValueError:
-        pass
-    try:
-        return now - parse_duration(text)
-    except ValueError:
-        raise click.BadParameter(f"invalid time {text!r}: use ISO-8601 (2024-06-01T12:00:00Z), "
-                                 "Unix seconds or a duration ago (24h, 7d)",
-                                 param_hint=param) from None
-
-
 @cli.group()
 def registry() -> None:
     """The model registry link (MLflow): monitoring summaries back to a model version.
@@ -188,8 +171,8 @@ def log_summary_command(ctx: click.Context, model_name: str, version: str, serie
     if not version.isdigit():
         raise click.BadParameter(f"{version!r} is not a version number", param_hint="--version")
     now = time.time()
-    start = _when(since, "--since", now)
-    end = _when(until, "--until", now) if until is not None else now
+    start = when_arg(since, "--since", now)
+    end = when_arg(until, "--until", now) if until is not None else now
     if end <= start:
         raise click.BadParameter(f"{format_time(end)} is not after --since {format_time(start)}",
                                  param_hint="--until")
