@@ -75,7 +75,16 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
 
 def main() -> None:
-    cli(prog_name="inferwatch")
+    try:
+        cli(prog_name="inferwatch")
+    except Exception as exc:
+        # Kafka refused the credentials, certificate or ACLs of any command: one line
+        from pipeline.runtime.kafka import KafkaAccessError
+
+        if not isinstance(exc, KafkaAccessError):
+            raise
+        click.echo(f"Error: {exc}", err=True)
+        raise SystemExit(1) from None
 
 
 # Each module registers its commands on `cli` when imported; they need `cli` and the

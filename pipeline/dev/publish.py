@@ -34,8 +34,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 
-from pipeline.config import Settings
-from pipeline.runtime.kafka import client_options
+from pipeline.config import KafkaSettings, Settings
+from pipeline.runtime.kafka import client_options, diagnose
 from pipeline.sources.codec import JSON, encode_events
 from schemas.event import InferenceEvent, ResourceSample
 from schemas.feedback import FeedbackEvent
@@ -148,6 +148,7 @@ class _Outbox:
     capacity: int
     stats: PublishStats
     bootstrap: str
+    kafka: KafkaSettings | None = None  # to tell a refusal (credentials, ACLs) from an outage
     queue: deque[_Message] = field(default_factory=deque)
     size: int = 0  # records in the queue
     closing: bool = False
@@ -195,6 +196,9 @@ class _Outbox:
                             await kafka.start()
                     await self._send_head(kafka)
                 except _TRANSIENT as exc:
+                    access = await diagnose(self.kafka, exc) if self.kafka else None
+                    if access is not None:  # Kafka refuses us: waiting cannot help
+                        raise access from None
                     failures += 1
                     self._on_failure(exc, failures)
                     if kafka is not None:
@@ -328,7 +332,8 @@ async def publish(
         max_request_size=8 << 20, compression_type="gzip" if batch_size > 1 else None,
     ))
     outbox = _Outbox(connect, [("content-type", content_type.encode())], max(1, buffer_events),
-                     stats, settings.kafka.bootstrap_servers)
+                     stats, settings.kafka.bootstrap_servers,
+                     kafka=settings.kafka if _connect is None else None)
     sender = asyncio.create_task(outbox.run())
     started = time.monotonic()
     last_report = started

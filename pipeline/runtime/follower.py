@@ -14,9 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import TopicAuthorizationFailedError
 
 from pipeline.config import KafkaSettings
-from pipeline.runtime.kafka import client_options
+from pipeline.runtime.kafka import access_error, client_options, start_client
 from pipeline.sources.codec import describe
 
 __all__ = ["follow"]
@@ -46,7 +47,7 @@ async def follow(
     """
     consumer = AIOKafkaConsumer(**client_options(kafka), group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
+    await start_client(consumer, kafka)  # a refused login or certificate: KafkaAccessError
     try:
         while missing_ok and topic not in await consumer.topics():
             if loaded is not None:
@@ -57,6 +58,10 @@ async def follow(
         consumer.subscribe([topic])
         deadline = asyncio.get_running_loop().time() + assign_timeout
         while not consumer.assignment():  # no group: every partition, once metadata lands
+            # a topic the ACLs hide has no partitions either: say so now, not in a minute
+            if topic in getattr(consumer._client.cluster, "unauthorized_topics", ()):
+                raise access_error(kafka, TopicAuthorizationFailedError(topic)) or \
+                    RuntimeError(f"not authorized to read topic {topic!r}")
             if asyncio.get_running_loop().time() > deadline:
                 raise RuntimeError(f"topic {topic!r} has no partitions (does it exist?)")
             await consumer.getmany(timeout_ms=0)

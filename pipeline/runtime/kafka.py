@@ -1,4 +1,14 @@
-"""Thin aiokafka helpers: connection options from settings, topic creation, headers."""
+"""Thin aiokafka helpers: connection options from settings, topic creation, headers,
+and what a refusal means.
+
+Kafka refusing *who* a client is (wrong SASL credentials, a certificate the client does
+not trust) or *what* it asks (a topic or group its ACLs do not allow) is not an outage:
+retrying cannot help. :class:`KafkaAccessError` is that failure, with one line saying
+what to fix (never a secret). :func:`access_error` recognises one in an aiokafka error;
+:func:`diagnose` also finds the cause aiokafka's bootstrap hides behind "Unable to
+bootstrap" by opening one connection itself (:func:`check_access`). ``wait_for_broker``
+raises it at once instead of waiting out its timeout.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +20,192 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import InvalidPartitionsError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    InvalidPartitionsError,
+    KafkaConnectionError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+    UnsupportedSaslMechanismError,
+    for_code,
+)
 
 from pipeline.config import KafkaSettings, Settings
 
-__all__ = ["client_options", "ensure_topics", "headers_dict", "wait_for_broker"]
+__all__ = ["KafkaAccessError", "access_error", "check_access", "client_options", "diagnose",
+           "ensure_topics", "headers_dict", "start_client", "wait_for_broker"]
 
 log = logging.getLogger(__name__)
+
+
+class KafkaAccessError(Exception):
+    """Kafka refused this client's identity or request: authentication, TLS trust or
+    authorization. Terminal: the configuration (or the broker's ACLs) must change."""
+
+
+def _principal(kafka: KafkaSettings) -> str:
+    if kafka.security_protocol.startswith("SASL") and kafka.sasl_username:
+        return f"user {kafka.sasl_username}"
+    return "the anonymous principal (no SASL user)"
+
+
+def _chain(exc: BaseException) -> Iterable[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _names(exc: BaseException) -> str:
+    """The topics or group an aiokafka authorization error carries (its first argument:
+    a name, or a set of names)."""
+    arg = exc.args[0] if exc.args else ""
+    if isinstance(arg, (set, frozenset, list, tuple)):
+        return ", ".join(sorted(map(str, arg)))
+    text = str(arg)
+    return text.split("]")[-1].strip() or "?"
+
+
+def access_error(kafka: KafkaSettings, exc: BaseException) -> KafkaAccessError | None:
+    """The :class:`KafkaAccessError` that ``exc`` (or an exception it was raised from)
+    is, worded for ``kafka``'s settings, or None when it is something else (an outage).
+
+    >>> from aiokafka.errors import SaslAuthenticationFailed, TopicAuthorizationFailedError
+    >>> kafka = KafkaSettings(bootstrap_servers="broker:9093", security_protocol="SASL_SSL",
+    ...                       sasl_mechanism="SCRAM-SHA-512", sasl_username="producer",
+    ...                       sasl_password="hunter2", ssl_cafile="/etc/ca.pem")
+    >>> print(access_error(kafka, SaslAuthenticationFailed("invalid credentials")))
+    authentication failed for user producer via SCRAM-SHA-512 at broker:9093 (check \
+kafka.sasl_username and kafka.sasl_password)
+    >>> print(access_error(kafka, TopicAuthorizationFailedError("inferwatch.alerts")))
+    not authorized: user producer may not use topic inferwatch.alerts at broker:9093 (no ACL \
+allows it; see docs/security.md)
+    >>> access_error(kafka, ConnectionRefusedError()) is None
+    True
+    """
+    where = kafka.bootstrap_servers
+    for cause in _chain(exc):
+        if isinstance(cause, KafkaAccessError):
+            return cause
+        if isinstance(cause, (SaslAuthenticationFailed, AuthenticationFailedError)):
+            return KafkaAccessError(
+                f"authentication failed for {_principal(kafka)} via "
+                f"{kafka.sasl_mechanism or 'PLAIN'} at {where} (check kafka.sasl_username "
+                "and kafka.sasl_password)")
+        if isinstance(cause, (UnsupportedSaslMechanismError, AuthenticationMethodNotSupported)):
+            return KafkaAccessError(f"SASL at {where}: {_text(cause)} (kafka.sasl_mechanism)")
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            trust = f"ssl_cafile={kafka.ssl_cafile}" if kafka.ssl_cafile else \
+                "the system's CAs (kafka.ssl_cafile is not set)"
+            reason = cause.verify_message or cause.reason or "verification failed"
+            if cause.verify_code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH
+                return KafkaAccessError(f"TLS: the broker's certificate at {where} is not "
+                                        f"valid for that host name ({reason})")
+            return KafkaAccessError(f"TLS: the broker's certificate at {where} is not trusted "
+                                    f"by {trust} ({reason})")
+        if isinstance(cause, ssl.SSLError):
+            return KafkaAccessError(
+                f"TLS handshake with {where} failed ({cause.reason or cause}); is that a TLS "
+                f"listener, and kafka.security_protocol={kafka.security_protocol} right?")
+        if isinstance(cause, TopicAuthorizationFailedError):
+            return KafkaAccessError(
+                f"not authorized: {_principal(kafka)} may not use topic {_names(cause)} at "
+                f"{where} (no ACL allows it; see docs/security.md)")
+        if isinstance(cause, GroupAuthorizationFailedError):
+            return KafkaAccessError(
+                f"not authorized: {_principal(kafka)} may not use consumer group "
+                f"{_names(cause)} at {where} (see docs/security.md)")
+        if isinstance(cause, (ClusterAuthorizationFailedError,
+                              TransactionalIdAuthorizationFailed)):
+            return KafkaAccessError(f"not authorized: {_principal(kafka)} at {where}: "
+                                    f"{_text(cause)} (see docs/security.md)")
+    return None
+
+
+def _text(exc: BaseException) -> str:
+    name, text = type(exc).__name__, str(exc)
+    return text if name in text else f"{name}: {text}" if text else name
+
+
+async def check_access(kafka: KafkaSettings, timeout: float = 10.0) -> None:
+    """Open one connection to the first bootstrap server, with TLS and SASL as configured,
+    and raise :class:`KafkaAccessError` if the broker refuses who we are (or we refuse its
+    certificate). An unreachable broker is not this check's business: it returns."""
+    from aiokafka.conn import create_conn
+
+    host, _, port = kafka.bootstrap_servers.split(",")[0].strip().rpartition(":")
+    options = client_options(kafka)
+    options.pop("bootstrap_servers")
+    try:
+        async with asyncio.timeout(timeout):
+            conn = await create_conn(host.strip("[]"), int(port),
+                                     request_timeout_ms=int(timeout * 1000), **options)
+        conn.close()
+    except Exception as exc:
+        access = access_error(kafka, exc)
+        if access is not None:
+            raise access from None
+        log.debug("access check at %s: %s", kafka.bootstrap_servers, _text(exc))
+
+
+async def diagnose(kafka: KafkaSettings, exc: BaseException) -> KafkaAccessError | None:
+    """What a failure of a Kafka client means: a :class:`KafkaAccessError`, or None for
+    an outage. aiokafka reports a refused SASL login or certificate as "Unable to
+    bootstrap" (the cause only goes to its log): then one connection of our own finds it."""
+    access = access_error(kafka, exc)
+    if access is None and isinstance(exc, KafkaConnectionError):
+        try:
+            await check_access(kafka)
+        except KafkaAccessError as found:
+            return found
+    return access
+
+
+async def start_client(client: Any, kafka: KafkaSettings) -> None:
+    """``await client.start()`` for an aiokafka producer, consumer or admin client made from
+    ``kafka``; when it fails, the client is stopped, and a refusal is raised as a
+    :class:`KafkaAccessError` (an outage as aiokafka raised it)."""
+    try:
+        await client.start()
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+        access = await diagnose(kafka, exc)
+        if access is not None:
+            raise access from None
+        raise
+
+
+class _QuietAccessFailures(logging.Filter):
+    """aiokafka's own lines for a refused login or certificate ("Unable connect to …:
+    <error>") and a refused topic ("Topic … is not authorized for this client") go to
+    DEBUG: the caller raises a KafkaAccessError saying the same in one line, naming the
+    user and the CA file, which aiokafka's wording does not. So does its "Authenticated
+    as …" for every new connection (a worker opens dozens)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        text = str(record.msg)
+        quiet = "is not authorized for this client" in text or (
+            text.startswith("Authenticated as")) or (
+            bool(args) and isinstance(args[-1], BaseException)
+            and access_error(KafkaSettings(), args[-1]) is not None)
+        if quiet and record.levelno > logging.DEBUG:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+_QUIET_ACCESS = _QuietAccessFailures()
+for _name in ("aiokafka", "aiokafka.cluster", "aiokafka.conn"):
+    logging.getLogger(_name).addFilter(_QUIET_ACCESS)
 
 
 def client_options(kafka: KafkaSettings) -> dict[str, Any]:
@@ -41,7 +230,9 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
 
 
 async def wait_for_broker(kafka: KafkaSettings, timeout: float = 60.0) -> None:
-    """Return once the cluster answers a metadata request; raise TimeoutError otherwise."""
+    """Return once the cluster answers a metadata request; raise TimeoutError otherwise,
+    and :class:`KafkaAccessError` at once when the broker refuses the credentials or its
+    certificate is not trusted (waiting cannot fix either)."""
     deadline = asyncio.get_running_loop().time() + timeout
     quiet = logging.getLogger("aiokafka")
     level = quiet.level
@@ -60,7 +251,10 @@ async def _wait(kafka: KafkaSettings, deadline: float) -> None:
             await admin.start()
             await admin.describe_cluster()
             return
-        except Exception as exc:  # broker not up yet: any error means "try again"
+        except Exception as exc:  # broker not up yet: any other error means "try again"
+            access = await diagnose(kafka, exc)
+            if access is not None:
+                raise access from None
             last = exc
             await asyncio.sleep(0.5)
         finally:
@@ -77,7 +271,7 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) 
     otlp = set(settings.otlp.topics) if settings.otlp.enabled else set()
     wanted = list(names) if names is not None else topics.all() + sorted(otlp)
     admin = AIOKafkaAdminClient(**client_options(settings.kafka))
-    await admin.start()
+    await start_client(admin, settings.kafka)
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in wanted if t not in existing]
@@ -91,11 +285,23 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) 
                 for t in missing
             ]
             with contextlib.suppress(TopicAlreadyExistsError):  # raced another creator: fine
-                await admin.create_topics(new)
+                _check_created(settings.kafka, await admin.create_topics(new))
             log.info("created topics %s", ", ".join(missing))
         return missing
     finally:
         await admin.close()
+
+
+def _check_created(kafka: KafkaSettings, response: Any) -> None:
+    """Raise the first error of a CreateTopics response (aiokafka returns them): a topic
+    that exists already is fine, a refused one is a :class:`KafkaAccessError`."""
+    for topic, code, *rest in response.topic_errors:
+        if not code or code == TopicAlreadyExistsError.errno:
+            continue
+        error = for_code(code)(f"creating topic {topic}: {rest[0] if rest else ''}".rstrip(": "))
+        if isinstance(error, TopicAuthorizationFailedError):
+            error = TopicAuthorizationFailedError(topic)
+        raise access_error(kafka, error) or error
 
 
 async def ensure_changelog(settings: Settings, name: str, sources: Sequence[str] = (),
@@ -111,7 +317,7 @@ async def ensure_changelog(settings: Settings, name: str, sources: Sequence[str]
     from aiokafka.admin import NewPartitions
 
     admin = AIOKafkaAdminClient(**client_options(settings.kafka))
-    await admin.start()
+    await start_client(admin, settings.kafka)
     try:
         widths = await _partition_counts(admin, [name, *sources])
         needed = max(settings.topics.partitions, at_least,
@@ -121,7 +327,7 @@ async def ensure_changelog(settings: Settings, name: str, sources: Sequence[str]
             topic = NewTopic(name, needed, settings.topics.replication_factor,
                              topic_configs={"cleanup.policy": "compact"})
             with contextlib.suppress(TopicAlreadyExistsError):  # raced another worker: fine
-                await admin.create_topics([topic])
+                _check_created(settings.kafka, await admin.create_topics([topic]))
                 log.info("created state topic %s (%d partitions)", name, needed)
         elif have < needed:
             with contextlib.suppress(InvalidPartitionsError):  # another worker grew it first
@@ -149,7 +355,7 @@ async def send_one(kafka: KafkaSettings, topic: str, key: bytes, value: bytes) -
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(**client_options(kafka), acks="all")
-    await producer.start()
+    await start_client(producer, kafka)
     try:
         await producer.send_and_wait(topic, value, key=key)
     finally:

@@ -22,7 +22,7 @@ from typing import Any
 
 from pipeline.config import Settings
 from pipeline.logs import configure as configure_logging
-from pipeline.runtime.kafka import ensure_topics, wait_for_broker
+from pipeline.runtime.kafka import access_error, ensure_topics, wait_for_broker
 from pipeline.sinks.clickhouse.client import connect
 from pipeline.sinks.clickhouse.http_interface import serve_http
 from pipeline.sinks.clickhouse.owner import StoreLock
@@ -188,8 +188,12 @@ async def _run_roles(settings: Settings, roles: Sequence[str]) -> int:
         done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
         for job in done:
             job.result()
-    except Exception:
-        log.exception("worker failed")
+    except Exception as exc:
+        refused = access_error(settings.kafka, exc)  # credentials, certificate, ACLs
+        if refused is None:
+            log.exception("worker failed")
+        else:
+            log.error("worker failed: %s", refused)
         return 1
     finally:
         stop.set()

@@ -50,6 +50,12 @@ Behaviour:
   not one per attempt (aiokafka's own log records from the sender thread are muted
   during an outage and rate-limited otherwise). Delivery is at least once: a batch whose
   acknowledgement was lost is sent again; consumers deduplicate by ``event_id``.
+* Kafka refusing the producer is not an outage: wrong SASL credentials or a broker
+  certificate ``ssl_cafile`` does not trust end the sender at the first attempt, with one
+  error naming the user or the CA file (never the password); buffered and later events
+  are dropped and counted, ``stats.error`` says why, ``flush``/``close`` return False. A
+  topic the ACLs do not allow (say feedback, for a principal that may only write events)
+  drops that topic's records, counted, with one error per topic; other topics go on.
 * Identities: every field ``settings.privacy.pseudonymize`` names (``user`` by default,
   ``attributes.<key>`` for an attribute) leaves as a keyed HMAC of its value, the key read
   once at construction from the variable ``privacy.key_env`` (``INFERWATCH_PSEUDONYM_KEY``).
@@ -92,10 +98,14 @@ from typing import Any, TypeVar
 
 import msgspec
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
+from aiokafka.errors import (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAuthorizationFailedError,
+)
 
 from pipeline.config import Settings, load_settings
-from pipeline.runtime.kafka import client_options
+from pipeline.runtime.kafka import KafkaAccessError, access_error, client_options, diagnose
 from pipeline.sdk.pseudonym import Pseudonyms
 from pipeline.sdk.span import Span
 from pipeline.sdk.wire import JSON, MSGPACK, encode_events
@@ -132,6 +142,7 @@ class ProducerStats:
     dropped: int  # records refused: buffer full, producer closed, invalid, unencodable, oversize
     send_errors: int  # failed attempts to connect or to send a batch
     connected: bool  # whether the last connection or send attempt succeeded
+    error: str | None = None  # why Kafka refused this producer (it then sends nothing more)
 
 
 class _SenderThread(threading.Thread):
@@ -234,6 +245,7 @@ class Producer:
         self._send_errors = 0
         self._connected = False
         self._closed = False
+        self._error: str | None = None  # Kafka refused us (credentials, certificate): terminal
         self._abort = False  # close() gave up: the sender stops without sending the rest
         self._flushing = 0
         self._warned: set[str] = set()
@@ -342,7 +354,7 @@ class Producer:
             return self._reject("oversize", ValueError(detail))
         kafka_key = key.encode() if self._batch_size == 1 and key is not None else None
         with self._cond:
-            if self._closed or len(self._buf) >= self._buffer_size:
+            if self._closed or self._error or len(self._buf) >= self._buffer_size:
                 self._dropped += 1
                 return False
             self._buf.append((topic, kafka_key, data))
@@ -362,6 +374,7 @@ class Producer:
                 dropped=self._dropped,
                 send_errors=self._send_errors,
                 connected=self._connected,
+                error=self._error,
             )
 
     # lifecycle
@@ -373,13 +386,13 @@ class Producer:
         """
         with self._cond:
             if not self._buf:
-                return True
+                return not self._error
             self._flushing += 1
         try:
             self._signal(self._wake)
             self._signal(self._kick)
             with self._cond:
-                return self._cond.wait_for(lambda: not self._buf, timeout)
+                return self._cond.wait_for(lambda: not self._buf, timeout) and not self._error
         finally:
             with self._cond:
                 self._flushing -= 1
@@ -402,7 +415,8 @@ class Producer:
         if not delivered:
             with self._cond:
                 left = len(self._buf)
-            log.warning("producer closed with %d events undelivered", left)
+            if left:  # else Kafka refused us and that was logged (stats.error)
+                log.warning("producer closed with %d events undelivered", left)
             self._abort = True
             self._signal(self._wake)
             self._signal(self._kick)
@@ -530,6 +544,9 @@ class Producer:
                     if kafka is None:
                         kafka = await self._connect()
                     await self._send_batch(kafka)
+                except KafkaAccessError as exc:
+                    self._give_up(exc)
+                    return
                 except Exception as exc:
                     failures += 1
                     self._on_failure(exc, failures)
@@ -586,8 +603,12 @@ class Producer:
         try:
             async with asyncio.timeout(self._CONNECT_TIMEOUT):
                 await kafka.start()
-        except BaseException:
+        except BaseException as exc:
             await self._stop(kafka)
+            access = await diagnose(self._settings.kafka, exc) \
+                if isinstance(exc, Exception) else None
+            if access is not None:
+                raise access from None
             raise
         self._connected = True
         return kafka
@@ -614,6 +635,9 @@ class Producer:
         try:
             async with asyncio.timeout(self._SEND_TIMEOUT):
                 await kafka.send_and_wait(topic, value, key=key, headers=self._headers)
+        except TopicAuthorizationFailedError as exc:  # this topic only: drop its batch
+            self._denied(topic, count, exc)
+            return
         except (MessageSizeTooLargeError, RecordListTooLargeError) as exc:
             if count > 1:  # the broker's limit is below ours: send smaller batches
                 self._chunk = max(1, count // 2)
@@ -633,6 +657,35 @@ class Producer:
             self._connected = True
             if not self._buf:
                 self._cond.notify_all()
+
+    def _give_up(self, exc: KafkaAccessError) -> None:
+        """Kafka refused who we are: retrying cannot help. One error; what is buffered and
+        whatever comes later is dropped and counted."""
+        with self._cond:
+            self._error = str(exc)
+            self._dropped += len(self._buf)
+            left = len(self._buf)
+            self._buf.clear()
+            self._connected = False
+            self._cond.notify_all()
+        log.error("Kafka refused this producer: %s; %d buffered events dropped, and every "
+                  "later one will be (fix the settings, then restart)", exc, left)
+
+    def _denied(self, topic: str, count: int, exc: Exception) -> None:
+        """The ACLs do not let us write ``topic``: drop the batch, one error per topic."""
+        with self._cond:
+            for _ in range(count):
+                self._buf.popleft()
+            self._dropped += count
+            if not self._buf:
+                self._cond.notify_all()
+        reason = access_error(self._settings.kafka, exc) or exc
+        if f"denied:{topic}" in self._warned:
+            log.debug("dropped %d records for %s: %s", count, topic, reason)
+            return
+        self._warned.add(f"denied:{topic}")
+        log.error("dropping records for %s: %s (further drops are counted in stats.dropped)",
+                  topic, reason)
 
     def _on_failure(self, exc: Exception, failures: int) -> None:
         self._send_errors += 1

@@ -1,0 +1,142 @@
+"""What a Kafka refusal means, without a broker: each kind of error aiokafka raises for a
+refused login, certificate or ACL becomes one line naming the user, the CA file or the
+topic, and never the password; outages stay outages; aiokafka's own lines about it are
+quiet; a closed port is not mistaken for a refusal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import time
+from types import SimpleNamespace
+
+import pytest
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NotLeaderForPartitionError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+    UnsupportedSaslMechanismError,
+)
+
+from pipeline.config import KafkaSettings
+from pipeline.runtime.kafka import (
+    KafkaAccessError,
+    _check_created,
+    access_error,
+    check_access,
+    diagnose,
+)
+
+SECRET = "s3cret-Pa55word"
+KAFKA = KafkaSettings(bootstrap_servers="kafka-1:9093,kafka-2:9093", security_protocol="SASL_SSL",
+                      sasl_mechanism="SCRAM-SHA-512", sasl_username="svc-ingest",
+                      sasl_password=SECRET, ssl_cafile="/etc/inferwatch/ca.pem")
+
+
+def _cert_error(code: int, message: str) -> ssl.SSLCertVerificationError:
+    error = ssl.SSLCertVerificationError(1, f"[SSL: CERTIFICATE_VERIFY_FAILED] {message}")
+    error.verify_code, error.verify_message, error.reason = code, message, \
+        "CERTIFICATE_VERIFY_FAILED"
+    return error
+
+
+@pytest.mark.parametrize(("error", "expected"), [
+    (SaslAuthenticationFailed("Authentication failed during authentication due to invalid "
+                              "credentials with SASL mechanism SCRAM-SHA-512"),
+     "authentication failed for user svc-ingest via SCRAM-SHA-512 at kafka-1:9093,kafka-2:9093 "
+     "(check kafka.sasl_username and kafka.sasl_password)"),
+    (_cert_error(19, "self-signed certificate in certificate chain"),
+     "TLS: the broker's certificate at kafka-1:9093,kafka-2:9093 is not trusted by "
+     "ssl_cafile=/etc/inferwatch/ca.pem (self-signed certificate in certificate chain)"),
+    (_cert_error(62, "Hostname mismatch, certificate is not valid for 'kafka-1'."),
+     "TLS: the broker's certificate at kafka-1:9093,kafka-2:9093 is not valid for that host "
+     "name (Hostname mismatch, certificate is not valid for 'kafka-1'.)"),
+    (TopicAuthorizationFailedError("inferwatch.metrics"),
+     "not authorized: user svc-ingest may not use topic inferwatch.metrics at "
+     "kafka-1:9093,kafka-2:9093 (no ACL allows it; see docs/security.md)"),
+    (TopicAuthorizationFailedError({"b.topic", "a.topic"}),
+     "not authorized: user svc-ingest may not use topic a.topic, b.topic at "
+     "kafka-1:9093,kafka-2:9093 (no ACL allows it; see docs/security.md)"),
+    (GroupAuthorizationFailedError("inferwatch-sink"),
+     "not authorized: user svc-ingest may not use consumer group inferwatch-sink at "
+     "kafka-1:9093,kafka-2:9093 (see docs/security.md)"),
+])
+def test_each_refusal_is_one_line_naming_what_to_fix(error: Exception, expected: str) -> None:
+    found = access_error(KAFKA, error)
+    assert isinstance(found, KafkaAccessError)
+    assert str(found) == expected
+    assert SECRET not in str(found) and "\n" not in str(found)
+
+
+def test_the_cause_is_found_behind_a_wrapping_error() -> None:
+    try:
+        try:
+            raise SaslAuthenticationFailed("bad")
+        except SaslAuthenticationFailed as inner:
+            raise RuntimeError("starting the consumer") from inner
+    except RuntimeError as outer:
+        assert str(access_error(KAFKA, outer)).startswith("authentication failed for user")
+
+
+def test_other_refusals_still_name_the_user_and_never_the_password() -> None:
+    for error in (ClusterAuthorizationFailedError("CreateAcls"),
+                  UnsupportedSaslMechanismError("enabled mechanisms are: ['PLAIN']")):
+        text = str(access_error(KAFKA, error))
+        assert SECRET not in text
+    assert "user svc-ingest" in str(access_error(KAFKA, ClusterAuthorizationFailedError()))
+    plain = KafkaSettings(security_protocol="SSL", ssl_cafile="/ca.pem")
+    assert "the anonymous principal" in str(access_error(plain, TopicAuthorizationFailedError("t")))
+    system = KafkaSettings(security_protocol="SSL")
+    assert "the system's CAs (kafka.ssl_cafile is not set)" in \
+        str(access_error(system, _cert_error(19, "self-signed")))
+
+
+@pytest.mark.parametrize("error", [KafkaConnectionError("Unable to bootstrap"), KafkaTimeoutError(),
+                                   NotLeaderForPartitionError(), ConnectionRefusedError(),
+                                   TimeoutError()])
+def test_outages_are_not_refusals(error: Exception) -> None:
+    assert access_error(KAFKA, error) is None
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_an_unreachable_broker_is_an_outage_quickly() -> None:
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{_closed_port()}")
+    started = time.monotonic()
+    asyncio.run(check_access(kafka))  # returns: nothing refused us
+    assert asyncio.run(diagnose(kafka, KafkaConnectionError("Unable to bootstrap"))) is None
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_refused_topic_creation_raises_instead_of_logging_success() -> None:
+    refused = SimpleNamespace(topic_errors=[("ok.topic", 0, None), ("there.already", 36, "exists"),
+                                            ("not.mine", 29, "Authorization failed.")])
+    with pytest.raises(KafkaAccessError, match=r"may not use topic not\.mine at"):
+        _check_created(KAFKA, refused)
+    broken = SimpleNamespace(topic_errors=[
+        ("t", 38, "Replication factor: 3 larger than available brokers: 1.")])
+    with pytest.raises(Exception, match="creating topic t: Replication factor"):
+        _check_created(KAFKA, broken)
+
+
+def test_aiokafkas_own_lines_about_a_refusal_go_to_debug(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    error = SaslAuthenticationFailed("invalid credentials")
+    logging.getLogger("aiokafka").error('Unable connect to "%s:%s": %s', "h", 9093, error)
+    logging.getLogger("aiokafka.cluster").error("Topic %s is not authorized for this client",
+                                                "inferwatch.alerts")
+    logging.getLogger("aiokafka.conn").info("Authenticated as %s via %s", "svc", "SCRAM-SHA-512")
+    logging.getLogger("aiokafka").error('Unable connect to "%s:%s": %s', "h", 9093,
+                                        ConnectionRefusedError("refused"))
+    assert [r.getMessage() for r in caplog.records] == [
+        'Unable connect to "h:9093": refused']  # an outage is still logged
