@@ -350,6 +350,9 @@ class DevKafkaSettings(_Section):
     port: PositiveInt = 9092
     controller_port: PositiveInt = 9093
     heap: str = "512m"
+    # SASL_SSL (SCRAM-SHA-512) with a private CA and ACLs on ``port`` (``dev up --secure``);
+    # users, passwords and CA under <home>/kafka/secure/ (docs/security.md)
+    secure: bool = False
 
 
 class Settings(_Section):
