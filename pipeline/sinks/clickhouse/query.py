@@ -6,16 +6,24 @@ against the owner's ClickHouse HTTP interface, address and password from the own
 file), the embedded store while nobody runs (open it ourselves). Writes and DDL are
 refused by the engine itself: ``readonly=2`` on a server or our own chDB handle, the
 endpoint's ``readonly=1`` on the owner.
+
+When ``[query] tls_certfile`` and ``tls_keyfile`` are set, the owner answers HTTPS only;
+the client then pins that very certificate (its sha256 fingerprint, read from
+``tls_certfile``): the owner file says which port on this machine, the certificate file
+says who may answer there, whatever name the certificate was issued for.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import ssl
 import threading
 from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -25,8 +33,8 @@ from pipeline.config import Settings
 from pipeline.sinks.clickhouse.client import READ_ONLY, connect
 from pipeline.sinks.clickhouse.owner import OwnerInfo, StoreBusyError, StoreLock
 
-__all__ = ["QueryError", "QueryResult", "format_result", "owner_client", "run_query",
-           "run_readonly"]
+__all__ = ["QueryError", "QueryResult", "certificate_fingerprint", "format_result",
+           "owner_client", "run_query", "run_readonly"]
 
 _READONLY_HINT = "the query path is read-only: writes and DDL are refused"
 
@@ -90,7 +98,9 @@ def run_query(settings: Settings, sql: str, timeout: float = 60.0) -> QueryResul
     if owner is None:
         raise StoreBusyError("the embedded store is locked but its owner published no address")
     try:
-        client = owner_client(owner, settings.clickhouse.database, timeout)
+        client = owner_client(owner, settings.clickhouse.database, timeout,
+                              tls_certfile=settings.query.tls_certfile
+                              if settings.query.tls_keyfile else "")
     except Exception as exc:  # refused, timed out, or a stale owner file
         who = f"the worker owning the store (pid {owner.pid}, {owner.host}:{owner.port})"
         raise QueryError(f"could not query {who}: {exc}") from exc
@@ -100,15 +110,36 @@ def run_query(settings: Settings, sql: str, timeout: float = 60.0) -> QueryResul
         client.close()
 
 
-def owner_client(owner: OwnerInfo, database: str, timeout: float = 60.0) -> Any:
-    """clickhouse-connect's HTTP client on the owner's ClickHouse HTTP interface."""
+def owner_client(owner: OwnerInfo, database: str, timeout: float = 60.0, *,
+                 tls_certfile: str = "") -> Any:
+    """clickhouse-connect's HTTP client on the owner's ClickHouse HTTP interface; HTTPS
+    pinned to the certificate in ``tls_certfile`` when one is given."""
     import clickhouse_connect
 
+    tls: dict[str, Any] = {}
+    if tls_certfile:
+        import urllib3
+
+        tls = {"interface": "https", "pool_mgr": urllib3.PoolManager(
+            cert_reqs="CERT_NONE", assert_fingerprint=certificate_fingerprint(tls_certfile),
+            maxsize=4, retries=1)}
     return clickhouse_connect.get_client(
         host=owner.host, port=owner.port, username=owner.user, password=owner.password,
         database=database, connect_timeout=min(timeout, 10.0),
-        send_receive_timeout=timeout, autogenerate_session_id=False, query_retries=0,
+        send_receive_timeout=timeout, autogenerate_session_id=False, query_retries=0, **tls,
     )
+
+
+def certificate_fingerprint(certfile: str) -> str:
+    """The sha256 fingerprint (hex) of the first certificate in a PEM file: the server's
+    own, which the chain starts with."""
+    text = Path(certfile).read_text(encoding="ascii")
+    start = text.find("-----BEGIN CERTIFICATE-----")
+    end = text.find("-----END CERTIFICATE-----", start)
+    if start < 0 or end < 0:
+        raise ValueError(f"no PEM certificate in {certfile}")
+    der = ssl.PEM_cert_to_DER_cert(text[start:end + len("-----END CERTIFICATE-----")])
+    return hashlib.sha256(der).hexdigest()
 
 
 def format_result(result: QueryResult, fmt: str = "table") -> str:

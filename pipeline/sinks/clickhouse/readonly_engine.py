@@ -6,14 +6,22 @@ ClickHouse HTTP interface runs its statements in that process, on handles of its
 millisecond). A fresh handle per statement means nothing one client ``SET`` reaches the
 next client.
 
-Each statement runs in three steps on its handle:
+Each statement runs in four steps on its handle:
 
 1. the client's settings (HTTP URL parameters) are applied with ``SET``;
-2. ``SET readonly = 1``. chDB's one user has every grant, and ``readonly = 2`` still lets
+2. the endpoint's per-query limits (:class:`Limits`, ``[query] max_*``): execution time,
+   memory, result rows and result bytes, each the configured value or a lower one the
+   client asked for (never higher: a higher or unlimited ``0`` is capped), with
+   ``timeout_overflow_mode`` and ``result_overflow_mode`` set to ``throw``. The engine
+   enforces them as it runs (between blocks of rows): a statement past a limit stops
+   with ClickHouse's own error (``TIMEOUT_EXCEEDED``, ``MEMORY_LIMIT_EXCEEDED``,
+   ``TOO_MANY_ROWS_OR_BYTES``), to which :func:`explain_limit` adds the setting and its
+   value;
+3. ``SET readonly = 1``. chDB's one user has every grant, and ``readonly = 2`` still lets
    ``file()``, ``url()``, ``s3()`` and ``INSERT INTO FUNCTION file(...)`` read and write
    the host's files and network; ``readonly = 1`` refuses writes, DDL, ``SET``, table
    functions and temporary tables;
-3. the statement itself, after :func:`refusal` turned away what chDB executes even at
+4. the statement itself, after :func:`refusal` turned away what chDB executes even at
    ``readonly = 1``: any statement but ``SELECT``/``WITH``/``SHOW``/``DESCRIBE``/
    ``EXISTS``/``EXPLAIN`` (``SYSTEM STOP MERGES``, ``KILL QUERY`` run), ``INTO OUTFILE``
    (chDB writes the file in-process), the scalar ``file()`` function (reads any file)
@@ -34,10 +42,11 @@ from dataclasses import dataclass, field
 
 import chdb
 
+from pipeline.config import QuerySettings
 from pipeline.sinks.clickhouse.native_protocol import CUSTOM_SERIALIZATION, UnsupportedType, reframe
 
-__all__ = ["DEFAULT_SETTINGS", "EngineError", "Outcome", "Statement", "execute", "refusal",
-           "trailing_format"]
+__all__ = ["LIMIT_CODES", "EngineError", "Limits", "Outcome", "Statement", "execute",
+           "explain_limit", "refusal", "trailing_format"]
 
 # Parameters of the HTTP interface that are not engine settings (transport, session,
 # identity); they are consumed or ignored by the endpoint and never reach ``SET``.
@@ -52,10 +61,22 @@ TRANSPORT_PARAMS = frozenset({
     "readonly",  # the endpoint is readonly=1, whatever a client asks (checked by the caller)
 })
 
-# Applied unless the client sends its own: a runaway statement (count() over
-# system.numbers) would otherwise hold one of the endpoint's few slots, and the worker's
-# shutdown, forever.
-DEFAULT_SETTINGS = {"max_execution_time": "600"}
+# The engine settings of the per-query limits, and the [query] setting behind each.
+_LIMITS = {
+    "max_execution_time": "max_execution_seconds",
+    "max_memory_usage": "max_memory_bytes",
+    "max_result_rows": "max_result_rows",
+    "max_result_bytes": "max_result_bytes",
+}
+# A limit reached raises, never truncates: a client must not take a cut result for all.
+_OVERFLOW = {"timeout_overflow_mode": "throw", "result_overflow_mode": "throw"}
+# clickhouse-connect's settings discovery (below) reads ~2,000 rows; its own LIMIT bounds
+# it, so the result limits never go below this for it (a client must be able to connect).
+_DISCOVERY_RESULT = {"max_result_rows": 10_000, "max_result_bytes": 16 << 20}
+# ClickHouse's codes for a limit reached: the statement was stopped, not broken.
+LIMIT_CODES = frozenset({159, 241, 396})
+# Refused by policy: a limit, read-only (READONLY), credentials (AUTHENTICATION_FAILED).
+_REFUSED_CODES = LIMIT_CODES | {164, 516}
 
 # clickhouse-connect's settings discovery, word for word (whitespace and case aside).
 _SETTINGS_DISCOVERY = "select name, value, readonly from system.settings limit 10000"
@@ -78,11 +99,93 @@ _PYTHON_FORMATS = frozenset({"dataframe", "arrowtable", "debug"})
 
 
 class EngineError(Exception):
-    """A refusal or an engine error, as ClickHouse words it (``Code: N. DB::Exception: …``)."""
+    """A refusal or an engine error, as ClickHouse words it (``Code: N. DB::Exception: …``).
 
-    def __init__(self, code: int, message: str) -> None:
+    ``refused``: the endpoint's policy said no (credentials, read-only, a limit), as
+    opposed to a statement that failed (a syntax error, an unknown table)."""
+
+    def __init__(self, code: int, message: str, *, refused: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.refused = refused or code in _REFUSED_CODES
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The endpoint's per-query limits, as engine settings.
+
+    >>> from pipeline.config import QuerySettings
+    >>> limits = Limits.of(QuerySettings(max_execution_seconds=30, max_result_rows=1000))
+    >>> s = limits.applied({"max_execution_time": "5", "max_result_rows": "0"})
+    >>> s["max_execution_time"], s["max_result_rows"], s["result_overflow_mode"]
+    ('5', '1000', 'throw')
+    >>> limits.applied({"max_execution_time": "3600"})["max_execution_time"]
+    '30'
+    """
+
+    max_execution_time: float
+    max_memory_usage: int
+    max_result_rows: int
+    max_result_bytes: int
+
+    @classmethod
+    def of(cls, query: QuerySettings) -> Limits:
+        return cls(query.max_execution_seconds, query.max_memory_bytes,
+                   query.max_result_rows, query.max_result_bytes)
+
+    def applied(self, asked: dict[str, str]) -> dict[str, str]:
+        """The limit settings a statement runs under: ours, or the client's lower ones."""
+        out = {}
+        for name in _LIMITS:
+            cap = getattr(self, name)
+            value = cap
+            if name in asked:
+                try:
+                    wanted = float(asked[name])
+                except ValueError:
+                    raise EngineError(72, f"Cannot parse {name} = {asked[name]!r} as a "
+                                          "number. (CANNOT_PARSE_NUMBER)") from None
+                if 0 < wanted < cap:  # 0 is ClickHouse's "unlimited": capped too
+                    value = wanted if isinstance(cap, float) else int(wanted)
+            out[name] = _number(value)
+        return {**out, **_OVERFLOW}
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def explain_limit(exc: EngineError, applied: dict[str, str], limits: Limits) -> EngineError:
+    """The engine's error for a limit reached, naming the setting and its value.
+
+    >>> limits = Limits(30.0, 1 << 30, 1000, 1 << 20)
+    >>> err = EngineError(396, "Limit for result exceeded, max rows: 1.00 thousand, "
+    ...                        "current rows: 65.41 thousand. (TOO_MANY_ROWS_OR_BYTES)")
+    >>> print(explain_limit(err, limits.applied({}), limits))
+    Limit for result exceeded, max rows: 1.00 thousand, current rows: 65.41 thousand; \
+the endpoint's limit max_result_rows = 1000 ([query] max_result_rows). \
+(TOO_MANY_ROWS_OR_BYTES)
+    """
+    text = str(exc)
+    if exc.code == 159:
+        name = "max_execution_time"
+    elif exc.code == 241 and "query memory limit" in text.lower():
+        name = "max_memory_usage"
+    elif exc.code == 396:
+        name = "max_result_bytes" if "max bytes" in text else "max_result_rows"
+    else:
+        return exc
+    value = applied[name]
+    unit = " s" if name == "max_execution_time" else ""
+    own = _number(getattr(limits, name))
+    why = (f"the endpoint's limit {name} = {value}{unit} ([query] {_LIMITS[name]})"
+           if value == own else
+           f"{name} = {value}{unit} as the client asked (the endpoint allows at most "
+           f"{own}{unit}, [query] {_LIMITS[name]})")
+    head, found, tail = text.rpartition(" (")
+    head = head.rstrip().rstrip(".") if found else text.rstrip().rstrip(".")
+    text = f"{head}; {why}." + (f" ({tail}" if found else "")
+    return EngineError(exc.code, text, refused=True)
 
 
 @dataclass(frozen=True)
@@ -95,15 +198,18 @@ class Statement:
     settings: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)  # {name:Type} query parameters
     revision: int = 0  # client_protocol_version: the Native framing the client decodes
+    limits: Limits | None = None  # None: the engine's own (no per-query limits)
 
 
 @dataclass(frozen=True)
 class Outcome:
     body: bytes
     fmt: str
-    read_rows: int
+    read_rows: int  # rows and bytes the engine read from storage
     read_bytes: int
     elapsed_ns: int
+    result_rows: int = 0  # rows and (uncompressed) bytes of the result
+    result_bytes: int = 0
 
 
 def trailing_format(sql: str) -> str | None:
@@ -133,7 +239,8 @@ def refusal(sql: str) -> EngineError | None:
     """
     bare = _strip(sql)
     if ";" in bare.rstrip().rstrip(";"):
-        return EngineError(62, "Syntax error (Multi-statements are not allowed). (SYNTAX_ERROR)")
+        return EngineError(62, "Syntax error (Multi-statements are not allowed). (SYNTAX_ERROR)",
+                           refused=True)
     if _FILE_CLAUSE.search(bare):
         return EngineError(164, "INTO OUTFILE and FROM INFILE are not allowed on the "
                                 "embedded store's read-only endpoint. (READONLY)")
@@ -147,6 +254,18 @@ def refusal(sql: str) -> EngineError | None:
                                 "store's endpoint runs SELECT, WITH, SHOW, DESCRIBE, EXISTS "
                                 "and EXPLAIN only. (READONLY)")
     return None
+
+
+def _size(n: int) -> str:
+    """Bytes as ClickHouse writes them in its limit errors.
+
+    >>> _size(1 << 20), _size(5000500)
+    ('1.00 MiB', '4.77 MiB')
+    """
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} B"
 
 
 def _quote(value: str) -> str:
@@ -174,12 +293,17 @@ def execute(path: str, statement: Statement) -> Outcome:
         raise EngineError(73, f"Unknown format {statement.fmt}. (UNKNOWN_FORMAT)")
     sql = statement.sql.strip().rstrip(";")
     discovery = " ".join(_strip(sql).split()).lower().removesuffix(" format native").strip()
+    limits = statement.limits
+    applied = limits.applied(statement.settings) if limits is not None else {}
+    if applied and discovery == _SETTINGS_DISCOVERY:
+        for name, floor in _DISCOVERY_RESULT.items():
+            applied[name] = str(max(int(applied[name]), floor))
     handle = chdb.connect(os.path.realpath(path))
     try:
         try:
             if statement.database:
                 handle.query(f"USE `{statement.database.replace('`', '')}`", "TabSeparated")
-            for name, value in {**DEFAULT_SETTINGS, **statement.settings}.items():
+            for name, value in {**statement.settings, **applied}.items():
                 if not _SETTING_NAME.match(name):
                     raise EngineError(115, f"Unknown setting '{name}'. (UNKNOWN_SETTING)")
                 handle.query(f"SET {name} = {_quote(value)}", "TabSeparated")
@@ -189,7 +313,9 @@ def execute(path: str, statement: Statement) -> Outcome:
         except EngineError:
             raise
         except Exception as exc:  # chDB raises RuntimeError with ClickHouse's text
-            raise _error(exc) from exc
+            error = _error(exc)
+            raise (explain_limit(error, applied, limits) if limits is not None
+                   else error) from exc
         fmt = trailing_format(sql) or statement.fmt
         body = result.bytes() or b""
         if fmt == "Native" and statement.revision >= CUSTOM_SERIALIZATION:
@@ -197,12 +323,23 @@ def execute(path: str, statement: Statement) -> Outcome:
                 body = reframe(body, statement.revision)
             except UnsupportedType as exc:
                 raise EngineError(48, f"{exc}. (NOT_IMPLEMENTED)") from exc
-        return Outcome(
+        if limits is not None and len(body) > int(applied["max_result_bytes"]):
+            # The engine counts a block's bytes in memory, where a constant column is one
+            # value: SELECT repeat('x', 10000) FROM numbers(500) passes its check at 20 KB
+            # and formats to 5 MB. The limit is on what the client receives, so: here too.
+            cap = _size(int(applied["max_result_bytes"]))
+            raise explain_limit(EngineError(
+                396, f"Limit for result exceeded, max bytes: {cap}, current bytes: "
+                     f"{_size(len(body))} (the formatted result). (TOO_MANY_ROWS_OR_BYTES)"),
+                applied, limits)
+        return Outcome(  # chDB's rows_read / bytes_read are the result's
             body=body,
             fmt=fmt,
-            read_rows=int(result.rows_read()),
-            read_bytes=int(result.bytes_read()),
+            read_rows=int(result.storage_rows_read()),
+            read_bytes=int(result.storage_bytes_read()),
             elapsed_ns=int(result.elapsed() * 1e9),
+            result_rows=int(result.rows_read()),
+            result_bytes=int(result.bytes_read()),
         )
     finally:
         handle.close()

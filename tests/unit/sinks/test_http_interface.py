@@ -27,6 +27,7 @@ import msgspec
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
+from pipeline.audit import Auditor
 from pipeline.config import QuerySettings
 from pipeline.sinks.clickhouse.http_interface import Endpoint, serve_http
 from pipeline.sinks.clickhouse.readonly_engine import refusal
@@ -48,7 +49,12 @@ def endpoint(store: Any) -> Iterator[Endpoint]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    runner, end = asyncio.run_coroutine_threadsafe(serve_http(path, settings), loop).result(30)
+    async def kept(events: Any) -> None:  # the audit trail's own tests: test_query_guard.py
+        pass
+
+    audit = Auditor(settings, "query", send=kept)
+    runner, end = asyncio.run_coroutine_threadsafe(serve_http(path, settings, audit),
+                                                   loop).result(30)
     try:
         yield end
     finally:
@@ -187,8 +193,8 @@ def test_query_parameters_and_settings(endpoint: Endpoint) -> None:
                                       "session_id": "ignored", "wait_end_of_query": "1",
                                       "send_progress_in_http_headers": "1", "readonly": "2"})
     assert (status, body) == (200, b"42\t3\n")
-    # a runaway statement cannot hold a slot forever unless the client says so
-    assert http(endpoint, {"query": "SELECT getSetting('max_execution_time')"})[2] == b"600\n"
+    # a runaway statement cannot hold a slot for longer than [query] max_execution_seconds
+    assert http(endpoint, {"query": "SELECT getSetting('max_execution_time')"})[2] == b"30\n"
     assert http(endpoint, {"query": "SELECT 1", "no_such_setting": "1"})[0] == 404
 
 
