@@ -91,6 +91,7 @@ def baseline_set(ctx: click.Context, series: str, start: str | None, end: str | 
 
     from aiokafka.errors import KafkaError
 
+    from pipeline.audit import record_sync
     from pipeline.registry.mlflow import RegistryError
     from pipeline.registry.reference import baseline_from_mlflow
     from pipeline.scoring.baseline_topic import publish_baseline
@@ -158,8 +159,12 @@ def baseline_set(ctx: click.Context, series: str, start: str | None, end: str | 
         stored = asyncio.run(publish_baseline(settings, built))
     except (BaselineError, QueryError, StoreBusyError, PriceTableError, RegistryError) as exc:
         raise click.ClickException(str(exc)) from exc
-    except KafkaError as exc:
+    except KafkaError as exc:  # the pin was tried: the audit trail says it failed
+        record_sync(settings, "baseline.set", series, outcome="failed", detail={"reason": exc})
         raise click.ClickException(f"Kafka ({settings.kafka.bootstrap_servers}): {exc}") from exc
+    record_sync(settings, "baseline.set", stored.series_key, detail={
+        "version": stored.version, "events": stored.events, "source": stored.source,
+        "created_by": created_by})
     counts = " ".join(f"{name}={n}" for name, n in stored.counts().items())
     click.echo(f"stored baseline v{stored.version} for {stored.series_key}: "
                f"{stored.events} events from {stored.source}")

@@ -1,4 +1,9 @@
-"""``inferwatch silence``: add, list and expire silences."""
+"""``inferwatch silence``: add, list and expire silences.
+
+Adding and expiring are recorded in the audit trail (:mod:`pipeline.audit`): the
+operating-system user, the silence and its matchers, and whether it was done, refused (no
+such silence to expire) or failed (the broker did not take it). Arguments refused before
+anything is read or written (a matcher that does not parse) are only reported."""
 
 from __future__ import annotations
 
@@ -21,7 +26,8 @@ def silence() -> None:
 @click.option("--for", "duration", default="2h", show_default=True, help="e.g. 30m, 2h, 1d.")
 @click.option("--comment", default="", help="Why; shown with the silence.")
 @click.option("--by", "created_by", default=lambda: os.environ.get("USER", ""),
-              help="Who (default: $USER).")
+              help="Who, as the silence shows it (default: $USER). The audit trail records "
+                   "the operating-system user.")
 @click.pass_context
 def silence_add(ctx: click.Context, matchers: tuple[str, ...], duration: str, comment: str,
                 created_by: str) -> None:
@@ -30,14 +36,24 @@ def silence_add(ctx: click.Context, matchers: tuple[str, ...], duration: str, co
     import time
 
     from pipeline.alerting.silences import new_silence
+    from pipeline.audit import record_sync
     from pipeline.runtime.alerting import publish_silence
 
+    settings = _settings(ctx)
     try:
         item = new_silence(list(matchers), duration=duration, now=time.time(),
                            created_by=created_by, comment=comment)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    asyncio.run(publish_silence(_settings(ctx), item))
+    detail = {"matchers": ",".join(matchers), "duration": duration, "comment": comment,
+              "created_by": created_by, "ends_at": f"{item.ends_at:.3f}"}
+    try:
+        asyncio.run(publish_silence(settings, item))
+    except Exception as exc:
+        record_sync(settings, "silence.add", item.id, outcome="failed",
+                    detail={**detail, "reason": f"{type(exc).__name__}: {exc}"})
+        raise
+    record_sync(settings, "silence.add", item.id, detail=detail)
     click.echo(item.id)
 
 
@@ -79,6 +95,7 @@ def silence_expire(ctx: click.Context, silence_id: str) -> None:
     import asyncio
     import time
 
+    from pipeline.audit import record_sync
     from pipeline.runtime.alerting import publish_silence
 
     settings = _settings(ctx)
@@ -86,6 +103,16 @@ def silence_expire(ctx: click.Context, silence_id: str) -> None:
     try:
         expired = store.expire(silence_id, time.time())
     except (KeyError, ValueError) as exc:
+        record_sync(settings, "silence.expire", silence_id, outcome="refused",
+                    detail={"reason": f"no silence {silence_id!r}"})
         raise click.ClickException(f"no silence {silence_id!r}") from exc
-    asyncio.run(publish_silence(settings, expired))
+    detail = {"matchers": ",".join(f"{m.name}{m.op}{m.value}" for m in expired.matchers),
+              "ends_at": f"{expired.ends_at:.3f}"}
+    try:
+        asyncio.run(publish_silence(settings, expired))
+    except Exception as exc:
+        record_sync(settings, "silence.expire", silence_id, outcome="failed",
+                    detail={**detail, "reason": f"{type(exc).__name__}: {exc}"})
+        raise
+    record_sync(settings, "silence.expire", silence_id, detail=detail)
     click.echo(f"expired {silence_id}")

@@ -49,8 +49,8 @@ async def run_sink(settings: Settings, stop: asyncio.Event) -> None:
             lock.publish(end.host, end.port, end.user, end.password)
             where = ("password from settings" if settings.query.password else
                      f"random password in {lock.info_path}")
-            log.info("embedded store answers ClickHouse HTTP on http://%s:%d (user %s, %s)",
-                     end.host, end.port, end.user, where)
+            log.info("embedded store answers ClickHouse HTTP on %s://%s:%d (user %s, %s)",
+                     end.scheme, end.host, end.port, end.user, where)
         await ClickHouseSink(settings).run(stop)
     finally:
         if runner is not None:
@@ -110,6 +110,9 @@ async def run_process(settings: Settings, stop: asyncio.Event) -> None:
         from pipeline.runtime.alerting import read_silences
 
         rules = load_rules(settings.alerts.rules)  # RuleError names file:line:col
+        from pipeline.audit import record, rules_loaded
+
+        await record(settings, rules_loaded(settings, rules.files, len(rules)))
         alerting = AlertRuleStage(settings, rules)
         runners.append(KafkaRunner(settings, alerting, "alerts"))
         followers.append(forever("reading silences",

@@ -8,6 +8,10 @@ closed windows, scores and alert transitions to the browser as server-sent event
 basic auth): ``[query] user`` and ``password``, or, when the password is empty, the
 random one the store's owner publishes in ``<home>/clickhouse.owner.json``.
 
+The dashboard's actions go to the audit trail (:mod:`pipeline.audit`, source ``ui``, the
+actor being the HTTP user): silences added and expired, and statements run from the
+Query page (a worker's query endpoint records them again, as ``query``).
+
 Routes: ``/`` (Overview), ``/series``, ``/alerts``, ``/query`` (pages, static HTML),
 ``/api/overview``, ``/api/series``, ``/api/alerts``, ``/api/silences`` (GET, POST),
 ``/api/silences/{id}/expire`` (POST), ``/api/query`` (POST), ``/api/live`` (SSE),
@@ -31,6 +35,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from pipeline.audit import Auditor, statement_detail
 from pipeline.config import Settings
 from pipeline.ui import queries
 from pipeline.ui.live import Hub, finite, sse_frame
@@ -143,16 +148,32 @@ def _records(result: Any) -> list[dict[str, Any]]:
     return [finite(dict(zip(result.columns, row, strict=True))) for row in result.rows]
 
 
+def _user(request: web.Request) -> str:
+    """The HTTP user of a request the auth middleware let through."""
+    header = request.headers.get("Authorization", "")
+    with contextlib.suppress(binascii.Error, UnicodeDecodeError):
+        return base64.b64decode(header[6:]).decode().partition(":")[0]
+    return ""
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=msgspec.json.encode(finite(data)), status=status,
                         content_type="application/json")
 
 
 def make_app(query: Callable[[str], Any], *, hub: Hub, credentials: Credentials,
-             silences: SilenceBook | None = None, max_concurrent: int = 4) -> web.Application:
+             silences: SilenceBook | None = None, max_concurrent: int = 4,
+             audit: Auditor | None = None) -> web.Application:
     """The app. ``query(sql)`` runs one read-only statement and returns a ``QueryResult``
-    (blocking: it runs in a thread, at most ``max_concurrent`` at once)."""
+    (blocking: it runs in a thread, at most ``max_concurrent`` at once). ``audit`` records
+    the actions (None: not recorded)."""
     gate = asyncio.Semaphore(max_concurrent)
+
+    def record(request: web.Request, action: str, target: str, outcome: Any = "ok",
+               **detail: Any) -> None:
+        if audit is not None:
+            audit.record(action, target, actor=_user(request), outcome=outcome,
+                         detail={**detail, "remote": request.remote or ""})
 
     async def run(sql: str) -> list[dict[str, Any]]:
         async with gate:
@@ -228,19 +249,51 @@ def make_app(query: Callable[[str], Any], *, hub: Hub, credentials: Credentials,
             raise web.HTTPServiceUnavailable(text="silences are not available")
         body = await request.json()
         matchers = [m.strip() for m in body.get("matchers", []) if m.strip()]
-        item = await silences.add(matchers, str(body.get("duration", "2h")),
-                                  str(body.get("comment", "")), str(body.get("created_by", "")))
+        asked = {"matchers": ",".join(matchers), "duration": str(body.get("duration", "2h")),
+                 "comment": str(body.get("comment", "")),
+                 "created_by": str(body.get("created_by", ""))}
+        try:
+            item = await silences.add(matchers, asked["duration"], asked["comment"],
+                                      asked["created_by"])
+        except ValueError:
+            raise  # not a silence (400, says why): nothing was tried
+        except Exception as exc:
+            record(request, "silence.add", "", "failed", **asked, reason=repr(exc))
+            raise
+        record(request, "silence.add", item.id, **asked, ends_at=f"{item.ends_at:.3f}")
         return _json(msgspec.to_builtins(item), status=201)
 
     async def silence_expire(request: web.Request) -> web.Response:
         if silences is None:
             raise web.HTTPServiceUnavailable(text="silences are not available")
-        return _json(msgspec.to_builtins(await silences.expire(request.match_info["id"])))
+        silence_id = request.match_info["id"]
+        try:
+            expired = await silences.expire(silence_id)
+        except KeyError:
+            record(request, "silence.expire", silence_id, "refused",
+                   reason=f"no silence {silence_id!r}")
+            raise
+        except Exception as exc:
+            record(request, "silence.expire", silence_id, "failed", reason=repr(exc))
+            raise
+        record(request, "silence.expire", silence_id, ends_at=f"{expired.ends_at:.3f}")
+        return _json(msgspec.to_builtins(expired))
 
     async def sql(request: web.Request) -> web.Response:
         body = await request.json()
-        async with gate:
-            result = await asyncio.to_thread(query, str(body["sql"]))
+        statement = str(body["sql"])
+        started = time.perf_counter()
+        try:
+            async with gate:
+                result = await asyncio.to_thread(query, statement)
+        except Exception as exc:
+            record(request, "query.run", "", "failed", **statement_detail(statement),
+                   duration_ms=f"{(time.perf_counter() - started) * 1000:.1f}",
+                   reason=str(exc)[:1024])
+            raise
+        record(request, "query.run", "", **statement_detail(statement),
+               duration_ms=f"{(time.perf_counter() - started) * 1000:.1f}",
+               result_rows=len(result.rows))
         rows = [finite(r) for r in result.rows[:MAX_QUERY_ROWS]]
         return _json({"columns": result.columns, "types": result.types, "rows": rows,
                       "truncated": len(result.rows) > MAX_QUERY_ROWS})
@@ -298,8 +351,10 @@ async def serve(settings: Settings, *, bind: str, port: int, live_updates: bool 
                               settings.home_path / "clickhouse.owner.json", fallback)
     hub = Hub()
     book = SilenceBook(settings)
+    audit = Auditor(settings, "ui")
+    await audit.start()
     app = make_app(lambda sql: run_query(settings, sql), hub=hub, credentials=credentials,
-                   silences=book)
+                   silences=book, audit=audit)
     tasks = [asyncio.create_task(book.follow())]
     if live_updates:
         tasks.append(asyncio.create_task(consume(settings, hub)))
@@ -323,3 +378,4 @@ async def serve(settings: Settings, *, bind: str, port: int, live_updates: bool 
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await runner.cleanup()
+        await audit.close()
