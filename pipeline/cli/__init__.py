@@ -91,6 +91,7 @@ def main() -> None:
 # helpers above, hence the imports at the end. `--help` lists commands alphabetically.
 from pipeline.cli import (  # noqa: E402, F401
     alerts,
+    backup,
     baseline,
     config,
     dev,
