@@ -110,7 +110,8 @@ allows it; see docs/security.md)
                                         f"valid for that host name ({reason})")
             return KafkaAccessError(f"TLS: the broker's certificate at {where} is not trusted "
                                     f"by {trust} ({reason})")
-        if isinstance(cause, ssl.SSLError):
+        if isinstance(cause, ssl.SSLError) and not isinstance(
+                cause, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):  # those: a dropped link
             return KafkaAccessError(
                 f"TLS handshake with {where} failed ({cause.reason or cause}); is that a TLS "
                 f"listener, and kafka.security_protocol={kafka.security_protocol} right?")
@@ -259,7 +260,39 @@ async def _wait(kafka: KafkaSettings, deadline: float) -> None:
             await asyncio.sleep(0.5)
         finally:
             await admin.close()
-    raise TimeoutError(f"Kafka at {kafka.bootstrap_servers} did not answer: {last}")
+    hint = await _protocol_hint(kafka)
+    raise TimeoutError(f"Kafka at {kafka.bootstrap_servers} did not answer: {last}"
+                       + (f"; {hint}" if hint else ""))
+
+
+async def _protocol_hint(kafka: KafkaSettings, timeout: float = 3.0) -> str:
+    """Why a listener that accepts connections never answers, when the cause is a TLS
+    mismatch: a plaintext listener hangs up on a TLS handshake, and a TLS listener on a
+    plaintext request. '' when it is not that (or not known)."""
+    from aiokafka.conn import create_conn
+
+    host, _, port = kafka.bootstrap_servers.split(",")[0].strip().rpartition(":")
+    options = client_options(kafka)
+    options.pop("bootstrap_servers")
+    tls = kafka.security_protocol in ("SSL", "SASL_SSL")
+    try:
+        async with asyncio.timeout(timeout):
+            conn = await create_conn(host.strip("[]"), int(port),
+                                     request_timeout_ms=int(timeout * 1000), **options)
+        conn.close()
+    except (TimeoutError, ConnectionResetError) as exc:
+        if tls:  # a plaintext listener reads a TLS hello as a huge request and hangs up
+            what = "reset the TLS handshake" if isinstance(exc, ConnectionResetError) else \
+                f"gave no TLS handshake within {timeout:g}s"
+            return (f"{host}:{port} {what}: a plaintext listener? "
+                    f"(kafka.security_protocol={kafka.security_protocol})")
+    except KafkaConnectionError as exc:
+        if not tls and "closed" in str(exc):
+            return (f"{host}:{port} closed the connection: a TLS listener? "
+                    f"(kafka.security_protocol={kafka.security_protocol})")
+    except Exception as exc:  # a hint is optional
+        log.debug("no protocol hint for %s: %s", kafka.bootstrap_servers, _text(exc))
+    return ""
 
 
 async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> list[str]:

@@ -160,6 +160,19 @@ def test_alerts_tail_as_the_producer_is_one_line_naming_topic_and_user(
         f"at {broker.bootstrap} (no ACL allows it; see docs/security.md)"]
 
 
+@pytest.mark.parametrize("roles", ["process", "sink"])
+def test_a_worker_outside_its_acls_stops_with_one_line(broker: LocalKafka, pipe: Pipeline,
+                                                        roles: str) -> None:
+    """An app id the ACLs do not cover: its state topics and consumer groups are refused."""
+    env = {**pipe.env, **env_for(broker, WORKER), "INFERWATCH_WORKER__APP_ID": "stranger",
+           "INFERWATCH_HOME": str(pipe.tmp / f"stranger-{roles}")}
+    status, output, took = cli(env, "worker", "--roles", roles, timeout=120)
+    assert status == 1 and took < 30, (took, output)
+    assert re.search(r"worker failed: not authorized: user inferwatch may not use "
+                     r"(topic|consumer group) stranger-", output), output
+    assert "Traceback" not in output, output
+
+
 def test_wrong_password_fails_fast_and_clearly_everywhere(broker: LocalKafka,
                                                           pipe: Pipeline) -> None:
     expected = (f"authentication failed for user {WORKER} via SCRAM-SHA-512 at "

@@ -31,6 +31,7 @@ from pipeline.runtime.kafka import (
     access_error,
     check_access,
     diagnose,
+    wait_for_broker,
 )
 
 SECRET = "s3cret-Pa55word"
@@ -140,3 +141,36 @@ def test_aiokafkas_own_lines_about_a_refusal_go_to_debug(caplog: pytest.LogCaptu
                                         ConnectionRefusedError("refused"))
     assert [r.getMessage() for r in caplog.records] == [
         'Unable connect to "h:9093": refused']  # an outage is still logged
+
+
+def test_a_dropped_tls_link_is_an_outage_but_a_failed_handshake_is_not() -> None:
+    assert access_error(KAFKA, ssl.SSLEOFError(8, "EOF occurred in violation of protocol")) \
+        is None
+    failed = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+    failed.reason = "WRONG_VERSION_NUMBER"
+    assert str(access_error(KAFKA, failed)) == (
+        "TLS handshake with kafka-1:9093,kafka-2:9093 failed (WRONG_VERSION_NUMBER); is that a "
+        "TLS listener, and kafka.security_protocol=SASL_SSL right?")
+
+
+def test_waiting_on_a_tls_listener_with_plaintext_says_so() -> None:
+    """A listener that hangs up on a plaintext request (as a TLS one does): the timeout
+    says what is likely wrong."""
+    async def run() -> str:
+        async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(1)
+            writer.close()
+
+        server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            await wait_for_broker(KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}"),
+                                  timeout=1.0)
+        except TimeoutError as exc:
+            return str(exc)
+        finally:
+            server.close()
+        return "answered"
+
+    assert asyncio.run(run()).endswith(
+        "closed the connection: a TLS listener? (kafka.security_protocol=PLAINTEXT)")
