@@ -36,6 +36,7 @@ from aiokafka.errors import (
 )
 
 from pipeline.config import KafkaSettings, Settings
+from pipeline.runtime.topic_config import apply_dlq_retention, dlq_topic_configs
 
 __all__ = ["KafkaAccessError", "access_error", "check_access", "client_options", "diagnose",
            "ensure_topics", "headers_dict", "start_client", "wait_for_broker"]
@@ -314,12 +315,15 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) 
             new = [
                 NewTopic(t, 1 if t in state else settings.otlp.partitions if t in otlp
                          else topics.partitions, topics.replication_factor,
-                         topic_configs=compacted if t in state else None)
+                         topic_configs=compacted if t in state
+                         else dlq_topic_configs(settings) if t == topics.dlq else None)
                 for t in missing
             ]
             with contextlib.suppress(TopicAlreadyExistsError):  # raced another creator: fine
                 _check_created(settings.kafka, await admin.create_topics(new))
             log.info("created topics %s", ", ".join(missing))
+        if topics.dlq in wanted and topics.dlq in existing:  # a new one was created with it
+            await apply_dlq_retention(admin, settings)  # raw payloads: privacy's retention
         return missing
     finally:
         await admin.close()

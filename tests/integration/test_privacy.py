@@ -68,8 +68,6 @@ def test_dlq_retention_is_set_at_creation_and_brought_to_the_setting(
     asyncio.run(go())
 
 
-@pytest.mark.xfail(strict=True, reason="ensure_topics (pipeline/runtime/kafka.py) does not "
-                   "call pipeline/runtime/topic_config.py yet: remove this mark when it does")
 def test_ensure_topics_creates_the_dlq_with_its_retention_and_keeps_it_there(
         kafka_bootstrap: str) -> None:
     topic = f"iwtest.{uuid.uuid4().hex[:8]}.dlq"
