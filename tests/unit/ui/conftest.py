@@ -55,6 +55,10 @@ def windows(series: int = 3) -> list[WindowMetrics]:
 def ui_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     """Three series × six windows; series 1 drifted and anomalous in its last window, and
     a firing alert on series 2."""
+    global NOW
+    # the windows end at the fixture's now, not at import: in the full suite this module
+    # runs many minutes after collection, and "the last 15 minutes" must still hold them
+    NOW = time.time() // WINDOW * WINDOW
     for store in _open(tmp_path_factory.mktemp("ui")):
         client = store.client
         rows = windows()

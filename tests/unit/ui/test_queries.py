@@ -8,7 +8,8 @@ import pytest
 from pipeline.sinks.clickhouse.query import QueryError, run_readonly
 from pipeline.ui import queries
 from tests.unit.conftest import Store
-from tests.unit.ui.conftest import NOW, WINDOW, WINDOWS, key, labels
+from tests.unit.ui import conftest as ui
+from tests.unit.ui.conftest import WINDOW, WINDOWS, key, labels
 
 
 def rows(store: Store, sql: str) -> list[dict]:
@@ -73,7 +74,7 @@ def test_sparklines_hold_the_last_windows_in_order(ui_store: Store) -> None:
 
 def test_series_metrics_from_windows(ui_store: Store) -> None:
     got = rows(ui_store, queries.series_metrics(key(1), labels(1), 3600))
-    assert [r["t"] for r in got] == [NOW - (WINDOWS - w) * WINDOW for w in range(WINDOWS)]
+    assert [r["t"] for r in got] == [ui.NOW - (WINDOWS - w) * WINDOW for w in range(WINDOWS)]
     assert [r["latency_p99_ms"] for r in got] == [200.0 + w for w in range(WINDOWS)]
     assert got[-1]["errors_by_type"] == {"timeout": WINDOWS - 1}
     assert got[-1]["cost_per_hour"] == pytest.approx(0.01 * (20 + WINDOWS - 1) / WINDOW * 3600)
