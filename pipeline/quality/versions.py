@@ -103,6 +103,7 @@ class VersionBook:
         # model key -> version -> [(period_start, period_end, sums)], oldest first
         self.models: dict[str, dict[str, list[tuple[float, float, dict[str, float]]]]] = {}
         self.labels: dict[str, dict[str, str]] = {}  # model key -> labels without version
+        self.compared: dict[str, float] = {}  # model key -> the period end last compared
 
     @staticmethod
     def model_key(labels: Mapping[str, str]) -> str:
@@ -123,18 +124,29 @@ class VersionBook:
         return self.compare(key, summary.period_end)
 
     def compare(self, key: str, now: float) -> list[dict[str, Any]]:
+        """The comparison windows of one model, over the same periods on every side: up to
+        the newest period every version still reporting has sent (a version quiet for two
+        periods is compared as it stands), once per such period end."""
         versions = self.models.get(key, {})
-        totals: dict[str, VersionStats] = {}
         for version, periods in list(versions.items()):
             periods[:] = [p for p in periods if p[1] > now - self.span]
             if not periods:
                 del versions[version]
-                continue
-            stats = totals[version] = VersionStats()
-            for _, _, sums in periods:
-                stats.merge(sums)
-        if len(totals) < 2:
+        if len(versions) < 2:
             return []
+        latest = {v: max(p[1] for p in periods) for v, periods in versions.items()}
+        newest = max(latest.values())
+        reporting = [end for end in latest.values() if end >= newest - 2 * self._period(key)]
+        upto = min(reporting)
+        if upto <= self.compared.get(key, float("-inf")):
+            return []  # nothing new on every side yet
+        self.compared[key] = upto
+        totals: dict[str, VersionStats] = {}
+        for version, periods in versions.items():
+            stats = totals[version] = VersionStats()
+            for _, end, sums in periods:
+                if upto - self.span < end <= upto:
+                    stats.merge(sums)
         baseline = min(totals, key=lambda v: (-totals[v].inferences, v))
         out = []
         for candidate, stats in sorted(totals.items()):
@@ -143,24 +155,33 @@ class VersionBook:
             labels = {**self.labels[key], VERSION_LABEL: candidate,
                       "baseline_version": baseline, "quality": "comparison"}
             window = {"series_key": make_key(labels), "labels": labels,
-                      "window_start": now - self.span, "window_end": now, "version": 1}
+                      "window_start": upto - self.span, "window_end": upto, "version": 1}
             sums = {f"baseline.{n}": float(getattr(totals[baseline], n)) for n in SUMS}
             sums.update((f"candidate.{n}", float(getattr(stats, n))) for n in SUMS)
             out.append({**window, "sums": sums})
         return out
 
+    def _period(self, key: str) -> float:
+        """The period length the model's summaries use (their grid), from the newest."""
+        ends = [p for periods in self.models[key].values() for p in periods[-1:]]
+        return max((end - start for start, end, _ in ends), default=0.0)
+
     # ------------------------------------------------------------------ state
     def checkpoint(self, key: str) -> bytes | None:
         if key not in self.models or not self.models[key]:
             return None
-        return msgspec.msgpack.encode({"labels": self.labels[key], "versions": self.models[key]})
+        return msgspec.msgpack.encode({"labels": self.labels[key], "versions": self.models[key],
+                                       "compared": self.compared.get(key)})
 
     def restore(self, key: str, raw: bytes) -> None:
         data = msgspec.msgpack.decode(raw)
         self.labels[key] = data["labels"]
         self.models[key] = {v: [tuple(p) for p in periods]
                             for v, periods in data["versions"].items()}
+        if data.get("compared") is not None:
+            self.compared[key] = data["compared"]
 
     def forget(self, key: str) -> None:
         self.models.pop(key, None)
         self.labels.pop(key, None)
+        self.compared.pop(key, None)

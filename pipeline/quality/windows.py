@@ -144,7 +144,9 @@ class QualityWindows:
         return out
 
     def summaries(self, wall: float) -> list[VersionSummary]:
-        """Each series' sums since its period began, once a window length has passed."""
+        """Each series' sums of its period, once the period is over. Periods lie on one
+        wall-clock grid of window lengths, so the versions of a model, summed on different
+        workers, report the same periods and are compared over the same time."""
         out = []
         size = self.settings.quality.window_seconds
         for series_key, series in self.series.items():
@@ -153,7 +155,7 @@ class QualityWindows:
                 continue
             sums = series.period.to_builtins()
             out.append(VersionSummary(series_key=series_key, labels=series.labels,
-                                      period_start=start, period_end=wall, **sums))
+                                      period_start=start, period_end=start + size, **sums))
             series.period, series.period_start = VersionStats(), None
             series.period_changed = True
         return out
@@ -168,7 +170,7 @@ class QualityWindows:
         for outcome in batch.outcomes:
             series.period.add(outcome, below)
         if series.period_start is None and not series.period.empty():
-            series.period_start = self._now
+            series.period_start = self._start(self._now)
         series.period_offset, series.period_changed = offset, True
 
     def expire(self, wall: float) -> None:
@@ -273,6 +275,7 @@ class QualityWindows:
         return max(self.settings.metrics.lateness_seconds, 5.0)
 
     def _start(self, t: float) -> float:
+        """The start of the window (of the grid) that ``t`` falls in."""
         size = self.settings.quality.window_seconds
         return math.floor(t / size) * size
 

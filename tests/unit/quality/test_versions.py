@@ -118,4 +118,32 @@ rules:
     state = {k: v for k, v in step.changes[0].items() if v is not None}
     again = AlertRuleStage(Settings(), rules)
     again.on_assign("inferwatch.metrics", 0, state)
-    assert len(again.versions.add(summary("v2", T0 + 300))) == 1
+    assert again.versions.add(summary("v2", T0 + 300)) == []  # v1 has not sent that period
+    assert len(again.versions.add(summary("v1", T0 + 300))) == 1
+
+
+def test_versions_are_compared_over_the_same_periods_once_each() -> None:
+    """A version whose newest period is not in yet holds the comparison back: comparing
+    one side's newest period with the other side's older ones made a latency spike in one
+    period look like a worse canary (found in the demo)."""
+    book = VersionBook(span=900)
+    book.add(summary("v1", T0, inferences=1000, errors=10))
+    (first,) = book.add(summary("v2", T0, inferences=1000, errors=10))
+    assert first["window_end"] == T0
+    # v2's next period, with a burst of errors: not compared until v1's same period is in
+    assert book.add(summary("v2", T0 + 300, inferences=1000, errors=200)) == []
+    (aligned,) = book.add(summary("v1", T0 + 300, inferences=1000, errors=190))
+    assert aligned["window_end"] == T0 + 300
+    assert aligned["sums"]["baseline.errors"] == 200 and aligned["sums"]["candidate.errors"] == 210
+    assert book.add(summary("v1", T0 + 300, inferences=5)) == []  # that end was compared
+
+
+def test_a_quiet_version_does_not_hold_the_others_back_for_long() -> None:
+    book = VersionBook(span=3000)
+    book.add(summary("v1", T0))
+    book.add(summary("v2", T0))
+    book.add(summary("v3", T0))
+    for k in (1, 2, 3):  # v3 goes quiet; after two periods it is compared as it stands
+        book.add(summary("v1", T0 + 300 * k))
+        out = book.add(summary("v2", T0 + 300 * k))
+    assert [w["window_end"] for w in out] == [T0 + 900, T0 + 900]
