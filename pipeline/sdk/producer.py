@@ -50,18 +50,11 @@ Behaviour:
   not one per attempt (aiokafka's own log records from the sender thread are muted
   during an outage and rate-limited otherwise). Delivery is at least once: a batch whose
   acknowledgement was lost is sent again; consumers deduplicate by ``event_id``.
-* Kafka refusing the producer is not an outage: wrong SASL credentials or a broker
-  certificate ``ssl_cafile`` does not trust end the sender at the first attempt, with one
-  error naming the user or the CA file (never the password); buffered and later events
-  are dropped and counted, ``stats.error`` says why, ``flush``/``close`` return False. A
-  topic the ACLs do not allow (say feedback, for a principal that may only write events)
-  drops that topic's records, counted, with one error per topic; other topics go on.
-* Identities: every field ``settings.privacy.pseudonymize`` names (``user`` by default,
-  ``attributes.<key>`` for an attribute) leaves as a keyed HMAC of its value, the key read
-  once at construction from the variable ``privacy.key_env`` (``INFERWATCH_PSEUDONYM_KEY``).
-  Without the key those fields are dropped, never sent raw, and construction logs one
-  warning; a key under 16 bytes or a name that is no identity field raises ``ValueError``
-  (``pipeline.sdk.pseudonym``, docs/privacy.md).
+* Kafka refusing the producer (credentials, an untrusted certificate) is not an outage:
+  the sender ends at once with one error, ``stats.error`` says why and records are dropped
+  and counted; a topic the ACLs refuse drops only that topic's records (docs/security.md).
+* Identities: ``privacy.pseudonymize`` fields (``user`` by default) leave as a keyed HMAC,
+  or not at all without the key (``pipeline.sdk.pseudonym``, docs/privacy.md).
 * ``flush(timeout)`` waits for the buffer to drain; ``close(timeout)`` flushes and stops
   the thread. Producers not closed are flushed for up to 2 s at interpreter exit. A
   forked child starts with an empty buffer and its own sender thread.
@@ -89,7 +82,6 @@ import os
 import random
 import threading
 import time
-import uuid
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -106,11 +98,13 @@ from aiokafka.errors import (
 
 from pipeline.config import Settings, load_settings
 from pipeline.runtime.kafka import KafkaAccessError, access_error, client_options, diagnose
+from pipeline.sdk.feedback import feedback_event, one_value
 from pipeline.sdk.pseudonym import Pseudonyms
+from pipeline.sdk.sender_log import SenderThread, describe
 from pipeline.sdk.span import Span
 from pipeline.sdk.wire import JSON, MSGPACK, encode_events
 from schemas.event import InferenceEvent
-from schemas.feedback import KINDS, FeedbackEvent
+from schemas.feedback import FeedbackEvent
 
 __all__ = ["Producer", "ProducerStats", "Span"]
 
@@ -129,8 +123,6 @@ _FEEDBACK_DECODERS = {
     JSON: msgspec.json.Decoder(FeedbackEvent),
     MSGPACK: msgspec.msgpack.Decoder(FeedbackEvent),
 }
-_VALUE_KINDS = {field: kind for kind, field in KINDS.items()}  # label/satisfaction/value -> kind
-_LOG_EVERY = 60.0  # seconds between repeats of one aiokafka log message from a sender
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,37 +137,6 @@ class ProducerStats:
     error: str | None = None  # why Kafka refused this producer (it then sends nothing more)
 
 
-class _SenderThread(threading.Thread):
-    quiet = False  # True during an outage: mutes aiokafka's per-attempt log records
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.last_logged: dict[object, float] = {}  # aiokafka message template -> time
-
-
-class _QuietDuringOutage(logging.Filter):
-    """aiokafka records from a sender thread: none during an outage, else one a minute
-    per message template (a broker dying mid-send makes aiokafka log every retry)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        thread = threading.current_thread()
-        if not isinstance(thread, _SenderThread):
-            return True
-        if thread.quiet:
-            return False
-        now = time.monotonic()
-        if now - thread.last_logged.get(record.msg, -_LOG_EVERY) < _LOG_EVERY:
-            return False
-        thread.last_logged[record.msg] = now
-        return True
-
-
-_QUIET = _QuietDuringOutage()
-for _name in (
-    "aiokafka", "aiokafka.conn", "aiokafka.cluster",
-    "aiokafka.producer.producer", "aiokafka.producer.sender",
-):
-    logging.getLogger(_name).addFilter(_QUIET)
 
 
 class Producer:
@@ -250,7 +211,7 @@ class Producer:
         self._flushing = 0
         self._warned: set[str] = set()
 
-        self._thread: _SenderThread | None = None
+        self._thread: SenderThread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None  # something to send, or a batch is full
@@ -322,22 +283,11 @@ class Producer:
         >>> producer.close(timeout=0.2)  # nothing listens on port 1
         False
         """
-        given = {name: v for name, v in (
-            ("label", label), ("satisfaction", satisfaction), ("value", value)) if v is not None}
-        if len(given) != 1:
-            raise ValueError("feedback() takes exactly one of label, satisfaction or value, "
-                             f"got {sorted(given) or 'none'}")
+        given = one_value(label=label, satisfaction=satisfaction, value=value)
         try:
-            record = FeedbackEvent(
-                feedback_id=uuid.uuid4().hex if feedback_id is None else feedback_id,
-                event_id=event_id,
-                request_id=request_id,
-                timestamp=time.time() if timestamp is None else timestamp,
-                kind=_VALUE_KINDS[next(iter(given))],  # type: ignore[arg-type]
-                source=source,
-                attributes=dict(attributes or {}),
-                **given,
-            )
+            record = feedback_event(event_id, request_id, given, source=source,
+                                    attributes=attributes, timestamp=timestamp,
+                                    feedback_id=feedback_id)
             if self._pseudonyms is not None:
                 record = self._pseudonyms.feedback(record)
             data = encode_events(record, self._content_type)
@@ -500,7 +450,7 @@ class Producer:
         with self._start_lock:
             if self._thread is not None:
                 return
-            thread = _SenderThread(
+            thread = SenderThread(
                 target=self._thread_main, name="inferwatch-producer", daemon=True
             )
             thread.start()
@@ -694,16 +644,16 @@ class Producer:
         if failures == 1:
             log.warning(
                 "Kafka at %s unavailable (%s); buffering up to %d events and retrying",
-                self._settings.kafka.bootstrap_servers, _describe(exc), self._buffer_size,
+                self._settings.kafka.bootstrap_servers, describe(exc), self._buffer_size,
             )
-            if isinstance(thread, _SenderThread):
+            if isinstance(thread, SenderThread):
                 thread.quiet = True
         else:
-            log.debug("Kafka still unavailable (attempt %d): %s", failures, _describe(exc))
+            log.debug("Kafka still unavailable (attempt %d): %s", failures, describe(exc))
 
     def _on_recovery(self, failures: int) -> None:
         thread = threading.current_thread()
-        if isinstance(thread, _SenderThread):
+        if isinstance(thread, SenderThread):
             thread.quiet = False
         log.info("Kafka at %s reachable again after %d failed attempts; %d events dropped so far",
                  self._settings.kafka.bootstrap_servers, failures, self._dropped)
@@ -723,12 +673,6 @@ class Producer:
                 await kafka.stop()
         except Exception as exc:
             log.debug("stopping the Kafka producer: %s: %s", type(exc).__name__, exc)
-
-
-def _describe(exc: BaseException) -> str:
-    """``Type: message``, without the doubled type name some aiokafka errors carry."""
-    name, text = type(exc).__name__, str(exc)
-    return text if text.startswith(name) else f"{name}: {text}" if text else name
 
 
 # Every producer, weakly: closed at interpreter exit, reset in forked children.
