@@ -85,13 +85,17 @@ class Hub:
             queue.put_nowait(item)
 
 
+_METRICS_KINDS = {b"WindowMetrics": "metrics", b"ResourceMetrics": "resources"}
+
+
 def decode_record(topic_kind: str, value: bytes | None,
                   headers: dict[str, bytes]) -> dict[str, Any] | None:
     """A topic record as the browser gets it: ``{"kind", "series_key", "data"}``.
 
     ``kind`` is ``metrics`` (WindowMetrics), ``resources`` (ResourceMetrics, named by the
     contract header), ``scores`` or ``alert``; ``None`` for a record that is not JSON
-    (it is skipped: the workers validated what they published).
+    (it is skipped: the workers validated what they published) or another contract of the
+    metrics topic (``QualityWindow``, ``VersionSummary``), which no live chart draws.
     """
     if value is None:
         return None
@@ -102,8 +106,11 @@ def decode_record(topic_kind: str, value: bytes | None,
     if not isinstance(data, dict):
         return None
     kind = topic_kind
-    if topic_kind == "metrics" and headers.get("inferwatch-contract") == b"ResourceMetrics":
-        kind = "resources"
+    if topic_kind == "metrics":
+        contract = headers.get("inferwatch-contract", b"WindowMetrics")
+        if contract not in _METRICS_KINDS:
+            return None  # quality windows and version sums share the topic: not series charts
+        kind = _METRICS_KINDS[contract]
     return {"kind": kind, "series_key": data.get("series_key", ""), "data": data}
 
 

@@ -205,5 +205,11 @@ def test_decode_record_names_the_contract() -> None:
     resource = decode_record("metrics", b'{"host": "h1"}',
                              {"inferwatch-contract": b"ResourceMetrics"})
     assert resource is not None and resource["kind"] == "resources"
+    for other in (b"QualityWindow", b"VersionSummary"):  # not drawn as request windows
+        assert decode_record("metrics", b'{"series_key": "model=m"}',
+                             {"inferwatch-contract": other}) is None
+    window = decode_record("metrics", b'{"series_key": "model=m"}',
+                           {"inferwatch-contract": b"WindowMetrics"})
+    assert window is not None and window["kind"] == "metrics"
     assert decode_record("alert", b"not json", {}) is None
     assert decode_record("scores", None, {}) is None
