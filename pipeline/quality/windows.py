@@ -70,6 +70,7 @@ class _Series:
     period_start: float | None = None
     period_offset: int = -1
     period_changed: bool = False
+    seen: float | None = None  # wall clock of its last batch (None: not since restore)
 
 
 @dataclass
@@ -84,6 +85,7 @@ class QualityWindows:
     _dirty: set[WindowKey] = field(default_factory=set)  # to publish
     _now: float = 0.0  # the wall clock of the batch being added
     _marks_changed: set[str] = field(default_factory=set)  # series
+    _forgotten: set[str] = field(default_factory=set)  # series whose state to delete
 
     # ------------------------------------------------------------------ verbs
     def add(self, batch: OutcomeBatch, wall: float, offset: int) -> bool:
@@ -92,6 +94,7 @@ class QualityWindows:
             return False  # fates of unmatched feedback: for the store only
         self._now = wall
         series = self._series(batch.series_key)
+        series.seen = wall
         if batch.seq <= series.marks.get(batch.source, -1):
             return False
         q = self.settings.quality
@@ -175,10 +178,25 @@ class QualityWindows:
 
     def expire(self, wall: float) -> None:
         """Forget published windows past their use: inference-time ones after the join
-        horizon, feedback-time ones a window after they were published."""
+        horizon, feedback-time ones a window after they were published. A series quiet
+        for that long, with no window left, is forgotten too (calibration, merge marks):
+        no batch of it can still come from the join."""
         q = self.settings.quality
         size = q.window_seconds
         keep_inference = q.horizon_seconds + q.wait_for_inference_seconds + size
+        self._expire_windows(wall, keep_inference)
+        held = {series_key for series_key, _, _ in self.windows}
+        for series_key, series in list(self.series.items()):
+            if series.seen is None:
+                series.seen = wall  # restored: quiet from now on, as far as we know
+            elif (series_key not in held and series.period_start is None
+                  and wall - series.seen > keep_inference):
+                del self.series[series_key]
+                self._marks_changed.discard(series_key)
+                self._forgotten.add(series_key)
+
+    def _expire_windows(self, wall: float, keep_inference: float) -> None:
+        size = self.settings.quality.window_seconds
         for key, window in list(self.windows.items()):
             _, basis, start = key
             age = wall - (start + size)
@@ -195,6 +213,10 @@ class QualityWindows:
     def checkpoint(self) -> dict[str, bytes | None]:
         """State changes since the last checkpoint: windows, calibrations, marks last."""
         changes: dict[str, bytes | None] = {}
+        for series_key in sorted(self._forgotten):  # a series made again overwrites below
+            for kind in "cvm":
+                changes[f"{kind}|{series_key}"] = None
+        self._forgotten.clear()
         for key in sorted(self._changed):
             series_key, basis, start = key
             window = self.windows.get(key)

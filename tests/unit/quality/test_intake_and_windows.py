@@ -95,6 +95,35 @@ def test_old_outcomes_are_counted_apart_and_windows_leave_after_the_horizon() ->
     assert not table.windows
 
 
+def test_a_quiet_series_is_forgotten_after_the_horizon_with_its_state() -> None:
+    """Series come and go (versions roll out): one quiet past the horizon, with no window
+    left, leaves memory and state; one still sending stays; restore starts the clock."""
+    table = QualityWindows(SETTINGS)
+    now = T0 + 10_000
+    table.add(_batch(1, [_label("f1", now, now + 1, True)]), now + 1, offset=0)
+    table.due(now + 100)  # published; its period, too
+    table.summaries(now + 200)
+    table.checkpoint()
+    keep = now + 100 + 3600 + 600 + 200
+    table.add(OutcomeBatch(0, 1, "model=other", [_label("g1", keep - 10, keep - 5, True)], []),
+              keep - 5, offset=1)
+    table.expire(keep)
+    assert set(table.series) == {"model=other"}
+    state = table.checkpoint()
+    gone = {k: v for k, v in state.items() if k.endswith("|model=m")}
+    assert {k for k in gone if not k.startswith("w|")} == {"c|model=m", "v|model=m", "m|model=m"}
+    assert set(gone.values()) == {None}  # its windows went before it
+    # restored without a clock: not forgotten at the first pass, only a horizon later
+    again = QualityWindows.restore(SETTINGS, {"m|model=q": msgspec.msgpack.encode([[0, 3]])})
+    again.expire(keep)
+    assert "model=q" in again.series
+    again.expire(keep + 3600 + 600 + 61)
+    assert "model=q" not in again.series
+    # a forgotten series that sends again starts afresh and its marks are written anew
+    table.add(_batch(1, [_label("f9", keep, keep + 1, True)]), keep + 1, offset=2)
+    assert table.checkpoint()["m|model=m"] is not None
+
+
 def test_the_estimate_appears_once_the_series_has_enough_labels() -> None:
     table = QualityWindows(SETTINGS)
     start = T0 - T0 % 60
