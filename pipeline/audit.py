@@ -38,8 +38,7 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -53,6 +52,9 @@ from schemas.audit import (
     Outcome,
     Source,
 )
+
+if TYPE_CHECKING:
+    from pipeline.alerting.rules import RuleSet
 
 __all__ = ["MAX_STATEMENT_CHARS", "Auditor", "cli_actor", "describe", "new_event",
            "publish", "record", "record_sync", "rules_loaded", "statement_detail"]
@@ -280,20 +282,12 @@ class Auditor:
 # ------------------------------------------------------------------ rules at start
 
 
-def rules_loaded(settings: Settings, files: Sequence[str], rules: int) -> AuditEvent:
+def rules_loaded(settings: Settings, rules: RuleSet) -> AuditEvent:
     """The event of a worker loading its alert rules: each file's sha256 (as
-    ``sha256sum`` prints them), one digest over all, and whether they changed since the
-    last start with this home (kept in ``<home>/audit-rules.json``).
-
-    Files are hashed as they are on disk now, just after the rules were read from them.
-    """
-    lines = []
-    for name in files:
-        try:
-            digest = hashlib.sha256(Path(name).read_bytes()).hexdigest()
-        except OSError as exc:
-            digest = f"unreadable ({exc.strerror})"
-        lines.append(f"{digest}  {name}")
+    ``sha256sum`` prints them) of the bytes the rules were read from, one digest over
+    all, and whether they changed since the last start with this home (kept in
+    ``<home>/audit-rules.json``)."""
+    lines = [f"{f.sha256}  {f.path}" for f in rules.files]
     text = "\n".join(lines)
     digest = hashlib.sha256(text.encode()).hexdigest()
     state = settings.home_path / "audit-rules.json"
@@ -305,7 +299,7 @@ def rules_loaded(settings: Settings, files: Sequence[str], rules: int) -> AuditE
     with contextlib.suppress(OSError):
         state.parent.mkdir(parents=True, exist_ok=True)
         state.write_text(json.dumps({"digest": digest, "files": lines}))
-    detail = {"files": text, "rules": rules, "digest": digest, "changed": changed}
+    detail = {"files": text, "rules": len(rules), "digest": digest, "changed": changed}
     if previous and previous != digest:
         detail["previous_digest"] = previous
     return new_event("rules.load", settings.alerts.rules, actor=cli_actor(),

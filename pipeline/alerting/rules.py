@@ -57,11 +57,12 @@ pipeline.alerting.rules.RuleError: bad.yml:5:5: rule `Typo`: unknown key `sevrit
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 
@@ -262,6 +263,14 @@ class Rule:
         return {k: t.render(context) for k, t in self.annotations.items()}
 
 
+class RuleFile(NamedTuple):
+    """A file the rules came from, and the sha256 of the bytes that were read (what
+    ``sha256sum`` prints for it then), for the audit trail."""
+
+    path: str
+    sha256: str
+
+
 @dataclass(frozen=True, slots=True)
 class RuleSet:
     """Rules of one or more files, with notification grouping and inhibition."""
@@ -269,7 +278,7 @@ class RuleSet:
     rules: tuple[Rule, ...] = ()
     group_by: tuple[str, ...] = ("alertname",)
     inhibit_rules: tuple[InhibitRule, ...] = ()
-    files: tuple[str, ...] = ()
+    files: tuple[RuleFile, ...] = ()
 
     def __iter__(self) -> Iterator[Rule]:
         return iter(self.rules)
@@ -348,7 +357,7 @@ class _Loader:
         self.inhibit: list[InhibitRule] = []
         self.group_by: tuple[str, ...] | None = None
         self.group_by_from = ""
-        self.files: list[str] = []
+        self.files: list[RuleFile] = []
         self.names: dict[str, str] = {}
 
     def result(self) -> RuleSet:
@@ -369,23 +378,24 @@ class _Loader:
                                          "no rule files (*.yml, *.yaml) in this directory"))
         for f in files:
             try:
-                text = f.read_text(encoding="utf-8")
+                raw = f.read_bytes()
+                text = raw.decode("utf-8")
             except (OSError, UnicodeDecodeError) as exc:
                 self.problems.append(Problem(str(f), None, None, f"cannot read: {exc}"))
                 continue
-            self.add_text(text, str(f))
+            self.add_text(text, str(f), hashlib.sha256(raw).hexdigest())
 
-    def add_text(self, text: str, file: str) -> None:
+    def add_text(self, text: str, file: str, sha256: str = "") -> None:
         try:
             located = load_yaml(text, file)
         except YamlProblem as exc:
             self.problems.append(exc.problem)
             return
-        self.add(located)
+        self.add(located, sha256 or hashlib.sha256(text.encode()).hexdigest())
 
     # one file
-    def add(self, located: Located) -> None:
-        self.files.append(located.file)
+    def add(self, located: Located, sha256: str = "") -> None:
+        self.files.append(RuleFile(located.file, sha256))
         data = located.data
         if data is None:
             self.problems.append(Problem(located.file, None, None,

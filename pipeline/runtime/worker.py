@@ -18,7 +18,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Settings
 from pipeline.logs import configure as configure_logging
@@ -29,6 +29,9 @@ from pipeline.sinks.clickhouse.owner import StoreLock
 from pipeline.sinks.clickhouse.writer import ClickHouseSink
 from pipeline.telemetry import HEALTH, TelemetryError
 from pipeline.telemetry import serve as serve_telemetry
+
+if TYPE_CHECKING:
+    from pipeline.alerting.rules import RuleSet
 
 __all__ = ["run_sink", "run_worker"]
 
@@ -77,7 +80,8 @@ def stages(settings: Settings) -> tuple[Any, Any, Any]:
     return PartialStage(settings, drift), MergeStage(settings, drift, pinned), pinned
 
 
-async def run_process(settings: Settings, stop: asyncio.Event) -> None:
+async def run_process(settings: Settings, stop: asyncio.Event,
+                      rules: RuleSet | None = None) -> None:
     """The processing role's two stages on the runtime until ``stop``, with the pinned
     baselines followed for stage 2. Logs ``processing ready`` once both own partitions."""
     from pipeline.runtime.consumer import KafkaRunner
@@ -105,14 +109,15 @@ async def run_process(settings: Settings, stop: asyncio.Event) -> None:
         followers.append(forever("reading baselines", lambda: follow_pinned(settings, pinned),
                                  stop=stop))
     if settings.alerts.rules:
-        from pipeline.alerting.rules import load_rules
         from pipeline.alerting.stage import AlertRuleStage
+        from pipeline.audit import record, rules_loaded
         from pipeline.runtime.alerting import read_silences
 
-        rules = load_rules(settings.alerts.rules)  # RuleError names file:line:col
-        from pipeline.audit import record, rules_loaded
+        if rules is None:  # run_worker read them when it checked them: what was checked runs
+            from pipeline.alerting.rules import load_rules
 
-        await record(settings, rules_loaded(settings, rules.files, len(rules)))
+            rules = load_rules(settings.alerts.rules)  # RuleError names file:line:col
+        await record(settings, rules_loaded(settings, rules))
         alerting = AlertRuleStage(settings, rules)
         runners.append(KafkaRunner(settings, alerting, "alerts"))
         followers.append(forever("reading silences",
@@ -142,24 +147,25 @@ async def run_process(settings: Settings, stop: asyncio.Event) -> None:
 def run_worker(settings: Settings, roles: Sequence[str], loglevel: str = "info") -> int:
     """Run the given roles until SIGINT/SIGTERM; return the process exit code."""
     roles = sorted(set(roles))
-    check_files(settings)
+    rules = check_files(settings)
     settings.home_path.mkdir(parents=True, exist_ok=True)
     asyncio.run(_prepare(settings))
     configure_logging(settings.log.format, loglevel)  # text, or JSON lines (log.format)
-    return asyncio.run(_run_roles(settings, roles))
+    return asyncio.run(_run_roles(settings, roles, rules))
 
 
-def check_files(settings: Settings) -> None:
+def check_files(settings: Settings) -> RuleSet | None:
     """Read the files the settings name (price table, alert rules) before anything starts,
     so a mistake is one line naming file and line (PriceTableError, RuleError), not a
-    traceback from a running stage."""
+    traceback from a running stage. The rules read are the ones the worker runs."""
     from pipeline.sources.pricing import price_table
 
     price_table(settings.pricing)
-    if settings.alerts.rules:
-        from pipeline.alerting.rules import load_rules
+    if not settings.alerts.rules:
+        return None
+    from pipeline.alerting.rules import load_rules
 
-        load_rules(settings.alerts.rules)
+    return load_rules(settings.alerts.rules)
 
 
 async def _prepare(settings: Settings) -> None:
@@ -167,7 +173,8 @@ async def _prepare(settings: Settings) -> None:
     await ensure_topics(settings)
 
 
-async def _run_roles(settings: Settings, roles: Sequence[str]) -> int:
+async def _run_roles(settings: Settings, roles: Sequence[str],
+                     rules: RuleSet | None = None) -> int:
     """The roles on one asyncio loop until SIGINT/SIGTERM; a role that fails stops all.
 
     The telemetry endpoint (``/metrics``, ``/healthz``, ``/readyz``) starts first: a
@@ -184,7 +191,7 @@ async def _run_roles(settings: Settings, roles: Sequence[str]) -> int:
         return 1
     jobs = []
     if "process" in roles:
-        jobs.append(asyncio.create_task(run_process(settings, stop)))
+        jobs.append(asyncio.create_task(run_process(settings, stop, rules)))
     if "sink" in roles:
         jobs.append(asyncio.create_task(run_sink(settings, stop)))
     try:

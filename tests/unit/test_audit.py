@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from pipeline.alerting.rules import load_rules
 from pipeline.audit import (
     MAX_STATEMENT_CHARS,
     Auditor,
@@ -146,24 +147,27 @@ def test_lost_events_are_never_folded_by_the_repeat_limiter() -> None:
 
 def test_rules_are_fingerprinted_and_a_change_between_starts_is_flagged(tmp_path: Path) -> None:
     first, second = tmp_path / "a.yml", tmp_path / "b.yml"
-    first.write_text("rules: []\n")
-    second.write_text("group_by: [model]\n")
+    rule = "  - name: R{}\n    condition: error_rate > 0.{}\n    severity: warning\n"
+    first.write_text("rules:\n" + "".join(rule.format(i, i) for i in range(1, 4)))
+    # CRLF lines: the digest is of the bytes read, as sha256sum prints it, not of the text
+    second.write_bytes(("group_by: [model]\nrules:\n" + rule.format(4, 4)).replace(
+        "\n", "\r\n").encode())
     settings = Settings(home=str(tmp_path / "home"),
                         alerts=AlertSettings(rules=str(tmp_path)))
     files = [str(first), str(second)]
 
-    loaded = rules_loaded(settings, files, 4)
+    loaded = rules_loaded(settings, load_rules(files))
     assert (loaded.action, loaded.source, loaded.target) == ("rules.load", "worker",
                                                               str(tmp_path))
     sums = {name: hashlib.sha256(Path(name).read_bytes()).hexdigest() for name in files}
     assert loaded.detail["files"] == "\n".join(f"{sums[n]}  {n}" for n in files)
     assert (loaded.detail["rules"], loaded.detail["changed"]) == ("4", "first load")
 
-    again = rules_loaded(settings, files, 4)
+    again = rules_loaded(settings, load_rules(files))
     assert (again.detail["changed"], again.detail["digest"]) == ("no",
                                                                   loaded.detail["digest"])
-    first.write_text("rules: []  # edited\n")
-    edited = rules_loaded(settings, files, 4)
+    first.write_text(first.read_text() + "# edited\n")
+    edited = rules_loaded(settings, load_rules(files))
     assert edited.detail["changed"] == "yes"
     assert edited.detail["previous_digest"] == loaded.detail["digest"]
     assert edited.detail["digest"] != loaded.detail["digest"]
