@@ -23,7 +23,7 @@ import msgspec
 
 from pipeline.config import Settings
 from pipeline.quality.records import FeedbackItem, JoinItem, Stub, StubItem, join_id, join_partition
-from pipeline.runtime.stage import Output, Step
+from pipeline.runtime.stage import Output, Stateless, Step
 from pipeline.sources.codec import Rejection, decode_events, describe
 from pipeline.sources.dlq import dead_letter
 from pipeline.sources.redaction import Redaction
@@ -53,10 +53,8 @@ class IntakeCounts:
                 f"feedback rejected: {reasons}")
 
 
-class JoinIntake:
+class JoinIntake(Stateless):
     """Re-key inference stubs and valid feedback onto the joins topic."""
-
-    stateless = True  # no changelog state: the group's committed offsets are enough
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -67,12 +65,6 @@ class JoinIntake:
         self._keys: dict[tuple[str, ...], str] = {}  # admitted labels -> series key
         self.counts = IntakeCounts()
         self.redaction = Redaction.from_settings(settings.privacy)  # as stage 1 drops keys
-
-    def on_assign(self, topic: str, partition: int, state: dict[str, bytes]) -> int | None:
-        return None
-
-    def on_revoke(self, topic: str, partition: int) -> Step | None:
-        return None
 
     def on_tick(self, wall: float, caught_up: Callable[[str, int], bool]) -> Step:
         metrics = self.settings.metrics
@@ -133,9 +125,6 @@ class JoinIntake:
                     rejection, key=record.key, headers=record.headers, topic=topic,
                     partition=partition, offset=record.offset,
                     max_bytes=limits.max_dead_letter_bytes))
-
-    def summary(self) -> str:
-        return self.counts.summary()
 
 
 def _stub(event: InferenceEvent, key: str) -> Stub:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from pipeline.sources.dlq import DeadLetter
 
-__all__ = ["Changes", "Output", "Record", "Stage", "Step"]
+__all__ = ["Changes", "Output", "Record", "Stage", "Stateless", "Step"]
 
 Changes = dict[str, bytes | None]  # key -> new value (None: deleted), in write order
 
@@ -87,3 +87,25 @@ class Stage(Protocol):
 
     def on_tick(self, wall: float, caught_up: Callable[[str, int], bool]) -> Step:
         """The wall clock moved; ``caught_up(topic, partition)``: nothing unread there."""
+
+
+class Stateless:
+    """The verbs of a stage with no changelog state (a re-keying or mapping stage): the
+    group's committed offsets are all it resumes from. Subclasses set ``topics`` and
+    ``counts`` (anything with ``summary()``) and write ``on_batch``."""
+
+    stateless = True
+    topics: tuple[str, ...] = ()
+    counts: Any
+
+    def on_assign(self, topic: str, partition: int, state: dict[str, bytes]) -> int | None:
+        return None  # nothing to restore: resume from the group's committed offset
+
+    def on_revoke(self, topic: str, partition: int) -> Step | None:
+        return None
+
+    def on_tick(self, wall: float, caught_up: Callable[[str, int], bool]) -> Step:
+        return Step()
+
+    def summary(self) -> str:
+        return self.counts.summary()

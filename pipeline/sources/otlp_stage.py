@@ -12,14 +12,14 @@ goes to the DLQ with its original bytes and a reason, and the batch goes on.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from pipeline.config import Settings
-from pipeline.runtime.stage import Output, Step
+from pipeline.runtime.stage import Output, Stateless, Step
 from pipeline.sources.codec import Rejection, describe
 from pipeline.sources.dlq import dead_letter
 from pipeline.sources.otlp import Encoding, map_spans
@@ -48,7 +48,7 @@ class OtlpCounts:
                 f"{self.skipped} other spans skipped, records rejected: {reasons}")
 
 
-class OtlpStage:
+class OtlpStage(Stateless):
     """Map the GenAI spans of OTLP records to inference events on the events topic.
 
     >>> from pipeline.config import OtlpSettings, Settings
@@ -59,22 +59,11 @@ class OtlpStage:
     (('spans',), b'otlp_malformed')
     """
 
-    stateless = True  # no changelog state: the group's committed offsets are enough
-
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.encodings: dict[str, Encoding] = dict(settings.otlp.topics)
         self.topics = tuple(self.encodings)
         self.counts = OtlpCounts()
-
-    def on_assign(self, topic: str, partition: int, state: dict[str, bytes]) -> int | None:
-        return None  # nothing to restore: resume from the group's committed offset
-
-    def on_revoke(self, topic: str, partition: int) -> Step | None:
-        return None
-
-    def on_tick(self, wall: float, caught_up: Callable[[str, int], bool]) -> Step:
-        return Step()
 
     def on_batch(self, topic: str, partition: int, records: Sequence[Any],
                  wall: float) -> Step:
@@ -113,9 +102,6 @@ class OtlpStage:
         step.outputs += _pack(encoded, self.settings.topics.events, limits.max_batch_events,
                               limits.max_message_bytes)
         return step
-
-    def summary(self) -> str:
-        return self.counts.summary()
 
 
 def _pack(encoded: list[tuple[bytes, bytes]], topic: str, max_events: int,
