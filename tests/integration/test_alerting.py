@@ -26,7 +26,7 @@ from tests.integration.harness import ROOT, Pipeline
 
 pytestmark = pytest.mark.integration
 
-WINDOW, LATENESS = 10.0, 2.0
+WINDOW, LATENESS = 5.0, 2.0
 RULES = """
 group_by: [alertname, model, model_version]
 rules:
@@ -167,7 +167,7 @@ def test_latency_spike_fires_once_resolves_once_notifies_and_respects_silence(
     pipe.wait_sink_ready(worker)
     collector = Collector(pipe)
     try:
-        _realtime_traffic(pipe, 70, "latency_spike@15+25:model=gpt-chat:factor=6")
+        _realtime_traffic(pipe, 40, "latency_spike@10+15:model=gpt-chat:factor=6")
         _wait_resolved(collector, 60)
     finally:
         collector.close()
@@ -225,7 +225,7 @@ def test_sigkill_while_firing_neither_duplicates_nor_loses_the_resolve(
     try:
         async def traffic_and_kill() -> None:
             sender = asyncio.create_task(asyncio.to_thread(
-                _realtime_traffic, pipe, 75, "latency_spike@10+30:model=gpt-chat:factor=6"))
+                _realtime_traffic, pipe, 55, "latency_spike@8+25:model=gpt-chat:factor=6"))
             deadline = time.time() + 60
             while not _by_series(collector.events, "firing") and time.time() < deadline:
                 await asyncio.sleep(0.5)
@@ -260,7 +260,7 @@ def test_alert_of_a_series_that_stops_sending_resolves(kafka_bootstrap: str,
         pipe.wait_processor_ready(worker)
         collector = Collector(pipe)
         try:
-            _realtime_traffic(pipe, 35, "latency_spike@5+40:model=gpt-chat:factor=6")
+            _realtime_traffic(pipe, 20, "latency_spike@4+30:model=gpt-chat:factor=6")
             stopped = time.time()
             _wait_resolved(collector, 60)
         finally:
