@@ -543,6 +543,7 @@ def load_settings(
                    if where else "INFERWATCH_*")
             raise ConfigError(f"environment ({var}): {exc}") from exc
     _accept_only_what_is_kept(settings, from_file, env, f"{path}:{_line_of(text, _PAST) or '?'}")
+    _monitor_only_what_is_kept(settings, from_file, env, path, text)
     return settings
 
 
@@ -569,6 +570,24 @@ def _accept_only_what_is_kept(
             f"stored and then deleted by the table TTL. Use at most {edge:.0f}, or leave "
             "it unset to follow the retention."
         )
+
+
+def _monitor_only_what_is_kept(settings: Settings, from_file: dict[str, Any],
+                               env: dict[str, Any], path: Any, text: str) -> None:
+    """A feature dropped at ingest (``privacy.drop_features``) cannot be monitored for
+    drift: live events never carry it, and a baseline of it would keep its values."""
+    dropped = set(settings.privacy.drop_features)
+    for name in ("numeric_features", "categorical_features"):
+        clash = [f for f in getattr(settings.drift, name) if f in dropped]
+        if not clash:
+            continue
+        where = (f"environment (INFERWATCH_DRIFT__{name.upper()})"
+                 if name in env.get("drift", {})
+                 else f"{path}:{_line_of(text, ['drift', name]) or '?'}")
+        raise ConfigError(f"{where}: drift.{name} names {', '.join(map(repr, clash))}, which "
+                          "privacy.drop_features drops at ingest: live events never carry "
+                          "it, and a baseline of it would keep its values. Monitor it or "
+                          "drop it, not both.")
 
 
 def _where(message: str) -> list[str]:

@@ -139,6 +139,11 @@ def baseline_set(ctx: click.Context, series: str, start: str | None, end: str | 
             confidence=drift.confidence, operational=drift.operational)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    dropped = [f for f in (*spec.numeric_features, *spec.categorical_features)
+               if f in settings.privacy.drop_features]
+    if dropped:  # the baseline would keep values of a key the pipeline must not keep
+        raise click.UsageError(f"{', '.join(map(repr, dropped))}: privacy.drop_features drops "
+                               "it at ingest, so it cannot be monitored or kept in a baseline")
     reference = None
     try:
         _, labels = resolve_series(settings, series)

@@ -98,3 +98,21 @@ def test_an_error_in_the_second_receiver_table_names_its_line(tmp_path) -> None:
     file.write_text(text.replace('"alertmanager"', '"pagerduty"'))
     with pytest.raises(ConfigError, match=rf"^{file}:11: .*pagerduty"):
         load_settings(file, environ={})
+
+
+def test_a_feature_dropped_at_ingest_cannot_be_monitored_for_drift(tmp_path) -> None:
+    """Monitoring it would fail silently (live events never carry it) and a baseline of it
+    would keep the values privacy says not to keep: refused, naming where it was set."""
+    file = tmp_path / "inferwatch.toml"
+    file.write_text('[privacy]\ndrop_features = ["zip"]\n\n[drift]\n'
+                    'numeric_features = ["age"]\ncategorical_features = ["zip", "lang"]\n')
+    with pytest.raises(ConfigError, match=rf"^{file}:6: drift.categorical_features names "
+                                          r"'zip', which privacy.drop_features drops"):
+        load_settings(file, environ={})
+    with pytest.raises(ConfigError, match=r"^environment \(INFERWATCH_DRIFT__NUMERIC_FEATURES\)"
+                                          r": drift.numeric_features names 'age'"):
+        load_settings(environ={"INFERWATCH_PRIVACY__DROP_FEATURES": "age",
+                               "INFERWATCH_DRIFT__NUMERIC_FEATURES": "age,tokens"})
+    kept = load_settings(environ={"INFERWATCH_PRIVACY__DROP_FEATURES": "zip",
+                                  "INFERWATCH_DRIFT__NUMERIC_FEATURES": "age"})
+    assert kept.drift.numeric_features == ["age"]

@@ -266,6 +266,11 @@ def test_baseline_set_checks_its_arguments_before_touching_anything() -> None:
                               "--categorical-features", "a"],
                         env={"INFERWATCH_DRIFT__NUMERIC_FEATURES": "a,b"})
     assert out.exit_code == 2 and "both numeric and categorical: ['a']" in out.output
+    # A feature privacy drops at ingest is never kept, so never put in a baseline either.
+    out = runner.invoke(cli, ["baseline", "set", "--series", key, "--from", "1", "--to", "2",
+                              "--categorical-features", "zip,lang"],
+                        env={"INFERWATCH_PRIVACY__DROP_FEATURES": "zip"})
+    assert out.exit_code == 2 and "'zip': privacy.drop_features drops it" in out.output
 
 
 def test_baseline_set_help_has_an_example() -> None:
