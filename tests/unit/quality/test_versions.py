@@ -11,7 +11,8 @@ from pipeline.alerting.conditions.version_comparison import (
     METRICS,
     VersionComparisonCondition,
 )
-from pipeline.alerting.rules import ComparedMetric, parse_rules
+from pipeline.alerting.rule_spec import ComparedMetric
+from pipeline.alerting.rules import parse_rules
 from pipeline.alerting.stage import AlertRuleStage
 from pipeline.config import Settings
 from pipeline.quality.records import Outcome
