@@ -232,7 +232,7 @@ def _wait(predicate: Any, timeout: float, what: str) -> Any:
 def test_dashboard_pages_values_live_windows_and_silences(
         stack: tuple[Pipeline, Ui, Browser]) -> None:
     pipe, ui, browser = stack
-    sender = traffic(pipe, 75, ["latency_spike@6+8:model=gpt-chat:factor=6",
+    sender = traffic(pipe, 60, ["latency_spike@6+8:model=gpt-chat:factor=6",
                                 "latency_spike@45+10:model=gpt-chat:factor=6"])
 
     # Overview: rows arrive as windows close; a cell equals SQL for the window it shows.
