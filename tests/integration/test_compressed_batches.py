@@ -23,7 +23,8 @@ PER_CODEC = 40
 
 @pytest.fixture
 def pipe(kafka_bootstrap: str, tmp_path: Path):
-    pipeline = Pipeline(kafka_bootstrap, tmp_path)
+    pipeline = Pipeline(kafka_bootstrap, tmp_path,
+                        INFERWATCH_METRICS__IDLE_TIMEOUT_SECONDS="3")  # windows close sooner
     yield pipeline
     pipeline.close()
 

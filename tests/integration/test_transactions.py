@@ -44,7 +44,8 @@ async def _transactions(bootstrap: str, topic: str) -> None:
 
 
 def test_aborted_transactions_count_nowhere(kafka_bootstrap: str, tmp_path: Path) -> None:
-    pipe = Pipeline(kafka_bootstrap, tmp_path)
+    pipe = Pipeline(kafka_bootstrap, tmp_path,
+                    INFERWATCH_METRICS__IDLE_TIMEOUT_SECONDS="3")  # windows close sooner
     try:
         asyncio.run(_transactions(kafka_bootstrap, pipe.settings.topics.events))
         worker = pipe.start_worker()

@@ -64,7 +64,8 @@ def test_a_source_topic_wider_than_the_settings_is_processed_whole(
     events = f"iwtest.wide.{uuid.uuid4().hex[:8]}.events"
     asyncio.run(_create(kafka_bootstrap, events, WIDE))
     pipe = Pipeline(kafka_bootstrap, tmp_path, INFERWATCH_TOPICS__EVENTS=events,
-                    INFERWATCH_TOPICS__PARTITIONS="6")
+                    INFERWATCH_TOPICS__PARTITIONS="6",
+                    INFERWATCH_METRICS__IDLE_TIMEOUT_SECONDS="3")  # windows close sooner
     try:
         sent = asyncio.run(_send_to_every_partition(kafka_bootstrap, events, 50))
         worker = pipe.start_worker()
