@@ -53,7 +53,9 @@ def test_100k_simulated_events_stored_exactly_once(pipe: Pipeline) -> None:
 
 def test_sigkill_mid_run_then_restart_stores_each_event_once(pipe: Pipeline) -> None:
     produced = simulate(pipe, N, seed=2)
-    small_batches = {"INFERWATCH_WORKER__SINK_BATCH_SIZE": "4"}  # ~2,000 events per insert
+    small_batches = {"INFERWATCH_WORKER__SINK_BATCH_SIZE": "4",  # ~2,000 events per insert
+                     # the killed member's partitions wait for its session to expire
+                     "INFERWATCH_WORKER__SESSION_TIMEOUT_SECONDS": "8"}
     worker = pipe.start_worker(**small_batches)
     pipe.wait_sink_ready(worker)
     at_kill = pipe.wait_count(1, timeout=60)

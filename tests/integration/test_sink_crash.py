@@ -25,7 +25,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_replayed_batch_is_not_stored_twice(kafka_bootstrap: str, tmp_path: Path) -> None:
-    pipe = Pipeline(kafka_bootstrap, tmp_path)
+    # the crashed sink's partitions wait for its session to expire before the restart
+    pipe = Pipeline(kafka_bootstrap, tmp_path, INFERWATCH_WORKER__SESSION_TIMEOUT_SECONDS="8")
     try:
         n = 5_000
         events = [InferenceEvent(event_id=f"c{i}", timestamp=time.time() - 60 + i / 100,
