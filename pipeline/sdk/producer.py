@@ -51,8 +51,10 @@ Behaviour:
   during an outage and rate-limited otherwise). Delivery is at least once: a batch whose
   acknowledgement was lost is sent again; consumers deduplicate by ``event_id``.
 * Kafka refusing the producer (credentials, an untrusted certificate) is not an outage:
-  the sender ends at once with one error, ``stats.error`` says why and records are dropped
-  and counted; a topic the ACLs refuse drops only that topic's records (docs/security.md).
+  the sender stops sending at once with one error, ``stats.error`` says why and records
+  are dropped and counted. It asks again every ``_REPROBE_SECONDS`` (60 s, quietly), so a
+  user or certificate fixed on the broker's side brings it back without a restart. A
+  topic the ACLs refuse drops only that topic's records (docs/security.md).
 * Identities: ``privacy.pseudonymize`` fields (``user`` by default) leave as a keyed HMAC,
   or not at all without the key (``pipeline.sdk.pseudonym``, docs/privacy.md).
 * ``flush(timeout)`` waits for the buffer to drain; ``close(timeout)`` flushes and stops
@@ -76,10 +78,8 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import itertools
 import logging
 import os
-import random
 import threading
 import time
 import weakref
@@ -89,18 +89,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import (
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    TopicAuthorizationFailedError,
-)
 
 from pipeline.config import Settings, load_settings
-from pipeline.runtime.kafka import KafkaAccessError, access_error, client_options, diagnose
 from pipeline.sdk.feedback import feedback_event, one_value
 from pipeline.sdk.pseudonym import Pseudonyms
-from pipeline.sdk.sender_log import SenderThread, describe
+from pipeline.sdk.sender import FRAMING, Sender
+from pipeline.sdk.sender_log import SenderThread
 from pipeline.sdk.span import Span
 from pipeline.sdk.wire import JSON, MSGPACK, encode_events
 from schemas.event import InferenceEvent
@@ -114,7 +108,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _FIELDS = frozenset(InferenceEvent.__struct_fields__)
 _COMPRESSIONS = (None, "gzip", "snappy", "lz4", "zstd")
-_FRAMING = 8  # bytes of array framing to reserve around a batch (JSON brackets, msgpack header)
 _DECODERS = {
     JSON: msgspec.json.Decoder(InferenceEvent),
     MSGPACK: msgspec.msgpack.Decoder(InferenceEvent),
@@ -139,7 +132,7 @@ class ProducerStats:
 
 
 
-class Producer:
+class Producer(Sender):
     """Batches inference events to Kafka from a background thread; never blocks callers.
 
     ``settings`` default to ``load_settings()``; ``topic`` to ``settings.topics.events``.
@@ -147,13 +140,6 @@ class Producer:
     ``service``, ``environment``, ``region`` and ``tenant`` are defaults for tracked
     events. Nothing connects here: the sender thread starts with the first event.
     """
-
-    # Retry timing of the sender; class attributes so tests can shorten them.
-    _BACKOFF_INITIAL = 0.2
-    _BACKOFF_MAX = 5.0
-    _CONNECT_TIMEOUT = 10.0
-    _SEND_TIMEOUT = 20.0
-    _STOP_TIMEOUT = 2.0
 
     def __init__(
         self,
@@ -206,7 +192,7 @@ class Producer:
         self._send_errors = 0
         self._connected = False
         self._closed = False
-        self._error: str | None = None  # Kafka refused us (credentials, certificate): terminal
+        self._error: str | None = None  # Kafka refused us (credentials, certificate)
         self._abort = False  # close() gave up: the sender stops without sending the rest
         self._flushing = 0
         self._warned: set[str] = set()
@@ -299,7 +285,7 @@ class Producer:
 
     def _buffer(self, topic: str, key: str | None, data: bytes) -> bool:
         """Queue one encoded record for ``topic``; ``key`` is used when unbatched."""
-        if len(data) + _FRAMING > self._max_bytes:
+        if len(data) + FRAMING > self._max_bytes:
             detail = f"{len(data)} bytes > max_message_bytes {self._max_bytes}"
             return self._reject("oversize", ValueError(detail))
         kafka_key = key.encode() if self._batch_size == 1 and key is not None else None
@@ -465,218 +451,11 @@ class Producer:
         self._connected = False
         self._thread = self._loop = self._task = self._wake = self._kick = None
 
-    # the sender thread
-
-    def _thread_main(self) -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(self._run())
-        except asyncio.CancelledError:
-            pass  # close() gave up waiting
-        except Exception:
-            log.exception("producer sender thread failed")
-        finally:
-            self._loop = None
-            with contextlib.suppress(Exception):
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    async def _run(self) -> None:
-        self._wake = asyncio.Event()
-        self._kick = asyncio.Event()
-        self._task = asyncio.current_task()
-        self._loop = asyncio.get_running_loop()  # last: emit() signals only once all is set
-        kafka: AIOKafkaProducer | None = None
-        failures = 0
-        try:
-            while not self._abort and await self._batch_due():
-                try:
-                    if kafka is None:
-                        kafka = await self._connect()
-                    await self._send_batch(kafka)
-                except KafkaAccessError as exc:
-                    self._give_up(exc)
-                    return
-                except Exception as exc:
-                    failures += 1
-                    self._on_failure(exc, failures)
-                    if kafka is not None:
-                        await self._stop(kafka)
-                        kafka = None
-                    await self._backoff(failures)
-                else:
-                    if failures:
-                        self._on_recovery(failures)
-                        failures = 0
-        finally:
-            self._connected = False
-            if kafka is not None:
-                await self._stop(kafka)
-
-    async def _batch_due(self) -> bool:
-        """Wait until a batch is due (full, lingered, flushing); False once closed and empty."""
-        assert self._wake is not None
-        loop = asyncio.get_running_loop()
-        deadline: float | None = None
-        while True:
-            self._wake.clear()  # before looking: a later emit() sets it again
-            with self._cond:
-                n = len(self._buf)
-            if self._abort:
-                return False
-            if n == 0:
-                if self._closed:
-                    return False
-                deadline = None
-                await self._wake.wait()
-                continue
-            if n >= self._batch_size or self._closed or self._flushing:
-                return True
-            if deadline is None:
-                deadline = loop.time() + self._linger
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return True
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._wake.wait()
-
-    async def _connect(self) -> AIOKafkaProducer:
-        kafka = AIOKafkaProducer(
-            **client_options(self._settings.kafka),
-            acks="all",
-            compression_type=self._compression,
-            linger_ms=0,  # batching happens here; the one message in flight should go now
-            max_request_size=max(1 << 20, self._max_bytes + (64 << 10)),
-            request_timeout_ms=15_000,
-        )
-        try:
-            async with asyncio.timeout(self._CONNECT_TIMEOUT):
-                await kafka.start()
-        except BaseException as exc:
-            await self._stop(kafka)
-            access = await diagnose(self._settings.kafka, exc) \
-                if isinstance(exc, Exception) else None
-            if access is not None:
-                raise access from None
-            raise
-        self._connected = True
-        return kafka
-
-    async def _send_batch(self, kafka: AIOKafkaProducer) -> None:
-        """Send the head of the buffer as one message (records of the head's topic only);
-        remove it only once acknowledged."""
-        with self._cond:
-            items = list(itertools.islice(self._buf, self._chunk))
-        topic = items[0][0]
-        if self._batch_size == 1:
-            count = 1
-            _, key, value = items[0]
-        else:
-            count, size = 0, _FRAMING
-            for item_topic, _, data in items:
-                if item_topic != topic or (count and size + len(data) + 1 > self._max_bytes):
-                    break
-                size += len(data) + 1
-                count += 1
-            key = None
-            value = encode_events([msgspec.Raw(data) for _, _, data in items[:count]],
-                                  self._content_type)
-        try:
-            async with asyncio.timeout(self._SEND_TIMEOUT):
-                await kafka.send_and_wait(topic, value, key=key, headers=self._headers)
-        except TopicAuthorizationFailedError as exc:  # this topic only: drop its batch
-            self._denied(topic, count, exc)
-            return
-        except (MessageSizeTooLargeError, RecordListTooLargeError) as exc:
-            if count > 1:  # the broker's limit is below ours: send smaller batches
-                self._chunk = max(1, count // 2)
-                log.warning("Kafka refused a %d-byte batch of %d events (%s); sending at most "
-                            "%d events per message", len(value), count, exc, self._chunk)
-                return
-            with self._cond:  # a single event Kafka will never take: drop it
-                self._buf.popleft()
-                if not self._buf:
-                    self._cond.notify_all()
-            self._reject("too large for Kafka", exc)
-            return
-        with self._cond:
-            for _ in range(count):
-                self._buf.popleft()
-            self._sent += count
-            self._connected = True
-            if not self._buf:
-                self._cond.notify_all()
-
-    def _give_up(self, exc: KafkaAccessError) -> None:
-        """Kafka refused who we are: retrying cannot help. One error; what is buffered and
-        whatever comes later is dropped and counted."""
-        with self._cond:
-            self._error = str(exc)
-            self._dropped += len(self._buf)
-            left = len(self._buf)
-            self._buf.clear()
-            self._connected = False
-            self._cond.notify_all()
-        log.error("Kafka refused this producer: %s; %d buffered events dropped, and every "
-                  "later one will be (fix the settings, then restart)", exc, left)
-
-    def _denied(self, topic: str, count: int, exc: Exception) -> None:
-        """The ACLs do not let us write ``topic``: drop the batch, one error per topic."""
-        with self._cond:
-            for _ in range(count):
-                self._buf.popleft()
-            self._dropped += count
-            if not self._buf:
-                self._cond.notify_all()
-        reason = access_error(self._settings.kafka, exc) or exc
-        if f"denied:{topic}" in self._warned:
-            log.debug("dropped %d records for %s: %s", count, topic, reason)
-            return
-        self._warned.add(f"denied:{topic}")
-        log.error("dropping records for %s: %s (further drops are counted in stats.dropped)",
-                  topic, reason)
-
-    def _on_failure(self, exc: Exception, failures: int) -> None:
-        self._send_errors += 1
-        self._connected = False
-        thread = threading.current_thread()
-        if failures == 1:
-            log.warning(
-                "Kafka at %s unavailable (%s); buffering up to %d events and retrying",
-                self._settings.kafka.bootstrap_servers, describe(exc), self._buffer_size,
-            )
-            if isinstance(thread, SenderThread):
-                thread.quiet = True
-        else:
-            log.debug("Kafka still unavailable (attempt %d): %s", failures, describe(exc))
-
-    def _on_recovery(self, failures: int) -> None:
-        thread = threading.current_thread()
-        if isinstance(thread, SenderThread):
-            thread.quiet = False
-        log.info("Kafka at %s reachable again after %d failed attempts; %d events dropped so far",
-                 self._settings.kafka.bootstrap_servers, failures, self._dropped)
-
-    async def _backoff(self, failures: int) -> None:
-        """Capped exponential backoff with jitter; flush() and close() cut it short."""
-        assert self._kick is not None
-        delay = min(self._BACKOFF_MAX, self._BACKOFF_INITIAL * 2.0 ** min(failures - 1, 30))
-        self._kick.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay * random.uniform(0.5, 1.0)):
-                await self._kick.wait()
-
-    async def _stop(self, kafka: AIOKafkaProducer) -> None:
-        try:
-            async with asyncio.timeout(self._STOP_TIMEOUT):
-                await kafka.stop()
-        except Exception as exc:
-            log.debug("stopping the Kafka producer: %s: %s", type(exc).__name__, exc)
-
 
 # Every producer, weakly: closed at interpreter exit, reset in forked children.
 _LIVE: weakref.WeakSet[Producer] = weakref.WeakSet()
+
+
 _EXIT_TIMEOUT = 2.0
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-import pipeline.sdk.producer as producer_module
+import pipeline.sdk.sender as sender_module
 from pipeline.config import IngestLimits, Settings, TopicSettings
 from pipeline.sdk.producer import Producer
 from pipeline.sources.codec import JSON, MSGPACK, decode_events
@@ -35,7 +35,7 @@ def make() -> Iterator[Callable[..., Producer]]:
 @pytest.fixture
 def broker(monkeypatch: pytest.MonkeyPatch) -> FakeBroker:
     fake = FakeBroker()
-    monkeypatch.setattr(producer_module, "AIOKafkaProducer", fake)
+    monkeypatch.setattr(sender_module, "AIOKafkaProducer", fake)
     return fake
 
 

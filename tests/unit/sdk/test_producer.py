@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pytest
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 
-import pipeline.sdk.producer as producer_module
+import pipeline.sdk.sender as sender_module
 from pipeline.config import IngestLimits, KafkaSettings, Settings
 from pipeline.sdk.producer import Producer, ProducerStats, Span
 from pipeline.sources.codec import JSON, MSGPACK, decode_events
@@ -133,7 +133,7 @@ class FakeClient:
 @pytest.fixture
 def broker(monkeypatch: pytest.MonkeyPatch) -> FakeBroker:
     fake = FakeBroker()
-    monkeypatch.setattr(producer_module, "AIOKafkaProducer", fake)
+    monkeypatch.setattr(sender_module, "AIOKafkaProducer", fake)
     return fake
 
 

@@ -11,7 +11,7 @@ from typing import ClassVar
 import pytest
 from aiokafka.errors import SaslAuthenticationFailed, TopicAuthorizationFailedError
 
-import pipeline.sdk.producer as producer_module
+import pipeline.sdk.sender as sender_module
 from pipeline.config import KafkaSettings, Settings
 from pipeline.sdk.producer import Producer
 from schemas.event import InferenceEvent
@@ -51,7 +51,7 @@ class Fake:
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> type[Fake]:
     cls = type("F", (Fake,), {"refuse": False, "denied": set(), "starts": 0, "sent": []})
-    monkeypatch.setattr(producer_module, "AIOKafkaProducer", cls)
+    monkeypatch.setattr(sender_module, "AIOKafkaProducer", cls)
     return cls
 
 
@@ -79,6 +79,38 @@ def test_wrong_credentials_end_the_sender_with_one_error(fake, caplog) -> None:
     records = [r for r in caplog.records if r.name == "pipeline.sdk.producer"]
     assert [r.levelname for r in records] == ["ERROR"]
     assert "Kafka refused this producer: authentication failed" in records[0].getMessage()
+    assert SECRET not in caplog.text
+
+
+def test_a_refused_producer_asks_again_quietly_and_resumes_once_accepted(fake, caplog) -> None:
+    """A user created late on the broker, a certificate fixed: no restart needed. While
+    refused, every re-probe is a DEBUG line only; the recovery is one WARNING."""
+    fake.refuse = True
+    caplog.set_level(logging.DEBUG, logger="pipeline.sdk.producer")
+    producer = Producer(Settings(kafka=KAFKA), linger=0)
+    producer._REPROBE_SECONDS = 0.05
+    try:
+        producer.emit(_event(1))
+        assert producer.flush(timeout=5) is False and producer.stats.error is not None
+        deadline = time.monotonic() + 5
+        while fake.starts < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert fake.starts >= 4  # asked again, and again
+        assert producer.emit(_event(2)) is False  # still refused: dropped, counted
+        fake.refuse = False
+        deadline = time.monotonic() + 5
+        while producer.stats.error is not None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert producer.stats.error is None
+        assert producer.emit(_event(3)) and producer.flush(timeout=5)
+        stats = producer.stats
+        assert (stats.sent, stats.dropped, stats.buffered) == (1, 2, 0)
+    finally:
+        producer.close(timeout=1)
+    loud = [(r.levelname, r.getMessage()) for r in caplog.records
+            if r.name == "pipeline.sdk.producer" and r.levelno >= logging.INFO]
+    assert [level for level, _ in loud] == ["ERROR", "WARNING"], loud
+    assert loud[1][1].startswith("Kafka accepts this producer again after ")
     assert SECRET not in caplog.text
 
 
