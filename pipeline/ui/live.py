@@ -34,6 +34,7 @@ __all__ = ["Hub", "consume", "decode_record", "sse_frame"]
 
 log = logging.getLogger(__name__)
 _JSON = msgspec.json.Encoder()
+REFUSED_RETRY_SECONDS = 60.0  # Kafka refused the dashboard: ask again this often
 
 
 def finite(value: Any) -> Any:
@@ -119,11 +120,11 @@ async def consume(settings: Settings, hub: Hub, ready: asyncio.Event | None = No
     cancelled; a broker outage is retried with backoff, logged once per outage."""
     from aiokafka import AIOKafkaConsumer
 
-    from pipeline.runtime.kafka import client_options
+    from pipeline.runtime.kafka import client_options, diagnose
 
     kinds = {settings.topics.metrics: "metrics", settings.topics.scores: "scores",
              settings.topics.alerts: "alert"}
-    backoff = 1.0
+    backoff, refused = 1.0, ""
     while True:
         consumer = AIOKafkaConsumer(*kinds, **client_options(settings.kafka), group_id=None,
                                     auto_offset_reset="latest", enable_auto_commit=False)
@@ -137,7 +138,9 @@ async def consume(settings: Settings, hub: Hub, ready: asyncio.Event | None = No
                 await consumer.position(tp)
             if ready is not None:
                 ready.set()
-            backoff = 1.0
+            if refused:
+                log.warning("live updates on again: Kafka accepts the dashboard")
+            backoff, refused = 1.0, ""
             while True:
                 batch = await consumer.getmany(timeout_ms=1000, max_records=2000)
                 for tp, records in batch.items():
@@ -149,8 +152,15 @@ async def consume(settings: Settings, hub: Hub, ready: asyncio.Event | None = No
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # broker gone: retry, the page keeps its data
-            log.warning("live updates paused (%s); retrying in %.0f s", exc, backoff)
-            await asyncio.sleep(backoff)
+            access = await diagnose(settings.kafka, exc)
+            if access is None:
+                log.warning("live updates paused (%s); retrying in %.0f s", exc, backoff)
+            elif refused != str(access):  # credentials, certificate, ACLs: once, clearly
+                refused = str(access)
+                log.error("live updates off: Kafka refused the dashboard: %s; asking again "
+                          "every %.0f s (the pages still answer from the store)", access,
+                          REFUSED_RETRY_SECONDS)
+            await asyncio.sleep(backoff if access is None else REFUSED_RETRY_SECONDS)
             backoff = min(backoff * 2, 30.0)
         finally:
             with contextlib.suppress(Exception):

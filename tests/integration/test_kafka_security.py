@@ -225,6 +225,31 @@ def test_wrong_password_ends_the_sdk_sender_with_one_error(
     assert all(WRONG not in r.getMessage() for r in caplog.records)
 
 
+def test_the_dashboards_live_view_says_it_was_refused_once_and_keeps_asking_quietly(
+        broker: LocalKafka, pipe: Pipeline, caplog: pytest.LogCaptureFixture) -> None:
+    """The dashboard keeps serving pages from the store; its live feed names the refusal
+    in one line instead of aiokafka's "Unable to bootstrap" every few seconds."""
+    from pipeline.ui import live
+
+    settings = load_settings(environ={**pipe.env, **env_for(broker, WORKER, password=WRONG)})
+    caplog.set_level(logging.INFO, logger="pipeline")
+
+    async def run_for(seconds: float) -> None:
+        task = asyncio.create_task(live.consume(settings, live.Hub()))
+        await asyncio.sleep(seconds)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run_for(FAST / 2))  # an outage would have logged 3 lines by then
+    ours = [r for r in caplog.records if r.name == "pipeline.ui.live"]
+    assert [r.levelname for r in ours] == ["ERROR"], [r.getMessage() for r in ours]
+    assert ours[0].getMessage().startswith(
+        f"live updates off: Kafka refused the dashboard: authentication failed for user "
+        f"{WORKER} via SCRAM-SHA-512 at {broker.bootstrap}")
+    assert all(WRONG not in r.getMessage() for r in caplog.records)
+
+
 def test_an_untrusted_broker_certificate_fails_fast(broker: LocalKafka, pipe: Pipeline,
                                                     untrusted_ca: Path) -> None:
     expected = (f"TLS: the broker's certificate at {broker.bootstrap} is not trusted by "
