@@ -273,6 +273,8 @@ class QualitySettings(_Section):
     horizon_seconds: PositiveFloat = 21_600.0
     max_inferences_held: PositiveInt = 2_000_000  # per joins partition; beyond: oldest leave
     wait_for_inference_seconds: PositiveFloat = 600.0  # feedback that came first waits this
+    # feedback waiting for its inference, per joins partition; beyond: oldest unmatched
+    max_feedback_waiting: PositiveInt = 200_000
     confidence_bins: Annotated[int, msgspec.Meta(ge=2, le=100)] = 10  # calibration and ECE
     max_classes: Annotated[int, msgspec.Meta(ge=2, le=1000)] = 50  # more: counted as "~other"
     thumbs_down_below: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5  # satisfaction < this

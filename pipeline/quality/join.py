@@ -14,6 +14,11 @@ Both sides arrive here by join key (``e:<event_id>``, ``r:<request_id>``), in an
 - feedback that came first waits ``quality.wait_for_inference_seconds`` for its
   inference, then is ``unmatched`` (an unknown id, or an inference past the horizon).
 
+Memory is bounded whatever comes: past ``quality.max_inferences_held`` stubs the oldest
+leave early (``expired``), past ``quality.max_feedback_waiting`` waiting feedback the
+oldest is ``unmatched`` early, and an inference remembers the ids of its last
+``IDS_PER_INFERENCE`` feedback (a re-sent id older than that would count again).
+
 Every feedback ends with a :class:`~pipeline.quality.records.Fate`, which the store
 keeps: none is lost, joined or not. Inferences are also tallied per series and
 inference-time window (their count and confidence histogram), for label coverage and
@@ -44,6 +49,7 @@ _STUB = msgspec.msgpack.Decoder(tuple[Stub, bool, float, int, list[str]])
 _ARRIVED = msgspec.msgpack.Decoder(tuple[msgspec.Raw, bool, float, int, msgspec.Raw])
 _PENDING = msgspec.msgpack.Decoder(tuple[FeedbackEvent, float])
 _ONCE = {"label": 1, "satisfaction": 2}  # kinds counted once per inference (bit)
+IDS_PER_INFERENCE = 32  # feedback ids an inference remembers, for duplicates
 
 
 @dataclass(slots=True)
@@ -92,9 +98,10 @@ class JoinTable:
         self.pending: dict[str, dict[str, tuple[FeedbackEvent, float]]] = {}
         self._stub_expiry: deque[tuple[float, str]] = deque()
         self._pending_expiry: deque[tuple[float, str, str]] = deque()
+        self.waiting = 0  # feedback in ``pending``
         self._changes: dict[str, bytes | None] = {}
         self.counts = {"stubs": 0, "joined": 0, "early": 0, "duplicate": 0, "repeat": 0,
-                       "unmatched": 0, "expired": 0, "evicted": 0}
+                       "unmatched": 0, "expired": 0, "evicted": 0, "evicted_feedback": 0}
 
     # ------------------------------------------------------------------ restore
     @classmethod
@@ -111,6 +118,7 @@ class JoinTable:
                 join_id, _, feedback_id = name[2:].rpartition("|")
                 feedback, arrived = _PENDING.decode(raw)
                 table.pending.setdefault(join_id, {})[feedback_id] = (feedback, arrived)
+                table.waiting += 1
                 pending.append((arrived + settings.wait_for_inference_seconds, join_id,
                                 feedback_id))
         table._stub_expiry.extend(sorted(stubs))
@@ -139,16 +147,20 @@ class JoinTable:
         wait = self.settings.wait_for_inference_seconds
         while self._pending_expiry and self._pending_expiry[0][0] <= wall:
             _, join_id, feedback_id = self._pending_expiry.popleft()
-            waiting = self.pending.get(join_id, {})
-            held = waiting.get(feedback_id)
-            if held is None or held[1] + wait > wall:
-                continue
-            del waiting[feedback_id]
-            if not waiting:
-                del self.pending[join_id]
-            self._changes[f"p|{join_id}|{feedback_id}"] = None
-            self.counts["unmatched"] += 1
-            out.fates.setdefault("", []).append(Fate(held[0], "unmatched"))
+            held = self.pending.get(join_id, {}).get(feedback_id)
+            if held is not None and held[1] + wait <= wall:
+                self._unmatched(join_id, feedback_id, out)
+
+    def _unmatched(self, join_id: str, feedback_id: str, out: Produced) -> None:
+        """Waiting feedback that no inference met: gone, with its fate."""
+        waiting = self.pending[join_id]
+        feedback, _ = waiting.pop(feedback_id)
+        if not waiting:
+            del self.pending[join_id]
+        self.waiting -= 1
+        self._changes[f"p|{join_id}|{feedback_id}"] = None
+        self.counts["unmatched"] += 1
+        out.fates.setdefault("", []).append(Fate(feedback, "unmatched"))
 
     def _evict(self, wall: float) -> None:
         """Past ``quality.max_inferences_held`` the oldest stubs leave before their horizon
@@ -160,6 +172,16 @@ class JoinTable:
                 self._changes[f"s|{join_id}"] = None
                 self.counts["expired"] += 1
                 self.counts["evicted"] += 1
+
+    def _make_room(self, out: Produced) -> None:
+        """Past ``quality.max_feedback_waiting`` the oldest waiting feedback is unmatched
+        before its wait is over: a flood of feedback for unknown ids costs matches, never
+        the worker's memory."""
+        while self.waiting >= self.settings.max_feedback_waiting and self._pending_expiry:
+            _, join_id, feedback_id = self._pending_expiry.popleft()
+            if feedback_id in self.pending.get(join_id, {}):
+                self._unmatched(join_id, feedback_id, out)
+                self.counts["evicted_feedback"] += 1
 
     def dirty(self) -> bool:
         """Whether there are state changes to checkpoint."""
@@ -195,6 +217,7 @@ class JoinTable:
             entry = _Entry(Stub(stub.event_id, "", stub.timestamp), False, wall)
         waiting = self.pending.pop(item.join_id, None)
         for feedback_id, (feedback, _) in (waiting or {}).items():
+            self.waiting -= 1
             self._changes[f"p|{item.join_id}|{feedback_id}"] = None
             self._join(item.join_id, entry, feedback, out)
         self.stubs[item.join_id] = self._changes[f"s|{item.join_id}"] = entry.encode()
@@ -208,7 +231,9 @@ class JoinTable:
                 self.counts["duplicate"] += 1
                 out.fates.setdefault("", []).append(Fate(feedback, "duplicate"))
                 return
+            self._make_room(out)
             waiting[feedback.feedback_id] = (feedback, wall)
+            self.waiting += 1
             self._pending_expiry.append((wall + self.settings.wait_for_inference_seconds,
                                          join_id, feedback.feedback_id))
             self._changes[f"p|{join_id}|{feedback.feedback_id}"] = _ENC.encode((feedback,
@@ -235,6 +260,7 @@ class JoinTable:
                               stub.prediction))
             return
         entry.feedback_ids.append(feedback.feedback_id)
+        del entry.feedback_ids[:-IDS_PER_INFERENCE]  # bounded, whatever a client re-sends
         bit = _ONCE.get(feedback.kind, 0)
         if entry.kinds & bit:
             self.counts["repeat"] += 1
@@ -255,7 +281,8 @@ class JoinTable:
         return (f"{len(self.stubs)} inferences held, {sum(map(len, self.pending.values()))} "
                 f"feedback waiting; joined {c['joined']}, came first {c['early']}, "
                 f"duplicate {c['duplicate']}, repeat {c['repeat']}, unmatched "
-                f"{c['unmatched']}, inferences expired {c['expired']}")
+                f"{c['unmatched']} (early, past the cap: {c['evicted_feedback']}), "
+                f"inferences expired {c['expired']} (early, past the cap: {c['evicted']})")
 
 
 def _counts(settings: QualitySettings) -> QualityCounts:

@@ -153,3 +153,36 @@ def test_past_the_cap_the_oldest_inferences_leave_and_are_counted() -> None:
     assert table.counts["evicted"] == 2
     changes = table.checkpoint()
     assert changes["s|e:e0"] is None and changes["s|e:e1"] is None
+
+
+def test_past_the_cap_the_oldest_waiting_feedback_is_unmatched_early() -> None:
+    """A flood of feedback for ids no inference has: memory stays bounded and every one
+    still ends with a fate."""
+    table = JoinTable(QualitySettings(max_feedback_waiting=3, wait_for_inference_seconds=300))
+    out = Produced()
+    table.add([label(f"f{i}", f"nobody{i}") for i in range(5)], T0, out)
+    assert table.waiting == 3 and sum(map(len, table.pending.values())) == 3
+    assert statuses(out) == [("f0", "unmatched"), ("f1", "unmatched")]
+    assert table.counts["evicted_feedback"] == 2
+    changes = table.checkpoint()
+    assert changes["p|e:nobody0|f0"] is None and changes["p|e:nobody4|f4"] is not None
+    table.add(stub("nobody3"), T0 + 1, out)  # one of the three meets its inference
+    assert table.waiting == 2 and [o.feedback_id for o in out.outcomes["model=m"]] == ["f3"]
+    table.expire(T0 + 300, out)
+    assert table.waiting == 0 and not table.pending
+    assert len(statuses(out)) == 5  # nothing lost: joined or unmatched, each once
+
+
+def test_an_inference_remembers_a_bounded_number_of_feedback_ids() -> None:
+    """A client sending thousands of feedback for one inference costs neither memory nor
+    quadratic time; the recent ids still catch re-sends."""
+    from pipeline.quality.join import IDS_PER_INFERENCE
+
+    table, out = JoinTable(SETTINGS), Produced()
+    items = [label(f"s{i}", "a", kind="satisfaction") for i in range(2000)]
+    table.add([*stub("a"), *items, label("s1999", "a", kind="satisfaction")], T0, out)
+    assert [o.feedback_id for o in out.outcomes["model=m"]] == ["s0"]
+    counted = [status for _, status in statuses(out)]
+    assert counted.count("repeat") == 1999 and counted.count("duplicate") == 1
+    raw = table.stubs["e:a"]
+    assert len(raw) < 100 + IDS_PER_INFERENCE * 8  # the stub plus at most the last ids
