@@ -85,6 +85,23 @@ def test_a_failed_publish_is_logged_at_warning_with_the_whole_event(
     assert "KafkaConnectionError" in caplog.records[-1].getMessage()
 
 
+def test_statements_that_ran_are_logged_at_debug_and_everything_else_at_info(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A Grafana board's polling must not bury the changes people make in the log."""
+    sent: list[AuditEvent] = []
+    auditor = Auditor(Settings(kafka=NOWHERE), "query", send=sent.extend)  # type: ignore[arg-type]
+    with caplog.at_level(logging.DEBUG, logger="inferwatch.audit"):
+        auditor.record("query.run", "inferwatch", actor="grafana", detail={"statement": "x"})
+        auditor.record("query.run", "inferwatch", actor="grafana", outcome="refused")
+        auditor.record("query.run", "inferwatch", actor="grafana", outcome="failed")
+        auditor.record("silence.add", "s-1", actor="alice")
+    levels = [(r.levelname, r.getMessage().split(":")[1].strip().split()[0])
+              for r in caplog.records if r.name == "inferwatch.audit"
+              and "not published" not in r.getMessage()]
+    assert levels == [("DEBUG", "ok"), ("INFO", "refused"), ("INFO", "failed"),
+                      ("INFO", "ok")]
+
+
 def test_nothing_is_recorded_when_the_trail_is_off(caplog: pytest.LogCaptureFixture) -> None:
     settings = Settings(kafka=NOWHERE, audit=AuditSettings(enabled=False))
     with caplog.at_level(logging.DEBUG, logger="inferwatch.audit"):
