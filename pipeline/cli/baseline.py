@@ -94,11 +94,11 @@ def baseline_set(ctx: click.Context, series: str, start: str | None, end: str | 
     from pipeline.audit import record_sync
     from pipeline.registry.mlflow import RegistryError
     from pipeline.registry.reference import baseline_from_mlflow
+    from pipeline.scoring.baseline_files import build_from_file
     from pipeline.scoring.baseline_topic import publish_baseline
     from pipeline.scoring.baselines import (
         BaselineError,
         build_from_clickhouse,
-        build_from_file,
         format_time,
         parse_time,
         resolve_series,

@@ -3,7 +3,7 @@
 :func:`find_reference` resolves what :func:`~pipeline.registry.mlflow.parse_run_uri` reads to
 the run that trained the model (a model version's ``run_id``, or its logged model's
 ``source_run_id``) and to a local file of ``InferenceEvent`` records that
-:func:`pipeline.scoring.baselines.build_from_file` reads (JSON, JSON lines, Parquet):
+:func:`pipeline.scoring.baseline_files.build_from_file` reads (JSON, JSON lines, Parquet):
 
 1. an artifact of that run, when named (``artifact``, or the PATH of a ``runs:/`` URI that
    ends in ``.json``/``.jsonl``/``.ndjson``/``.parquet``/``.pq``), downloaded with
@@ -278,7 +278,7 @@ def baseline_from_mlflow(
     Raises :class:`RegistryError` and ``BaselineError``."""
     import msgspec
 
-    from pipeline.scoring.baselines import build_from_file
+    from pipeline.scoring.baseline_files import build_from_file
 
     reference = find_reference(run_uri, dst_dir=dst_dir, tracking_uri=tracking_uri,
                                artifact=artifact)

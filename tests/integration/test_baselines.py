@@ -21,8 +21,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from pipeline.dev.publish import publish
+from pipeline.scoring.baseline_files import build_from_file
 from pipeline.scoring.baseline_topic import follow_baselines, publish_baseline, read_baselines
-from pipeline.scoring.baselines import Baseline, build_from_file
+from pipeline.scoring.baselines import Baseline
 from pipeline.windows.drift_profile import DriftProfile, MonitorSpec
 from pipeline.windows.profile import series_key
 from schemas.event import InferenceEvent

@@ -8,16 +8,15 @@ from click.testing import CliRunner
 
 from pipeline.cli import cli
 from pipeline.config import Settings
+from pipeline.scoring.baseline_files import _clean_row, parse_events_json
 from pipeline.scoring.baseline_topic import _keep
 from pipeline.scoring.baselines import (
     Baseline,
     BaselineError,
-    _clean_row,
     _event_of_row,
     events_sql,
     format_time,
     next_version,
-    parse_events_json,
     parse_series_key,
     parse_time,
     resolve_series,
@@ -281,7 +280,7 @@ def test_baseline_set_help_has_an_example() -> None:
 def test_a_file_baseline_prices_events_without_cost_as_the_workers_do(tmp_path) -> None:
     """Live windows carry computed costs; a baseline from a file of the same events must
     too, or the cost distribution would drift against a reference with no costs."""
-    from pipeline.scoring.baselines import build_from_file
+    from pipeline.scoring.baseline_files import build_from_file
     from pipeline.sources.pricing import load_prices
 
     events = [InferenceEvent(event_id=f"c{i}", timestamp=1_750_000_000.0 + i,
