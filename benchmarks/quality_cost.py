@@ -123,14 +123,18 @@ class Traffic:
     # messages in arrival order: (topic, value); inference messages hold --batch events
     messages: list[tuple[str, bytes]]
     event_bytes: int  # JSON bytes of the inference messages
+    series: int = 0  # distinct (model, model_version) of the inferences
 
     def of(self, topic: str) -> list[bytes]:
         return [value for t, value in self.messages if t == topic]
 
 
 def traffic(settings: Settings, events: int, batch: int, share: float, seed: int,
-            request_ids: bool, start: float) -> Traffic:
-    """Seeded classifier traffic and its labels, as the producers would send them."""
+            request_ids: bool, start: float, series: int = 0) -> Traffic:
+    """Seeded classifier traffic and its labels, as the producers would send them;
+    ``series`` > 0: the inferences spread over about that many series (model versions
+    ``<version>.<k>``, round robin), labels unchanged."""
+    split = max(1, series // len(MODELS)) if series else 0
     span = events / RATE
     rng = random.Random(seed)
     served: list[tuple[float, InferenceEvent]] = []
@@ -148,8 +152,14 @@ def traffic(settings: Settings, events: int, batch: int, share: float, seed: int
     messages: list[tuple[str, bytes]] = []
     pending: dict[str, list[Any]] = {topics.events: [], topics.feedback: []}
     counts: Counter[str] = Counter()
-    for _, record in model.stream(served):
+    distinct: set[tuple[str, str | None]] = set()
+    for i, (_, record) in enumerate(model.stream(served)):
         topic = topics.feedback if isinstance(record, FeedbackEvent) else topics.events
+        if split and topic == topics.events:
+            record = msgspec.structs.replace(
+                record, model_version=f"{record.model_version}.{i % split}")
+        if topic == topics.events:
+            distinct.add((record.model, record.model_version))
         pending[topic].append(record)
         counts[topic] += 1
         if len(pending[topic]) == batch:
@@ -159,7 +169,8 @@ def traffic(settings: Settings, events: int, batch: int, share: float, seed: int
         if left:
             messages.append((topic, encode(left)))
     event_bytes = sum(len(v) for t, v in messages if t == topics.events)
-    return Traffic(counts[topics.events], counts[topics.feedback], messages, event_bytes)
+    return Traffic(counts[topics.events], counts[topics.feedback], messages, event_bytes,
+                   len(distinct))
 
 
 # =============================================================================== driving
@@ -503,6 +514,9 @@ def main() -> int:
                         help="share of the inferences that get a label")
     parser.add_argument("--no-request-ids", dest="request_ids", action="store_false")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--series", type=int, default=0,
+                        help="spread the inferences over about this many series "
+                             "(default: the five models' own)")
     parser.add_argument("--profile", action="store_true",
                         help="also cProfile one pass of each stage (untimed)")
     parser.add_argument("--quick", action="store_true", help="30,000 events, 1 round")
@@ -517,7 +531,7 @@ def main() -> int:
     start = wall - args.events / RATE - 900.0  # windows of the run end before wall: published
     say(f"generating {args.events:,} inferences, labels for {args.feedback_share:.0%} …")
     data = traffic(settings, args.events, args.batch, args.feedback_share, args.seed,
-                   args.request_ids, start)
+                   args.request_ids, start, args.series)
     say(f"{data.events:,} inferences in {len(data.of(settings.topics.events))} messages "
         f"({data.event_bytes / data.events:.0f} B/event JSON), {data.feedback:,} labels "
         f"in {len(data.of(settings.topics.feedback))} messages")
@@ -598,7 +612,7 @@ def main() -> int:
                      "events_per_message": args.batch, "records_per_call": args.per_call,
                      "request_ids": args.request_ids, "json_bytes_per_event":
                      data.event_bytes / n, "models": [f"{m.name} {m.version}" for m in MODELS],
-                     "seed": args.seed, "rounds": args.rounds},
+                     "seed": args.seed, "rounds": args.rounds, "series": data.series},
         "cpu_us_per_inference": us,
         "wall_us_per_inference": us_wall,
         "changelog_batch_cpu_us_per_inference": us_build,
@@ -645,7 +659,8 @@ def report(r: dict[str, Any], data: Traffic) -> None:
     w, m = r["workload"], r["machine"]
     print(f"# quality cost ({r['date']}, {m['node']}, {m['cores']} cores {m['arch']}, "
           f"Python {m['python']}, load {m['load_before']:.1f} → {m['load_after']:.1f})")
-    print(f"{w['inferences']:,} inferences ({w['events_per_message']}/message, "
+    print(f"{w['inferences']:,} inferences of {w['series']:,} series "
+          f"({w['events_per_message']}/message, "
           f"{w['json_bytes_per_event']:.0f} B JSON each, request ids: {w['request_ids']}), "
           f"{w['labels']:,} labels; median of {w['rounds']} rounds\n")
     print("| stage | CPU µs / inference | of which GC, µs | inferences / CPU s | × stage 1 | "

@@ -77,6 +77,37 @@ def _bin(confidence: float, bins: int) -> int:
     return confidence_bin(min(1.0, max(0.0, confidence)), bins)
 
 
+class Tally:
+    """Inferences of one series and window and their confidence histogram: what the join
+    counts per inference, cheap to make, send and fold in (a :class:`QualityCounts` holds
+    much more). Its builtins are those of QualityCounts with only these two parts.
+
+    >>> t = Tally(4); t.add_inference(0.9); t.add_inference(None)
+    >>> t.to_builtins()
+    {'i': 2, 'h': [0, 0, 0, 1]}
+    """
+
+    __slots__ = ("confidence_histogram", "inferences")
+
+    def __init__(self, bins: int = 10) -> None:
+        self.inferences = 0
+        self.confidence_histogram = [0] * bins
+
+    def add_inference(self, confidence: float | None, n: int = 1) -> None:
+        self.inferences += n
+        if confidence is not None and math.isfinite(confidence):
+            self.confidence_histogram[_bin(confidence, len(self.confidence_histogram))] += n
+
+    def to_builtins(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"i": self.inferences} if self.inferences else {}
+        if any(self.confidence_histogram):
+            out["h"] = list(self.confidence_histogram)
+        return out
+
+
+_TALLY_KEYS = frozenset({"i", "h"})
+
+
 class QualityCounts:
     """Mergeable quality tallies of one series over one window.
 
@@ -230,6 +261,22 @@ class QualityCounts:
                 cells[OTHER] = cells.get(OTHER, 0) + count
 
     # ------------------------------------------------------------------ merging
+    def merge_builtins(self, data: Mapping[str, Any]) -> None:
+        """Fold in counts in their :meth:`to_builtins` form (same settings); a
+        :class:`Tally`'s is added in place, without building counts to merge (the join
+        sends one per series, window and joins record). ``ValueError`` on malformed data,
+        with nothing changed."""
+        if not isinstance(data, Mapping) or not data.keys() <= _TALLY_KEYS:
+            self.merge(QualityCounts.from_builtins(data, self.bins, self.max_classes,
+                                                   self.thumbs_down_below))
+            return
+        n = _count(data.get("i", 0))
+        histogram = [_count(x) for x in _sized(data["h"], self.bins)] if "h" in data else ()
+        self.inferences += n
+        mine = self.confidence_histogram
+        for i, value in enumerate(histogram):
+            mine[i] += value
+
     def merge(self, other: QualityCounts) -> None:
         """Fold ``other`` in: the same metrics as counting everything here (same ``bins``)."""
         if other is self:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from pipeline.config import QualitySettings
-from pipeline.quality.counts import QualityCounts
+from pipeline.quality.counts import Tally
 from pipeline.quality.records import Fate, FeedbackItem, JoinItem, Outcome, Stub, StubItem
 from pipeline.quality.versions import VersionStats
 from schemas.feedback import FeedbackEvent
@@ -74,7 +74,7 @@ class Produced:
     """Outcomes, inference tallies and fates of one step, per series."""
 
     outcomes: dict[str, list[Outcome]] = field(default_factory=dict)
-    tallies: dict[str, dict[float, QualityCounts]] = field(default_factory=dict)
+    tallies: dict[str, dict[float, Tally]] = field(default_factory=dict)
     fates: dict[str, list[Fate]] = field(default_factory=dict)
     serving: dict[str, VersionStats] = field(default_factory=dict)  # inferences, per series
     # feedback that named a request id, sent on to its event id's join key
@@ -207,7 +207,7 @@ class JoinTable:
             windows = out.tallies.setdefault(stub.series_key, {})
             counts = windows.get(start)
             if counts is None:
-                counts = windows[start] = _counts(self.settings)
+                counts = windows[start] = Tally(self.settings.confidence_bins)
             counts.add_inference(stub.confidence)
             serving = out.serving.get(stub.series_key)
             if serving is None:
@@ -283,10 +283,3 @@ class JoinTable:
                 f"duplicate {c['duplicate']}, repeat {c['repeat']}, unmatched "
                 f"{c['unmatched']} (early, past the cap: {c['evicted_feedback']}), "
                 f"inferences expired {c['expired']} (early, past the cap: {c['evicted']})")
-
-
-def _counts(settings: QualitySettings) -> QualityCounts:
-    return QualityCounts(settings.confidence_bins, settings.max_classes,
-                         settings.thumbs_down_below)
-
-

@@ -77,6 +77,19 @@ class VersionStats:
             setattr(self, name, getattr(self, name) + (value if name in _FLOATS
                                                        else int(value)))
 
+    def merge_builtins(self, data: Mapping[str, Any]) -> None:
+        """Add sums in their :meth:`to_builtins` form (only the sums present: the join sends
+        one per series and joins record); ``ValueError`` on a malformed value, with nothing
+        changed. Unknown names are ignored, as in :meth:`from_builtins`."""
+        present = [(name, data[name]) for name in SUMS if name in data]
+        for name, value in present:
+            if not isinstance(value, int | float) or isinstance(value, bool) \
+                    or not math.isfinite(value):
+                raise ValueError(f"malformed version sums: {name}={value!r}")
+        for name, value in present:
+            setattr(self, name, getattr(self, name) + (float(value) if name in _FLOATS
+                                                       else int(value)))
+
     def empty(self) -> bool:
         return not (self.inferences or self.labelled or self.satisfaction_n)
 

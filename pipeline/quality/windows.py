@@ -103,7 +103,7 @@ class QualityWindows:
             if start >= oldest:
                 window = self._window(batch.series_key, INFERENCE, start, offset)
                 if window is not None:
-                    window.merge(self._load(data))
+                    window.merge_builtins(data)
         learned = self._new()
         for outcome in batch.outcomes:
             at_inference = self._start(outcome.inference_time)
@@ -168,7 +168,7 @@ class QualityWindows:
                                              and not series.period_changed):
             return  # absorbed before a crash; its change landed
         if batch.serving:
-            series.period.merge(VersionStats.from_builtins(batch.serving))
+            series.period.merge_builtins(batch.serving)
         below = self.settings.quality.thumbs_down_below
         for outcome in batch.outcomes:
             series.period.add(outcome, below)

@@ -403,3 +403,25 @@ def test_metrics_make_a_valid_quality_window():
         m["accuracy"], m["classes"], m["confusion"], m["labelled"])
     assert w.mae == m["mae"] and w.label_delay_p99_s == m["label_delay_p99_s"]
     assert window(QualityCounts().metrics()).accuracy is None
+
+
+def test_merging_builtins_equals_merging_the_counts_they_stand_for() -> None:
+    """The join's per-record tallies are folded in without building counts: same result
+    as the full path, for a tally and for counts with labels; malformed changes nothing."""
+    from pipeline.quality.counts import Tally
+
+    tally = Tally(10)
+    for c in (0.05, 0.5, 0.95, None, 0.95):
+        tally.add_inference(c)
+    labelled = counted([label("cat", "cat", 0.9), label("cat", "dog", 0.6)])
+    for data in (tally.to_builtins(), labelled.to_builtins(), {}):
+        fast, full = counted([label("a", "a", 0.7)]), counted([label("a", "a", 0.7)])
+        fast.merge_builtins(data)
+        full.merge(QualityCounts.from_builtins(data))
+        assert fast.to_builtins() == full.to_builtins()
+    q = counted([label("a", "a", 0.7)])
+    before = q.to_builtins()
+    for bad in ({"i": -1}, {"i": 3, "h": [1, 2]}, {"i": True}, {"i": 2, "h": [0] * 9 + [-1]}):
+        with pytest.raises(ValueError, match="malformed quality counts"):
+            q.merge_builtins(bad)
+        assert q.to_builtins() == before

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import get_args
 
 import msgspec
+import pytest
 
 from pipeline.alerting.conditions.version_comparison import (
     METRICS,
@@ -148,3 +149,19 @@ def test_a_quiet_version_does_not_hold_the_others_back_for_long() -> None:
         book.add(summary("v1", T0 + 300 * k))
         out = book.add(summary("v2", T0 + 300 * k))
     assert [w["window_end"] for w in out] == [T0 + 900, T0 + 900]
+
+
+def test_adding_sums_as_builtins_equals_merging_them_and_a_bad_one_changes_nothing() -> None:
+    part = VersionStats()
+    part.add_inference(120.0, True)
+    part.add_inference(80.0, False)
+    fast, full = VersionStats(), VersionStats()
+    fast.add_inference(10.0, False)
+    full.add_inference(10.0, False)
+    fast.merge_builtins(part.to_builtins())
+    full.merge(VersionStats.from_builtins(part.to_builtins()))
+    assert fast.to_builtins() == full.to_builtins()
+    before = fast.to_builtins()
+    with pytest.raises(ValueError, match="malformed version sums"):
+        fast.merge_builtins({"inferences": 3, "latency_sum": float("nan")})
+    assert fast.to_builtins() == before
