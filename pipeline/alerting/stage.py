@@ -110,6 +110,7 @@ class AlertRuleStage:
         self._next_sweep = 0.0
         self._done: dict[int, int] = {}  # last metrics offset evaluated, per partition
         self.published = 0
+        self.from_the_future = 0  # windows skipped: ending past what ingest lets through
 
     # ------------------------------------------------------------------ partitions
     def on_assign(self, topic: str, partition: int, state: dict[str, bytes]) -> int | None:
@@ -179,13 +180,17 @@ class AlertRuleStage:
             try:
                 if contract == VERSION_CONTRACT:
                     summary = _VERSIONS.decode(record.value or b"")
+                    if self._from_the_future(summary.period_end, wall, record, topic):
+                        continue
                     windows += self.versions.add(summary)
                     model = VersionBook.model_key(summary.labels)
                     self.models.setdefault(partition, set()).add(model)
                     models_touched.add(model)
                     continue
-                windows.append(_WINDOW.decode(record.value or b"") if contract ==
-                               b"WindowMetrics" else _quality(record.value or b""))
+                window = (_WINDOW.decode(record.value or b"") if contract == b"WindowMetrics"
+                          else _quality(record.value or b""))
+                if not self._from_the_future(_order(window)[0], wall, record, topic):
+                    windows.append(window)
             except Exception as exc:  # the sink dead-letters it; go on
                 log.warning("%s[%d]@%d is not a %s (%s): skipped", topic, partition,
                             record.offset, contract.decode(errors="replace"), describe(exc))
@@ -315,8 +320,25 @@ class AlertRuleStage:
         for state, n in self.evaluator.counts().items():
             ALERTS.labels(state).set(n)
 
+    def _from_the_future(self, end: float, wall: float, record: Any, topic: str) -> bool:
+        """Whether a window ends past anything ingest lets through (events at most
+        ``limits.max_future_seconds`` ahead, plus a window): one such record would move a
+        series' clock ahead and freeze its alerts (a window older than the clock changes
+        nothing), so it is skipped, with a warning."""
+        s = self.settings
+        edge = (wall + s.limits.max_future_seconds + 60.0
+                + max(s.metrics.window_seconds, s.quality.window_seconds))
+        if end <= edge:
+            return False
+        self.from_the_future += 1
+        log.warning("%s[%d]@%d ends %.0f s from now, past what ingest accepts: skipped",
+                    topic, record.partition, record.offset, end - wall)
+        return True
+
     def summary(self) -> str:
         stats = self.sender.stats
         return (f"alerts: {len(self.evaluator.firing())} firing, {self.published} published, "
                 f"{len(self.silences.active(time.time()))} active silences, notifications sent "
-                f"{stats.sent} failed {stats.failed} dropped {stats.dropped}")
+                f"{stats.sent} failed {stats.failed} dropped {stats.dropped}"
+                + (f", windows from the future skipped {self.from_the_future}"
+                   if self.from_the_future else ""))
