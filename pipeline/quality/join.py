@@ -115,8 +115,10 @@ class JoinTable:
                 table.stubs[name[2:]] = raw
                 stubs.append((arrived + settings.horizon_seconds, name[2:]))
             elif name.startswith("p|"):
-                join_id, _, feedback_id = name[2:].rpartition("|")
                 feedback, arrived = _PENDING.decode(raw)
+                # p|<join id>|<feedback id>: either may hold "|", the feedback knows its id
+                feedback_id = feedback.feedback_id
+                join_id = name[2:-len(feedback_id) - 1]
                 table.pending.setdefault(join_id, {})[feedback_id] = (feedback, arrived)
                 table.waiting += 1
                 pending.append((arrived + settings.wait_for_inference_seconds, join_id,

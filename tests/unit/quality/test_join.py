@@ -186,3 +186,14 @@ def test_an_inference_remembers_a_bounded_number_of_feedback_ids() -> None:
     assert counted.count("repeat") == 1999 and counted.count("duplicate") == 1
     raw = table.stubs["e:a"]
     assert len(raw) < 100 + IDS_PER_INFERENCE * 8  # the stub plus at most the last ids
+
+
+def test_waiting_feedback_whose_ids_hold_the_separator_is_restored_under_its_own_key() -> None:
+    """Ids are free text: ``p|<join id>|<feedback id>`` cannot be split at a "|"."""
+    table, out = JoinTable(SETTINGS), Produced()
+    table.add([label("f|1", "a|b")], T0, out)
+    state = {k: v for k, v in table.checkpoint().items() if v is not None}
+    again, later = JoinTable.restore(SETTINGS, state), Produced()
+    assert again.waiting == 1 and list(again.pending) == ["e:a|b"]
+    again.add(stub("a|b"), T0 + 1, later)
+    assert [o.feedback_id for o in later.outcomes["model=m"]] == ["f|1"]
