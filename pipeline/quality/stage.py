@@ -24,12 +24,13 @@ from pipeline.runtime.stage import Changes, Output, Step
 from pipeline.sources.codec import Rejection, describe
 from pipeline.sources.dlq import dead_letter
 from schemas.metrics import CONTRACT_HEADER
-from schemas.quality import QUALITY_CONTRACT, VERSION_CONTRACT
+from schemas.quality import QUALITY_CONTRACT, VERSION_CONTRACT, VersionSummary
 
 __all__ = ["QualityStage"]
 
 _BATCH = msgspec.msgpack.Decoder(OutcomeBatch)
 _JSON = msgspec.json.Encoder()
+_SUMMARY = msgspec.json.Decoder(VersionSummary)
 _HEADERS = (("content-type", b"application/json"), (CONTRACT_HEADER, QUALITY_CONTRACT))
 _VERSION_HEADERS = (("content-type", b"application/json"), (CONTRACT_HEADER, VERSION_CONTRACT))
 
@@ -108,11 +109,12 @@ class QualityStage:
     def _output(self, name: str, record: bytes) -> Output:
         """Quality windows keyed by series; version sums by model (``out|v|…``), so every
         version of a model reaches the alerting worker that compares them."""
-        _, kind, _, key, _ = name.split("|", 4)  # the series key (last) may hold "|"
-        if kind == "v":
+        if name.startswith("out|v|"):  # the model key in the name holds "|": ask the record
+            key = VersionBook.model_key(_SUMMARY.decode(record).labels)
             return Output(self.settings.topics.metrics, key.encode(), record,
                           headers=_VERSION_HEADERS)
-        return Output(self.settings.topics.metrics, name.split("|", 4)[4].encode(), record,
+        series_key = name.split("|", 4)[4]  # out|<basis>|<start>|<version>|<series key>
+        return Output(self.settings.topics.metrics, series_key.encode(), record,
                       headers=_HEADERS)
 
     def summary(self) -> str:

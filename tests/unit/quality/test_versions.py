@@ -165,3 +165,27 @@ def test_adding_sums_as_builtins_equals_merging_them_and_a_bad_one_changes_nothi
     with pytest.raises(ValueError, match="malformed version sums"):
         fast.merge_builtins({"inferences": 3, "latency_sum": float("nan")})
     assert fast.to_builtins() == before
+
+
+def test_version_sums_are_keyed_by_the_whole_model_key() -> None:
+    """Every version of a model meets at one alerting worker: the Kafka key is the series'
+    labels without the version, all of them (the outbox name cannot be split for it)."""
+    from pipeline.quality.records import OutcomeBatch
+    from pipeline.quality.stage import QualityStage
+
+    settings = Settings()
+    stage = QualityStage(settings)
+    stage.on_assign(settings.topics.outcomes, 0, {})
+    serving = VersionStats()
+    serving.add_inference(100.0, False)
+    keys = []
+    for version in ("v1", "v2"):
+        series = f"model=clf|model_version={version}|operation=classify"
+        batch = OutcomeBatch(0, 1, series, [], [], [], serving.to_builtins())
+        record = Record(settings.topics.outcomes, 0, 0, series.encode(),
+                        msgspec.msgpack.encode(batch))
+        stage.on_batch(settings.topics.outcomes, 0, [record], T0)
+        step = stage.on_tick(T0 + 2 * settings.quality.window_seconds, lambda t, p: True)
+        keys += [o.key for o in step.outputs
+                 if (CONTRACT_HEADER, VERSION_CONTRACT) in list(o.headers)]
+    assert keys == [b"model=clf|operation=classify"] * 2
