@@ -103,6 +103,8 @@ class Sender:
                     await self._send_batch(kafka)
                 except KafkaAccessError as exc:
                     self._give_up(exc)
+                    if kafka is not None:  # refused mid-session (a re-authentication)
+                        await self._stop(kafka)
                     kafka = await self._reprobe()
                     if kafka is None:
                         return  # closed while refused
