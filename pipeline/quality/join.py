@@ -228,12 +228,12 @@ class JoinTable:
                   out: Produced) -> None:
         raw = self.stubs.get(join_id)
         if raw is None:
-            waiting = self.pending.setdefault(join_id, {})
-            if feedback.feedback_id in waiting:
+            if feedback.feedback_id in self.pending.get(join_id, {}):
                 self.counts["duplicate"] += 1
                 out.fates.setdefault("", []).append(Fate(feedback, "duplicate"))
                 return
-            self._make_room(out)
+            self._make_room(out)  # first: it may empty (and drop) this very join key's dict
+            waiting = self.pending.setdefault(join_id, {})
             waiting[feedback.feedback_id] = (feedback, wall)
             self.waiting += 1
             self._pending_expiry.append((wall + self.settings.wait_for_inference_seconds,

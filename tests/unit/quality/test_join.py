@@ -197,3 +197,14 @@ def test_waiting_feedback_whose_ids_hold_the_separator_is_restored_under_its_own
     assert again.waiting == 1 and list(again.pending) == ["e:a|b"]
     again.add(stub("a|b"), T0 + 1, later)
     assert [o.feedback_id for o in later.outcomes["model=m"]] == ["f|1"]
+
+
+def test_past_the_cap_feedback_for_the_same_unknown_inference_is_not_lost() -> None:
+    """The oldest waiting feedback made room for may share the new one's join key."""
+    table = JoinTable(QualitySettings(max_feedback_waiting=1, wait_for_inference_seconds=300))
+    out = Produced()
+    table.add([label("f1", "x"), label("f2", "x", kind="satisfaction")], T0, out)
+    assert table.waiting == 1 and list(table.pending["e:x"]) == ["f2"]
+    table.add(stub("x"), T0 + 1, out)
+    assert statuses(out) == [("f1", "unmatched"), ("f2", "joined")]
+    assert table.waiting == 0 and not table.pending
