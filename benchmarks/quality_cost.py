@@ -43,7 +43,7 @@ no broker). No Kafka or ClickHouse I/O and no ticks: what a real worker pays on 
 the bytes it would write are counted instead.
 
 Usage:  .venv/bin/python benchmarks/quality_cost.py [--events 200000] [--rounds 5]
-            [--feedback-share 0.2] [--no-request-ids] [--profile] [--quick]
+            [--feedback-share 0.2] [--no-request-ids] [--series N] [--profile] [--quick]
 Progress to stderr, a markdown table to stdout, everything to
 ``benchmarks/out/quality_cost.json``.
 """
