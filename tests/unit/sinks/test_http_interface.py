@@ -9,11 +9,9 @@ clients use is honoured, and nothing a client sends writes to the store or the h
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import gzip
 import json
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
-import msgspec
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from pipeline.audit import Auditor
 from pipeline.config import QuerySettings
-from pipeline.sinks.clickhouse.http_interface import Endpoint, serve_http
+from pipeline.sinks.clickhouse.http_interface import Endpoint
 from pipeline.sinks.clickhouse.readonly_engine import refusal
+from tests.unit.sinks.endpoint import serving
 
 PASSWORD = "s3cret-for-tests"
 ROWS = 25
@@ -43,24 +40,12 @@ def endpoint(store: Any) -> Iterator[Endpoint]:
                          "at DateTime('UTC')) ENGINE = MergeTree ORDER BY id")
     store.client.command(f"INSERT INTO probe SELECT number, concat('n', toString(number)), "
                          f"toDateTime('2026-01-01 00:00:00', 'UTC') + number FROM numbers({ROWS})")
-    settings = msgspec.structs.replace(
-        store.settings, query=QuerySettings(port=0, password=PASSWORD))
-    path = settings.clickhouse_dsn.removeprefix("chdb://")
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
+
     async def kept(events: Any) -> None:  # the audit trail's own tests: test_query_guard.py
         pass
 
-    audit = Auditor(settings, "query", send=kept)
-    runner, end = asyncio.run_coroutine_threadsafe(serve_http(path, settings, audit),
-                                                   loop).result(30)
-    try:
+    with serving(store, QuerySettings(port=0, password=PASSWORD), kept) as end:
         yield end
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ publisher is replaced by a list (its Kafka path is the integration test's).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import ipaddress
@@ -21,24 +20,22 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
-from pipeline.audit import Auditor
 from pipeline.config import QuerySettings
 from pipeline.sinks.clickhouse.http_interface import (
     Endpoint,
     TlsError,
-    serve_http,
     tls_context,
 )
 from pipeline.sinks.clickhouse.owner import OwnerInfo, StoreLock
 from pipeline.sinks.clickhouse.query import QueryError, owner_client, run_query
 from schemas.audit import AuditEvent
+from tests.unit.sinks.endpoint import serving
 
 PASSWORD = "guarded-s3cret"
 SECONDS = 2.0  # max_execution_seconds of the guarded endpoint
@@ -62,25 +59,6 @@ class Trail:
         while len(self.events) < count and time.monotonic() < deadline:
             time.sleep(0.05)
         return list(self.events)
-
-
-@contextmanager
-def serving(store: Any, query: QuerySettings, trail: Trail) -> Iterator[Endpoint]:
-    settings = msgspec.structs.replace(store.settings, query=query)
-    path = settings.clickhouse_dsn.removeprefix("chdb://")
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    audit = Auditor(settings, "query", send=trail)
-    runner, end = asyncio.run_coroutine_threadsafe(serve_http(path, settings, audit),
-                                                   loop).result(30)
-    try:
-        yield end
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 @pytest.fixture(scope="module")
