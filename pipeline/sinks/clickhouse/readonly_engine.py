@@ -198,7 +198,7 @@ class Statement:
     settings: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)  # {name:Type} query parameters
     revision: int = 0  # client_protocol_version: the Native framing the client decodes
-    limits: Limits | None = None  # None: the engine's own (no per-query limits)
+    limits: Limits = field(kw_only=True)  # the endpoint's: never a statement without them
 
 
 @dataclass(frozen=True)
@@ -294,8 +294,8 @@ def execute(path: str, statement: Statement) -> Outcome:
     sql = statement.sql.strip().rstrip(";")
     discovery = " ".join(_strip(sql).split()).lower().removesuffix(" format native").strip()
     limits = statement.limits
-    applied = limits.applied(statement.settings) if limits is not None else {}
-    if applied and discovery == _SETTINGS_DISCOVERY:
+    applied = limits.applied(statement.settings)
+    if discovery == _SETTINGS_DISCOVERY:
         for name, floor in _DISCOVERY_RESULT.items():
             applied[name] = str(max(int(applied[name]), floor))
     handle = chdb.connect(os.path.realpath(path))
@@ -314,8 +314,7 @@ def execute(path: str, statement: Statement) -> Outcome:
             raise
         except Exception as exc:  # chDB raises RuntimeError with ClickHouse's text
             error = _error(exc)
-            raise (explain_limit(error, applied, limits) if limits is not None
-                   else error) from exc
+            raise explain_limit(error, applied, limits) from exc
         fmt = trailing_format(sql) or statement.fmt
         body = result.bytes() or b""
         if fmt == "Native" and statement.revision >= CUSTOM_SERIALIZATION:
@@ -323,7 +322,7 @@ def execute(path: str, statement: Statement) -> Outcome:
                 body = reframe(body, statement.revision)
             except UnsupportedType as exc:
                 raise EngineError(48, f"{exc}. (NOT_IMPLEMENTED)") from exc
-        if limits is not None and len(body) > int(applied["max_result_bytes"]):
+        if len(body) > int(applied["max_result_bytes"]):
             # The engine counts a block's bytes in memory, where a constant column is one
             # value: SELECT repeat('x', 10000) FROM numbers(500) passes its check at 20 KB
             # and formats to 5 MB. The limit is on what the client receives, so: here too.
