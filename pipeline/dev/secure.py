@@ -49,9 +49,11 @@ ROLES = (ADMIN, WORKER, PRODUCER)
 TOPIC, GROUP, CLUSTER = 2, 3, 4
 LITERAL, PREFIXED = 3, 4
 READ, WRITE, CREATE, ALTER, DESCRIBE = 3, 4, 5, 7, 8
+DESCRIBE_CONFIGS, ALTER_CONFIGS = 10, 11
 _ALLOW = 3
 _OPERATIONS = {READ: "Read", WRITE: "Write", CREATE: "Create", ALTER: "Alter",
-               DESCRIBE: "Describe"}
+               DESCRIBE: "Describe", DESCRIBE_CONFIGS: "DescribeConfigs",
+               ALTER_CONFIGS: "AlterConfigs"}
 _RESOURCES = {TOPIC: "topic", GROUP: "group", CLUSTER: "cluster"}
 
 
@@ -76,8 +78,10 @@ def role_acls(settings: Settings, worker: str = WORKER, producer: str = PRODUCER
     The worker (``worker`` user) reads, writes, describes and creates every configured
     topic (the commands create missing ones), and owns everything named after its app id:
     the state topics ``<app_id>-<stage>-state`` (also grown: Alter) and the consumer groups
-    ``<app_id>-<stage>`` and ``<app_id>-sink``. The producer (``producer`` user) may only
-    write to, and describe, the events and feedback topics: what the SDK sends.
+    ``<app_id>-<stage>`` and ``<app_id>-sink``. It also reads and sets the dead-letter
+    topic's configs: every start brings its retention to ``privacy.dlq_retention_days``.
+    The producer (``producer`` user) may only write to, and describe, the events and
+    feedback topics: what the SDK sends.
 
     >>> acls = role_acls(Settings())
     >>> [str(a) for a in acls if a.principal == "User:producer"]
@@ -97,6 +101,7 @@ prefixed group inferwatch-']
     acls = [Acl(w, op, TOPIC, name) for name in names for op in (READ, WRITE, DESCRIBE, CREATE)]
     acls += [Acl(w, op, TOPIC, own, PREFIXED) for op in (READ, WRITE, DESCRIBE, CREATE, ALTER)]
     acls += [Acl(w, op, GROUP, own, PREFIXED) for op in (READ, DESCRIBE)]
+    acls += [Acl(w, op, TOPIC, topics.dlq) for op in (DESCRIBE_CONFIGS, ALTER_CONFIGS)]
     acls += [Acl(p, op, TOPIC, name) for name in (topics.events, topics.feedback)
              for op in (WRITE, DESCRIBE)]
     return acls
