@@ -101,14 +101,16 @@ class Sender:
                     if kafka is None:
                         kafka = await self._connect()
                     await self._send_batch(kafka)
-                except KafkaAccessError as exc:
-                    self._give_up(exc)
-                    if kafka is not None:  # refused mid-session (a re-authentication)
-                        await self._stop(kafka)
-                    kafka = await self._reprobe()
-                    if kafka is None:
-                        return  # closed while refused
                 except Exception as exc:
+                    refused = access_error(self._settings.kafka, exc)  # raised, or mid-session
+                    if refused is not None:
+                        self._give_up(refused)
+                        if kafka is not None:
+                            await self._stop(kafka)
+                        kafka = await self._reprobe()
+                        if kafka is None:
+                            return  # closed while refused
+                        continue
                     failures += 1
                     self._on_failure(exc, failures)
                     if kafka is not None:

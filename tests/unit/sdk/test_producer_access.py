@@ -137,3 +137,28 @@ def test_a_forbidden_topic_drops_its_records_and_the_rest_flows(fake, caplog) ->
                       f"producer may not use topic {settings.topics.feedback} at 127.0.0.1:1 "
                       "(no ACL allows it; see docs/security.md) (further drops are counted in "
                       "stats.dropped)"]
+
+
+def test_a_refusal_mid_session_is_a_refusal_not_an_outage(fake, caplog) -> None:
+    """Credentials revoked while connected (a re-authentication fails inside a send): one
+    ERROR and the refused state, not outage warnings and retries."""
+    caplog.set_level(logging.DEBUG, logger="pipeline.sdk.producer")
+    producer = Producer(Settings(kafka=KAFKA), linger=0)
+    try:
+        producer.emit(_event(1))
+        assert producer.flush(timeout=5)
+
+        async def revoked(*args, **kwargs):
+            raise SaslAuthenticationFailed("re-authentication failed")
+
+        fake.send_and_wait = revoked
+        producer.emit(_event(2))
+        assert producer.flush(timeout=5) is False
+        assert (producer.stats.error or "").startswith("authentication failed for user producer")
+        assert producer.stats.dropped == 1
+    finally:
+        producer.close(timeout=1)
+    loud = [(r.levelname, r.getMessage()) for r in caplog.records
+            if r.name == "pipeline.sdk.producer" and r.levelno >= logging.WARNING]
+    assert [level for level, _ in loud] == ["ERROR"], loud
+    assert loud[0][1].startswith("Kafka refused this producer: authentication failed")
