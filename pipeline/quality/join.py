@@ -280,7 +280,7 @@ class JoinTable:
 
     def summary(self) -> str:
         c = self.counts
-        return (f"{len(self.stubs)} inferences held, {sum(map(len, self.pending.values()))} "
+        return (f"{len(self.stubs)} inferences held, {self.waiting} "
                 f"feedback waiting; joined {c['joined']}, came first {c['early']}, "
                 f"duplicate {c['duplicate']}, repeat {c['repeat']}, unmatched "
                 f"{c['unmatched']} (early, past the cap: {c['evicted_feedback']}), "

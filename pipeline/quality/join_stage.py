@@ -98,7 +98,7 @@ class JoinStage:
     def on_tick(self, wall: float, caught_up: Callable[[str, int], bool]) -> Step:
         step = Step()
         _HELD_STUBS.set(sum(len(t.stubs) for t in self.tables.values()))
-        _HELD_FEEDBACK.set(sum(sum(map(len, t.pending.values())) for t in self.tables.values()))
+        _HELD_FEEDBACK.set(sum(t.waiting for t in self.tables.values()))
         for partition, table in self.tables.items():
             out, changes = Produced(), {}
             table.expire(wall, out)
@@ -155,5 +155,5 @@ class JoinStage:
 
     def summary(self) -> str:
         held = sum(len(t.stubs) for t in self.tables.values())
-        waiting = sum(sum(map(len, t.pending.values())) for t in self.tables.values())
+        waiting = sum(t.waiting for t in self.tables.values())
         return f"quality join: {held} inferences held, {waiting} feedback waiting"

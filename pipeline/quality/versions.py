@@ -99,12 +99,7 @@ class VersionStats:
     @classmethod
     def from_builtins(cls, data: Mapping[str, Any]) -> VersionStats:
         stats = cls()
-        for name in SUMS:
-            value = data.get(name, 0)
-            if not isinstance(value, int | float) or isinstance(value, bool) \
-                    or not math.isfinite(value):
-                raise ValueError(f"malformed version sums: {name}={value!r}")
-            setattr(stats, name, float(value) if name in _FLOATS else int(value))
+        stats.merge_builtins(data)  # absent sums stay 0
         return stats
 
 
