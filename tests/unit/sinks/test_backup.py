@@ -140,7 +140,7 @@ def test_back_up_wipe_restore_gives_every_table_back(tmp_path: Path) -> None:
     data.write_bytes(raw)
     failed = inferwatch("restore", "--force", str(damaged), home=home)
     assert failed.returncode == 1
-    assert "alerts: part 2" in failed.stderr
+    assert "alerts: part " in failed.stderr  # the damaged table (its part number: the engine's)
     assert "of the backup is damaged (" in failed.stderr
     assert "(CHECKSUM_DOESNT_MATCH)" in failed.stderr
     assert snapshot(home) == before  # both failures left the store as it was
