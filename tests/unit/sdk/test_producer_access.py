@@ -9,10 +9,16 @@ import time
 from typing import ClassVar
 
 import pytest
-from aiokafka.errors import SaslAuthenticationFailed, TopicAuthorizationFailedError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+)
 
+import pipeline.runtime.kafka as kafka_module
 import pipeline.sdk.sender as sender_module
 from pipeline.config import KafkaSettings, Settings
+from pipeline.runtime.kafka import access_error
 from pipeline.sdk.producer import Producer
 from schemas.event import InferenceEvent
 
@@ -23,8 +29,10 @@ KAFKA = KafkaSettings(bootstrap_servers="127.0.0.1:1", security_protocol="SASL_P
 
 
 class Fake:
-    """Stands in for AIOKafkaProducer: ``refuse`` fails start() as a wrong password does;
-    ``denied`` topics fail sends as a missing ACL does."""
+    """Stands in for AIOKafkaProducer: ``refuse`` fails start() as aiokafka does for a
+    wrong password (a bare "Unable to bootstrap": the cause goes only to its log, and our
+    own probe, ``check_access``, finds it); ``denied`` topics fail sends as a missing ACL
+    does."""
 
     refuse = False
     denied: ClassVar[set[str]] = set()
@@ -37,7 +45,7 @@ class Fake:
     async def start(self) -> None:
         type(self).starts += 1
         if self.refuse:
-            raise SaslAuthenticationFailed("invalid credentials with SASL mechanism SCRAM-SHA-512")
+            raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 1, <AF_INET>)]")
 
     async def send_and_wait(self, topic, value, key=None, headers=None):
         if topic in self.denied:
@@ -52,6 +60,13 @@ class Fake:
 def fake(monkeypatch: pytest.MonkeyPatch) -> type[Fake]:
     cls = type("F", (Fake,), {"refuse": False, "denied": set(), "starts": 0, "sent": []})
     monkeypatch.setattr(sender_module, "AIOKafkaProducer", cls)
+
+    async def probe(kafka: KafkaSettings, timeout: float = 10.0) -> None:  # the broker's answer
+        if cls.refuse:
+            raise access_error(kafka, SaslAuthenticationFailed(  # type: ignore[misc]
+                "invalid credentials with SASL mechanism SCRAM-SHA-512"))
+
+    monkeypatch.setattr(kafka_module, "check_access", probe)
     return cls
 
 
