@@ -484,6 +484,7 @@ def prometheus_config() -> tuple[dict[str, Any], Path]:
 
 def test_compose_prometheus_scrapes_every_worker_and_loads_the_rules() -> None:
     config, _ = prometheus_config()
+    assert config["rule_files"], "prometheus loads no rule files: the alerts never fire"
     for rule_file in config["rule_files"]:
         found = host_path("prometheus", rule_file)
         assert found is not None and found.is_file(), f"rule file {rule_file} not mounted"
@@ -531,15 +532,20 @@ def test_compose_grafana_provisioning_is_mounted_and_its_variables_set() -> None
              for kind in ("datasources", "dashboards")]
     directories = [d for d in found if d is not None and d.is_dir()]
     assert len(directories) == 2, f"grafana provisioning not mounted: {found}"
+    providers = 0
     for directory in directories:
-        for file in sorted(directory.glob("*.y*ml")):
+        files = sorted(directory.glob("*.y*ml"))
+        assert files, f"{directory}: nothing for grafana to provision"
+        for file in files:
             text = re.sub(r"(?m)(^|\s)#.*", "", file.read_text())  # not in comments
             for var in re.findall(r"\$\{(\w+)\}", text):
                 assert var in env, f"{file.name} reads ${{{var}}}: grafana does not set it"
             doc = yaml.safe_load(file.read_text())
             for provider in doc.get("providers", []):
+                providers += 1
                 dashboards = host_path("grafana", provider["options"]["path"])
                 assert dashboards is not None and list(dashboards.glob("*.json")), provider
+    assert providers, "no dashboard provider: grafana would show no dashboards"
     assert env["INFERWATCH_CH_HOST"] == "clickhouse" and "clickhouse" in services()
     assert int(env["INFERWATCH_CH_PORT"]) == CLICKHOUSE_HTTP_PORT
     prometheus = urlsplit(env["INFERWATCH_PROMETHEUS_URL"])
@@ -865,13 +871,16 @@ def test_kubernetes_static_membership_only_where_ids_are_stable_and_unique() -> 
 
 
 def test_kubernetes_sink_runs_alone_while_it_migrates() -> None:
+    sinks = []
     for name in CONTAINERS:
         workload, _ = container(name)
         settings, _, params = kube_container(name)
         if "sink" in worker_roles(settings, params):
+            sinks.append(name)
             assert workload["spec"]["replicas"] == 1, name
             assert workload["spec"]["strategy"]["type"] == "Recreate", (
                 f"{name}: a new sink migrates on start; no other sink may write meanwhile")
+    assert sinks, "no container runs the sink role: nothing stores the events"
 
 
 def test_kubernetes_disruption_budgets_select_workers() -> None:
