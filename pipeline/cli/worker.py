@@ -23,6 +23,7 @@ def worker(ctx: click.Context, roles: str | None, loglevel: str) -> None:
     """
     from pipeline.alerting.rules import RuleError
     from pipeline.runtime.worker import run_worker
+    from pipeline.sinks.clickhouse.http_interface import TlsError
     from pipeline.sinks.clickhouse.owner import StoreBusyError
     from pipeline.sources.pricing import PriceTableError
 
@@ -34,5 +35,5 @@ def worker(ctx: click.Context, roles: str | None, loglevel: str) -> None:
                                  param_hint="--roles")
     try:
         sys.exit(run_worker(settings, chosen, loglevel=loglevel))
-    except (StoreBusyError, TimeoutError, PriceTableError, RuleError) as exc:
+    except (StoreBusyError, TimeoutError, PriceTableError, RuleError, TlsError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -155,12 +155,15 @@ def run_worker(settings: Settings, roles: Sequence[str], loglevel: str = "info")
 
 
 def check_files(settings: Settings) -> RuleSet | None:
-    """Read the files the settings name (price table, alert rules) before anything starts,
-    so a mistake is one line naming file and line (PriceTableError, RuleError), not a
-    traceback from a running stage. The rules read are the ones the worker runs."""
+    """Read the files the settings name (price table, alert rules, the query endpoint's
+    TLS files) before anything starts, so a mistake is one line naming file and line or
+    setting (PriceTableError, RuleError, TlsError), not a traceback from a running stage.
+    The rules read are the ones the worker runs."""
+    from pipeline.sinks.clickhouse.http_interface import tls_context
     from pipeline.sources.pricing import price_table
 
     price_table(settings.pricing)
+    tls_context(settings.query)
     if not settings.alerts.rules:
         return None
     from pipeline.alerting.rules import load_rules

@@ -326,3 +326,15 @@ def test_tls_settings_that_cannot_work_say_which(tmp_path: Path) -> None:
         tls_context(QuerySettings(tls_certfile=str(tmp_path / "none.crt"),
                                   tls_keyfile=str(key)))
     assert tls_context(QuerySettings(tls_certfile=str(cert), tls_keyfile=str(key)))
+    # the worker says so in one line before it starts anything (no broker here)
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    out = CliRunner().invoke(cli, ["worker", "--roles", "sink"], env={
+        "INFERWATCH_HOME": str(tmp_path / "home"), "INFERWATCH_KAFKA": "127.0.0.1:1",
+        "INFERWATCH_QUERY__TLS_CERTFILE": str(cert)})
+    assert out.exit_code == 1, out.output
+    assert out.output.strip().splitlines() == [
+        "Error: [query] tls_certfile is set but tls_keyfile is not: HTTPS needs both PEM "
+        "files (the certificate chain and its private key)"]
