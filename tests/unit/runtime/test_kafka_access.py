@@ -86,10 +86,18 @@ def test_the_cause_is_found_behind_a_wrapping_error() -> None:
 
 
 def test_other_refusals_still_name_the_user_and_never_the_password() -> None:
-    for error in (ClusterAuthorizationFailedError("CreateAcls"),
-                  UnsupportedSaslMechanismError("enabled mechanisms are: ['PLAIN']")):
-        text = str(access_error(KAFKA, error))
-        assert SECRET not in text
+    for error, expected in (
+        (ClusterAuthorizationFailedError("CreateAcls"),
+         "not authorized: user svc-ingest at kafka-1:9093,kafka-2:9093: [Error 31] "
+         "ClusterAuthorizationFailedError: CreateAcls (see docs/security.md)"),
+        (UnsupportedSaslMechanismError("enabled mechanisms are: ['PLAIN']"),
+         "SASL at kafka-1:9093,kafka-2:9093: [Error 33] UnsupportedSaslMechanismError: "
+         "enabled mechanisms are: ['PLAIN'] (kafka.sasl_mechanism)"),
+    ):
+        found = access_error(KAFKA, error)
+        assert isinstance(found, KafkaAccessError)
+        assert str(found) == expected  # the error's type named once, not twice
+        assert SECRET not in str(found)
     assert "user svc-ingest" in str(access_error(KAFKA, ClusterAuthorizationFailedError()))
     plain = KafkaSettings(security_protocol="SSL", ssl_cafile="/ca.pem")
     assert "the anonymous principal" in str(access_error(plain, TopicAuthorizationFailedError("t")))
@@ -130,8 +138,7 @@ def test_a_refused_topic_creation_raises_instead_of_logging_success() -> None:
         _check_created(KAFKA, broken)
 
 
-def test_aiokafkas_own_lines_about_a_refusal_go_to_debug(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING)
+def _aiokafka_lines() -> None:
     error = SaslAuthenticationFailed("invalid credentials")
     logging.getLogger("aiokafka").error('Unable connect to "%s:%s": %s', "h", 9093, error)
     logging.getLogger("aiokafka.cluster").error("Topic %s is not authorized for this client",
@@ -139,8 +146,23 @@ def test_aiokafkas_own_lines_about_a_refusal_go_to_debug(caplog: pytest.LogCaptu
     logging.getLogger("aiokafka.conn").info("Authenticated as %s via %s", "svc", "SCRAM-SHA-512")
     logging.getLogger("aiokafka").error('Unable connect to "%s:%s": %s', "h", 9093,
                                         ConnectionRefusedError("refused"))
-    assert [r.getMessage() for r in caplog.records] == [
-        'Unable connect to "h:9093": refused']  # an outage is still logged
+
+
+def test_aiokafkas_own_lines_about_a_refusal_go_to_debug(caplog: pytest.LogCaptureFixture) -> None:
+    # INFO, so "Authenticated as" (an INFO record) would be kept if the filter let it through
+    caplog.set_level(logging.INFO)
+    _aiokafka_lines()
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("ERROR", 'Unable connect to "h:9093": refused')]  # an outage is still logged
+    caplog.clear()
+    caplog.set_level(logging.DEBUG)  # demoted, not lost
+    _aiokafka_lines()
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("DEBUG", 'Unable connect to "h:9093": [Error 58] SaslAuthenticationFailed: invalid '
+                  "credentials"),
+        ("DEBUG", "Topic inferwatch.alerts is not authorized for this client"),
+        ("DEBUG", "Authenticated as svc via SCRAM-SHA-512"),
+        ("ERROR", 'Unable connect to "h:9093": refused')]
 
 
 def test_a_dropped_tls_link_is_an_outage_but_a_failed_handshake_is_not() -> None:
