@@ -148,14 +148,6 @@ def _records(result: Any) -> list[dict[str, Any]]:
     return [finite(dict(zip(result.columns, row, strict=True))) for row in result.rows]
 
 
-def _user(request: web.Request) -> str:
-    """The HTTP user of a request the auth middleware let through."""
-    header = request.headers.get("Authorization", "")
-    with contextlib.suppress(binascii.Error, UnicodeDecodeError):
-        return base64.b64decode(header[6:]).decode().partition(":")[0]
-    return ""
-
-
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=msgspec.json.encode(finite(data)), status=status,
                         content_type="application/json")
@@ -172,7 +164,7 @@ def make_app(query: Callable[[str], Any], *, hub: Hub, credentials: Credentials,
     def record(request: web.Request, action: str, target: str, outcome: Any = "ok",
                **detail: Any) -> None:
         if audit is not None:
-            audit.record(action, target, actor=_user(request), outcome=outcome,
+            audit.record(action, target, actor=credentials.current()[0], outcome=outcome,
                          detail={**detail, "remote": request.remote or ""})
 
     async def run(sql: str) -> list[dict[str, Any]]:
