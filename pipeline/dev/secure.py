@@ -199,15 +199,25 @@ def load_users(path: Path, names: Iterable[str] = ROLES) -> dict[str, str]:
     return users
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` with mode 0600 from the start (no window where it is
-    readable by others)."""
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write ``data`` (text as UTF-8, or bytes) to ``path`` with mode 0600 from the start
+    (no window where it is readable by others), atomically: a reader sees the old file
+    or the new one, never a part.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "key.pem"
+    >>> write_private(path, b"key"); write_private(path, "pässword")
+    >>> path.read_bytes(), oct(path.stat().st_mode & 0o777)
+    (b'p\\xc3\\xa4ssword', '0o600')
+    >>> [p.name for p in path.parent.iterdir()]
+    ['key.pem']
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
     tmp.replace(path)
 
 

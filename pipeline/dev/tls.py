@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipeline.dev.secure import write_private
 
 __all__ = ["Pki", "write_ca", "write_pki"]
 
@@ -50,14 +51,6 @@ def _crypto():  # -> the cryptography modules, or a one-line error saying what t
     return x509, hashes, serialization, ec, ExtendedKeyUsageOID, NameOID
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` readable by its owner only, from the first byte on."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
 def write_ca(directory: Path, name: str = "InferWatch dev CA") -> Pki:
     """A new self-signed CA in ``directory`` (``ca.pem``, ``ca.key``); no server certificate
     yet (``keystore`` is where :func:`write_pki` puts it). Tests use a second CA to play an
@@ -84,9 +77,9 @@ def write_ca(directory: Path, name: str = "InferWatch dev CA") -> Pki:
         .sign(key, hashes.SHA256())
     )
     pki = Pki(directory, directory / "ca.pem", directory / "ca.key", directory / "broker.pem")
-    _write_private(pki.ca_key, key.private_bytes(serialization.Encoding.PEM,
-                                                 serialization.PrivateFormat.PKCS8,
-                                                 serialization.NoEncryption()))
+    write_private(pki.ca_key, key.private_bytes(serialization.Encoding.PEM,
+                                                serialization.PrivateFormat.PKCS8,
+                                                serialization.NoEncryption()))
     pki.cafile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return pki
 
@@ -125,9 +118,9 @@ def write_pki(directory: Path, hosts: Sequence[str] = ("127.0.0.1", "localhost")
             ca_key.public_key()), critical=False)  # type: ignore[arg-type]
         .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
     )
-    _write_private(pki.keystore, key.private_bytes(serialization.Encoding.PEM,
-                                                   serialization.PrivateFormat.PKCS8,
-                                                   serialization.NoEncryption())
-                   + cert.public_bytes(serialization.Encoding.PEM)
-                   + ca_cert.public_bytes(serialization.Encoding.PEM))
+    write_private(pki.keystore, key.private_bytes(serialization.Encoding.PEM,
+                                                  serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption())
+                  + cert.public_bytes(serialization.Encoding.PEM)
+                  + ca_cert.public_bytes(serialization.Encoding.PEM))
     return pki
