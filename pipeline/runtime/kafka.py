@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -38,8 +39,9 @@ from aiokafka.errors import (
 from pipeline.config import KafkaSettings, Settings
 from pipeline.runtime.topic_config import apply_dlq_retention, dlq_topic_configs
 
-__all__ = ["KafkaAccessError", "access_error", "check_access", "client_options", "diagnose",
-           "ensure_topics", "headers_dict", "start_client", "wait_for_broker"]
+__all__ = ["KafkaAccessError", "access_error", "check_access", "client_options",
+           "describe_error", "diagnose", "ensure_topics", "headers_dict", "start_client",
+           "wait_for_broker"]
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,8 @@ allows it; see docs/security.md)
                 f"{kafka.sasl_mechanism or 'PLAIN'} at {where} (check kafka.sasl_username "
                 "and kafka.sasl_password)")
         if isinstance(cause, (UnsupportedSaslMechanismError, AuthenticationMethodNotSupported)):
-            return KafkaAccessError(f"SASL at {where}: {_text(cause)} (kafka.sasl_mechanism)")
+            return KafkaAccessError(f"SASL at {where}: {describe_error(cause)} "
+                                    "(kafka.sasl_mechanism)")
         if isinstance(cause, ssl.SSLCertVerificationError):
             trust = f"ssl_cafile={kafka.ssl_cafile}" if kafka.ssl_cafile else \
                 "the system's CAs (kafka.ssl_cafile is not set)"
@@ -127,13 +130,27 @@ allows it; see docs/security.md)
         if isinstance(cause, (ClusterAuthorizationFailedError,
                               TransactionalIdAuthorizationFailed)):
             return KafkaAccessError(f"not authorized: {_principal(kafka)} at {where}: "
-                                    f"{_text(cause)} (see docs/security.md)")
+                                    f"{describe_error(cause)} (see docs/security.md)")
     return None
 
 
-def _text(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` for one line of a log or an error, naming the type once:
+    aiokafka's errors start with it already (after ``[Error <code>]`` for a broker's
+    error code); a type name elsewhere in a message is not taken for it.
+
+    >>> from aiokafka.errors import KafkaConnectionError, NotLeaderForPartitionError
+    >>> describe_error(KafkaConnectionError("Unable to bootstrap"))
+    'KafkaConnectionError: Unable to bootstrap'
+    >>> describe_error(NotLeaderForPartitionError("t-0"))
+    '[Error 6] NotLeaderForPartitionError: t-0'
+    >>> describe_error(TimeoutError()), describe_error(ValueError("a ValueError elsewhere"))
+    ('TimeoutError', 'ValueError: a ValueError elsewhere')
+    """
     name, text = type(exc).__name__, str(exc)
-    return text if name in text else f"{name}: {text}" if text else name
+    if re.match(rf"(\[Error -?\d+\] )?{re.escape(name)}\b", text):
+        return text
+    return f"{name}: {text}" if text else name
 
 
 async def check_access(kafka: KafkaSettings, timeout: float = 10.0) -> None:
@@ -154,7 +171,7 @@ async def check_access(kafka: KafkaSettings, timeout: float = 10.0) -> None:
         access = access_error(kafka, exc)
         if access is not None:
             raise access from None
-        log.debug("access check at %s: %s", kafka.bootstrap_servers, _text(exc))
+        log.debug("access check at %s: %s", kafka.bootstrap_servers, describe_error(exc))
 
 
 async def diagnose(kafka: KafkaSettings, exc: BaseException) -> KafkaAccessError | None:
@@ -292,7 +309,7 @@ async def _protocol_hint(kafka: KafkaSettings, timeout: float = 3.0) -> str:
             return (f"{host}:{port} closed the connection: a TLS listener? "
                     f"(kafka.security_protocol={kafka.security_protocol})")
     except Exception as exc:  # a hint is optional
-        log.debug("no protocol hint for %s: %s", kafka.bootstrap_servers, _text(exc))
+        log.debug("no protocol hint for %s: %s", kafka.bootstrap_servers, describe_error(exc))
     return ""
 
 

@@ -9,6 +9,8 @@ import threading
 import time
 from typing import Any
 
+from pipeline.runtime.kafka import describe_error as describe  # as the runtime words it
+
 __all__ = ["SenderThread", "describe"]
 
 _LOG_EVERY = 60.0  # seconds between repeats of one aiokafka log message from a sender
@@ -45,9 +47,3 @@ for _name in (
     "aiokafka.producer.producer", "aiokafka.producer.sender",
 ):
     logging.getLogger(_name).addFilter(_QUIET)
-
-
-def describe(exc: BaseException) -> str:
-    """``Type: message``, without the doubled type name some aiokafka errors carry."""
-    name, text = type(exc).__name__, str(exc)
-    return text if text.startswith(name) else f"{name}: {text}" if text else name
