@@ -60,8 +60,9 @@ async def follow(
         while not consumer.assignment():  # no group: every partition, once metadata lands
             # a topic the ACLs hide has no partitions either: say so now, not in a minute
             if topic in getattr(consumer._client.cluster, "unauthorized_topics", ()):
-                raise access_error(kafka, TopicAuthorizationFailedError(topic)) or \
-                    RuntimeError(f"not authorized to read topic {topic!r}")
+                refused = access_error(kafka, TopicAuthorizationFailedError(topic))
+                assert refused is not None  # access_error words every refused topic
+                raise refused
             if asyncio.get_running_loop().time() > deadline:
                 raise RuntimeError(f"topic {topic!r} has no partitions (does it exist?)")
             await consumer.getmany(timeout_ms=0)
