@@ -39,7 +39,7 @@ RULES = """
 group_by: [alertname, model, model_version]
 rules:
   - name: ChatLatencyHigh
-    condition: latency_p50_ms > 20000
+    condition: latency_p50_ms > 12000
     severity: warning
     annotations:
       summary: "p50 {{ value }} ms on {{ labels.model }} {{ labels.model_version }}"
