@@ -55,9 +55,11 @@ from schemas.audit import (
 
 if TYPE_CHECKING:
     from pipeline.alerting.rules import RuleSet
+    from schemas.alert import Silence
 
-__all__ = ["MAX_STATEMENT_CHARS", "Auditor", "cli_actor", "describe", "new_event",
-           "publish", "record", "record_sync", "rules_loaded", "statement_detail"]
+__all__ = ["MAX_STATEMENT_CHARS", "Auditor", "cli_actor", "describe", "failure_reason",
+           "new_event", "publish", "record", "record_sync", "rules_loaded", "silence_detail",
+           "statement_detail"]
 
 log = logging.getLogger("inferwatch.audit")
 MAX_STATEMENT_CHARS = 4096  # a statement is kept up to this, with its length and sha256
@@ -102,6 +104,28 @@ def statement_detail(sql: str) -> dict[str, str]:
     """
     return {"statement": _cut(sql, MAX_STATEMENT_CHARS), "statement_chars": str(len(sql)),
             "statement_sha256": hashlib.sha256(sql.encode()).hexdigest()}
+
+
+def silence_detail(item: Silence, duration: str = "") -> dict[str, str]:
+    """A silence added or expired as the trail keeps it, the same from the CLI and the
+    dashboard: its matchers, who it says made it and why, until when (and, when added,
+    the duration asked for).
+
+    >>> from schemas.alert import Matcher, Silence
+    >>> silence_detail(Silence(id="s", matchers=[Matcher(name="model", value="m")],
+    ...                        starts_at=0.0, ends_at=60.0, created_by="bob"), "1m")
+    {'matchers': 'model=m', 'created_by': 'bob', 'comment': '', 'ends_at': '60.000', \
+'duration': '1m'}
+    """
+    detail = {"matchers": ",".join(f"{m.name}{m.op}{m.value}" for m in item.matchers),
+              "created_by": item.created_by, "comment": item.comment,
+              "ends_at": f"{item.ends_at:.3f}"}
+    return {**detail, "duration": duration} if duration else detail
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why an action failed, for the trail: the error's type and message."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 def cli_actor() -> str:

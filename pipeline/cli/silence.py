@@ -36,7 +36,7 @@ def silence_add(ctx: click.Context, matchers: tuple[str, ...], duration: str, co
     import time
 
     from pipeline.alerting.silences import new_silence
-    from pipeline.audit import record_sync
+    from pipeline.audit import failure_reason, record_sync, silence_detail
     from pipeline.runtime.alerting import publish_silence
 
     settings = _settings(ctx)
@@ -45,13 +45,12 @@ def silence_add(ctx: click.Context, matchers: tuple[str, ...], duration: str, co
                            created_by=created_by, comment=comment)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    detail = {"matchers": ",".join(matchers), "duration": duration, "comment": comment,
-              "created_by": created_by, "ends_at": f"{item.ends_at:.3f}"}
+    detail = silence_detail(item, duration)
     try:
         asyncio.run(publish_silence(settings, item))
     except Exception as exc:
         record_sync(settings, "silence.add", item.id, outcome="failed",
-                    detail={**detail, "reason": f"{type(exc).__name__}: {exc}"})
+                    detail={**detail, "reason": failure_reason(exc)})
         raise
     record_sync(settings, "silence.add", item.id, detail=detail)
     click.echo(item.id)
@@ -95,7 +94,7 @@ def silence_expire(ctx: click.Context, silence_id: str) -> None:
     import asyncio
     import time
 
-    from pipeline.audit import record_sync
+    from pipeline.audit import failure_reason, record_sync, silence_detail
     from pipeline.runtime.alerting import publish_silence
 
     settings = _settings(ctx)
@@ -106,13 +105,12 @@ def silence_expire(ctx: click.Context, silence_id: str) -> None:
         record_sync(settings, "silence.expire", silence_id, outcome="refused",
                     detail={"reason": f"no silence {silence_id!r}"})
         raise click.ClickException(f"no silence {silence_id!r}") from exc
-    detail = {"matchers": ",".join(f"{m.name}{m.op}{m.value}" for m in expired.matchers),
-              "ends_at": f"{expired.ends_at:.3f}"}
+    detail = silence_detail(expired)
     try:
         asyncio.run(publish_silence(settings, expired))
     except Exception as exc:
         record_sync(settings, "silence.expire", silence_id, outcome="failed",
-                    detail={**detail, "reason": f"{type(exc).__name__}: {exc}"})
+                    detail={**detail, "reason": failure_reason(exc)})
         raise
     record_sync(settings, "silence.expire", silence_id, detail=detail)
     click.echo(f"expired {silence_id}")

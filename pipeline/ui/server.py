@@ -35,7 +35,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from pipeline.audit import Auditor, statement_detail
+from pipeline.audit import Auditor, failure_reason, silence_detail, statement_detail
 from pipeline.config import Settings
 from pipeline.ui import queries
 from pipeline.ui.live import Hub, finite, sse_frame
@@ -117,16 +117,12 @@ class SilenceBook:
         return [{**msgspec.to_builtins(s), "active": s.starts_at <= now < s.ends_at}
                 for s in reversed(self.store.all())]
 
-    async def add(self, matchers: list[str], duration: str, comment: str,
-                  created_by: str) -> Any:
-        from pipeline.alerting.silences import new_silence
+    async def add(self, item: Any) -> None:
+        """Publish a new silence (from :func:`~pipeline.alerting.silences.new_silence`)."""
         from pipeline.runtime.alerting import publish_silence
 
-        item = new_silence(matchers, duration=duration, now=time.time(),
-                           created_by=created_by, comment=comment)
         await publish_silence(self.settings, item)
         self.store.add(item)
-        return item
 
     async def expire(self, silence_id: str) -> Any:
         from pipeline.runtime.alerting import publish_silence
@@ -239,20 +235,23 @@ def make_app(query: Callable[[str], Any], *, hub: Hub, credentials: Credentials,
     async def silence_add(request: web.Request) -> web.Response:
         if silences is None:
             raise web.HTTPServiceUnavailable(text="silences are not available")
+        from pipeline.alerting.silences import new_silence
+
         body = await request.json()
-        matchers = [m.strip() for m in body.get("matchers", []) if m.strip()]
-        asked = {"matchers": ",".join(matchers), "duration": str(body.get("duration", "2h")),
-                 "comment": str(body.get("comment", "")),
-                 "created_by": str(body.get("created_by", ""))}
+        duration = str(body.get("duration", "2h"))
+        # not a silence: ValueError, a 400 that says why, and nothing was tried
+        item = new_silence([m.strip() for m in body.get("matchers", []) if m.strip()],
+                           duration=duration, now=time.time(),
+                           created_by=str(body.get("created_by", "")),
+                           comment=str(body.get("comment", "")))
+        detail = silence_detail(item, duration)
         try:
-            item = await silences.add(matchers, asked["duration"], asked["comment"],
-                                      asked["created_by"])
-        except ValueError:
-            raise  # not a silence (400, says why): nothing was tried
+            await silences.add(item)
         except Exception as exc:
-            record(request, "silence.add", "", "failed", **asked, reason=repr(exc))
+            record(request, "silence.add", item.id, "failed", **detail,
+                   reason=failure_reason(exc))
             raise
-        record(request, "silence.add", item.id, **asked, ends_at=f"{item.ends_at:.3f}")
+        record(request, "silence.add", item.id, **detail)
         return _json(msgspec.to_builtins(item), status=201)
 
     async def silence_expire(request: web.Request) -> web.Response:
@@ -266,9 +265,10 @@ def make_app(query: Callable[[str], Any], *, hub: Hub, credentials: Credentials,
                    reason=f"no silence {silence_id!r}")
             raise
         except Exception as exc:
-            record(request, "silence.expire", silence_id, "failed", reason=repr(exc))
+            record(request, "silence.expire", silence_id, "failed",
+                   reason=failure_reason(exc))
             raise
-        record(request, "silence.expire", silence_id, ends_at=f"{expired.ends_at:.3f}")
+        record(request, "silence.expire", silence_id, **silence_detail(expired))
         return _json(msgspec.to_builtins(expired))
 
     async def sql(request: web.Request) -> web.Response:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from pipeline.audit import Auditor
+from pipeline.audit import Auditor, silence_detail
 from pipeline.sinks.clickhouse.query import run_readonly
 from pipeline.ui.live import Hub
 from pipeline.ui.server import Credentials, make_app
@@ -83,6 +83,11 @@ def test_silences_and_queries_from_the_dashboard_are_audited(ui_store: Store,
     assert added.target == expired.target == book.published[0].id
     assert added.detail["matchers"] == "model=m2" and added.detail["comment"] == "deploy"
     assert added.detail["created_by"] == "someone else"  # what was typed, beside who it was
+    # the same detail as `inferwatch silence add/expire` records, plus where it came from
+    assert added.detail == {**silence_detail(book.published[0], "1h"),
+                            "remote": added.detail["remote"]}
+    assert expired.detail == {**silence_detail(book.published[1]),
+                              "remote": expired.detail["remote"]}
     assert unknown.target == "nope"
     assert query.detail["statement"] == "SELECT number FROM numbers(3)"
     assert query.detail["result_rows"] == "3"
@@ -102,7 +107,8 @@ def test_a_silence_the_broker_did_not_take_is_audited_as_failed(ui_store: Store)
 
     events = run(ui_store, check, BrokenBook())
     assert [(e.action, e.outcome) for e in events] == [("silence.add", "failed")]
-    assert "broker away" in events[0].detail["reason"]
+    assert events[0].detail["reason"] == "ConnectionError: broker away"
+    assert events[0].target and events[0].detail["matchers"] == "model=m2"
 
 
 @pytest.mark.parametrize("path", ["/api/silences", "/api/query"])
