@@ -124,8 +124,12 @@ def silence_detail(item: Silence, duration: str = "") -> dict[str, str]:
 
 
 def failure_reason(exc: BaseException) -> str:
-    """Why an action failed, for the trail: the error's type and message."""
-    return f"{type(exc).__name__}: {exc}"
+    """Why an action failed, for the trail: the error's type and message.
+
+    >>> failure_reason(ConnectionError("broker away")), failure_reason(TimeoutError())
+    ('ConnectionError: broker away', 'TimeoutError')
+    """
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def cli_actor() -> str:
@@ -158,21 +162,33 @@ def _unpublished(event: AuditEvent, why: object) -> None:
                 f"{_ENCODER.encode(event).decode()}")
 
 
+async def _open_producer(settings: Settings) -> Any:
+    """A started producer for the audit topic (created if missing), acks from every
+    in-sync replica; nothing left open when it cannot start."""
+    from aiokafka import AIOKafkaProducer
+
+    from pipeline.runtime.kafka import client_options, ensure_topics
+
+    await ensure_topics(settings, [settings.topics.audit])
+    producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all")
+    try:
+        await producer.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+        raise
+    return producer
+
+
 async def publish(settings: Settings, events: Sequence[AuditEvent],
                   producer: Any | None = None) -> None:
     """Send events to the audit topic and wait for every in-sync replica (acks=all).
 
     With no ``producer`` one is opened for these events (and the topic created if it is
     missing), then closed."""
-    from aiokafka import AIOKafkaProducer
-
-    from pipeline.runtime.kafka import client_options, ensure_topics
-
     own = producer is None
     if own:
-        await ensure_topics(settings, [settings.topics.audit])
-        producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all")
-        await producer.start()
+        producer = await _open_producer(settings)
     try:
         futures = [await producer.send(settings.topics.audit, _ENCODER.encode(e),
                                        key=e.id.encode()) for e in events]
@@ -192,7 +208,7 @@ async def record(settings: Settings, event: AuditEvent, timeout: float = 15.0) -
     try:
         await asyncio.wait_for(publish(settings, [event]), timeout)
     except Exception as exc:  # broker away, topic refused, timed out
-        _unpublished(event, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        _unpublished(event, failure_reason(exc))
         return False
     return True
 
@@ -281,7 +297,7 @@ class Auditor:
                     _unpublished(event, "stopped while it was sent")
                 raise
             except Exception as exc:
-                why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                why = failure_reason(exc)
                 for event in batch:
                     _unpublished(event, why)
             finally:
@@ -290,19 +306,7 @@ class Auditor:
 
     async def _to_kafka(self, events: Sequence[AuditEvent]) -> None:
         if self._producer is None:
-            from aiokafka import AIOKafkaProducer
-
-            from pipeline.runtime.kafka import client_options, ensure_topics
-
-            await ensure_topics(self.settings, [self.settings.topics.audit])
-            producer = AIOKafkaProducer(**client_options(self.settings.kafka), acks="all")
-            try:
-                await producer.start()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                raise
-            self._producer = producer
+            self._producer = await _open_producer(self.settings)
         await publish(self.settings, events, self._producer)
 
 
