@@ -23,6 +23,7 @@ from pipeline.scoring.baselines import (
     parse_series_key,
     sql_string,
 )
+from pipeline.sinks.clickhouse.sql import identifier
 from pipeline.sources.codec import decode_events
 from pipeline.sources.pricing import Prices, stamp_costs
 from pipeline.windows.drift_profile import MonitorSpec
@@ -139,10 +140,6 @@ def parse_events_json(data: bytes, name: str, *, now: float | None = None) -> li
     return events
 
 
-def _quote_ident(name: str) -> str:
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
-
-
 def _clean_row(row: dict[str, Any]) -> dict[str, Any]:
     """A Parquet row as an event object: nulls mean absent; map/struct/JSON-text features."""
     out = {k: v for k, v in row.items() if v is not None}
@@ -168,7 +165,7 @@ def _parquet_records(path: Path) -> Iterator[tuple[str, bytes]]:
         columns = [msgspec.json.decode(line) for line in described.splitlines() if line]
         exprs = []
         for column in columns:
-            ident = _quote_ident(column["name"])
+            ident = identifier(column["name"])
             if column["name"] == "timestamp" and "DateTime" in column["type"]:
                 ident = f"toUnixTimestamp64Milli(toDateTime64({ident}, 3, 'UTC')) / 1000 AS {ident}"
             exprs.append(ident)

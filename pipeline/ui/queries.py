@@ -4,13 +4,14 @@ Every statement aggregates in ClickHouse and ends in a ``LIMIT``, so a page cost
 same with 10 or 1,000 series: the Overview (the view shared with ``inferwatch top`` and
 Grafana, :mod:`pipeline.views.overview`) sorts and pages in SQL, a chart reads at most
 a few thousand points. Values from the browser never reach SQL unquoted: strings go
-through :func:`quote`, sort columns and ranges are checked against fixed lists.
+through :func:`~pipeline.sinks.clickhouse.sql.literal`, sort columns and ranges are
+checked against fixed lists.
 
 Which table answers a time range: the windows (``window_metrics``) up to
 :data:`WINDOW_RANGE_MAX` seconds, the minute roll-up up to a day, the hourly roll-up
 beyond (percentiles merged from the roll-ups' DDSketch states, never averaged).
 
->>> quote("it's")
+>>> literal("it's")
 "'it\\\\'s'"
 >>> parse_range("1h")
 3600
@@ -22,7 +23,8 @@ from __future__ import annotations
 
 import re
 
-from pipeline.views.overview import LABEL, quote
+from pipeline.sinks.clickhouse.sql import literal
+from pipeline.views.overview import LABEL
 
 __all__ = [
     "RANGES",
@@ -31,7 +33,6 @@ __all__ = [
     "overview",
     "parse_filter",
     "parse_range",
-    "quote",
     "series_anomaly",
     "series_drift",
     "series_metrics",
@@ -69,13 +70,13 @@ def parse_filter(text: str) -> str:
         found = re.match(r"^([^=!~]+)(=~|!=|=)(.*)$", term)
         if found and LABEL.match(found.group(1)):
             name, op, value = found.groups()
-            label = f"labels[{quote(name)}]"
+            label = f"labels[{literal(name)}]"
             if op == "=~":
-                terms.append(f"match({label}, {quote('^(?:' + value + ')$')})")
+                terms.append(f"match({label}, {literal('^(?:' + value + ')$')})")
             else:
-                terms.append(f"{label} {op} {quote(value)}")
+                terms.append(f"{label} {op} {literal(value)}")
         else:
-            terms.append(f"positionCaseInsensitive(series_key, {quote(term)}) > 0")
+            terms.append(f"positionCaseInsensitive(series_key, {literal(term)}) > 0")
     return " AND ".join(terms) or "1"
 
 
@@ -102,9 +103,9 @@ def split_filter(text: str) -> tuple[dict[str, str], str]:
             # series keys are name=value pairs joined by "|" (pipeline.windows.profile)
             pattern = f"(^|\\|){re.escape(name)}=" + ("(?:" + value + ")" if op == "=~"
                                                        else re.escape(value)) + "(\\||$)"
-            rest.append(f"{'NOT ' if op == '!=' else ''}match(series_key, {quote(pattern)})")
+            rest.append(f"{'NOT ' if op == '!=' else ''}match(series_key, {literal(pattern)})")
         else:
-            rest.append(f"positionCaseInsensitive(series_key, {quote(term)}) > 0")
+            rest.append(f"positionCaseInsensitive(series_key, {literal(term)}) > 0")
     return exact, " AND ".join(rest) or "1"
 
 
@@ -132,7 +133,7 @@ LIMIT {size} OFFSET {page * size}"""
 def sparklines(series_keys: list[str], seconds: int) -> str:
     """The p99 latency of the last windows of each listed series (one page's worth),
     over the range before the newest window in the store (the Overview's anchor)."""
-    keys = ", ".join(quote(k) for k in series_keys) or "''"
+    keys = ", ".join(literal(k) for k in series_keys) or "''"
     return f"""
 SELECT series_key, arrayMap(x -> x.2, arraySlice(arraySort(groupArray(
            (window_start, ifNull(latency_p99_ms, nan)))), -{SPARK_POINTS})) AS spark
@@ -156,13 +157,13 @@ SELECT toUnixTimestamp64Milli(window_start) / 1000 AS t,
        cost_usd_sum / (toFloat64(window_end) - toFloat64(window_start)) * 3600 AS cost_per_hour,
        cache_hit_rate, slo_compliance
 FROM window_metrics FINAL
-WHERE series_key = {quote(series_key)} AND {_since(seconds)}
+WHERE series_key = {literal(series_key)} AND {_since(seconds)}
 ORDER BY window_start LIMIT 5000"""
     table, step = ("rollup_1m", 60) if seconds <= 86400 else ("rollup_1h", 3600)
     conds = [f"bucket >= now() - toIntervalSecond({int(seconds)})"]
     for name in ("model", "model_version", "operation", "tenant"):
         if name in labels:
-            conds.append(f"{name} = {quote(labels[name])}")
+            conds.append(f"{name} = {literal(labels[name])}")
     return f"""
 SELECT toUnixTimestamp(bucket) AS t, {step} AS seconds, sum(requests) AS requests,
        requests / {step} AS requests_per_s,
@@ -187,7 +188,7 @@ def series_drift(series_key: str, seconds: int) -> str:
 SELECT toUnixTimestamp64Milli(window_start) / 1000 AS t, name, statistic, value, threshold,
        drifted, reference, reference_version, reference_count, current_count
 FROM drift_scores FINAL
-WHERE series_key = {quote(series_key)} AND {_since(seconds)}
+WHERE series_key = {literal(series_key)} AND {_since(seconds)}
 ORDER BY window_start DESC, name, statistic LIMIT 20000"""
 
 
@@ -197,7 +198,7 @@ def series_anomaly(series_key: str, seconds: int) -> str:
 SELECT toUnixTimestamp64Milli(window_start) / 1000 AS t, anomaly_score, anomaly_threshold,
        anomalous, anomaly_warm_up, anomaly_contributions, change_points, drifted
 FROM anomaly_scores FINAL
-WHERE series_key = {quote(series_key)} AND {_since(seconds)}
+WHERE series_key = {literal(series_key)} AND {_since(seconds)}
 ORDER BY window_start LIMIT 5000"""
 
 
@@ -210,14 +211,14 @@ SELECT toUnixTimestamp64Milli(window_start) / 1000 AS t, count() AS hosts,
        avg(gpu_util_mean) AS gpu_util, avg(kv_cache_util_mean) AS kv_cache_util,
        max(queue_length_max) AS queue_length_max
 FROM resource_metrics FINAL
-WHERE model = {quote(labels.get('model', ''))} AND {_since(seconds)}
+WHERE model = {literal(labels.get('model', ''))} AND {_since(seconds)}
 GROUP BY window_start ORDER BY window_start LIMIT 5000"""
 
 
 def series_labels(series_key: str) -> str:
     """The labels of one series (from its newest window)."""
     return (f"SELECT argMax(labels, window_start) AS labels FROM window_metrics "
-            f"WHERE series_key = {quote(series_key)}")
+            f"WHERE series_key = {literal(series_key)}")
 
 
 def alert_timeline(seconds: int, label_filter: str = "", limit: int = 500) -> str:

@@ -38,8 +38,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["DEFAULT_LOOKBACK_SECONDS", "LABEL", "OVERVIEW_COLUMNS", "Column", "overview_sql",
-           "quote"]
+from pipeline.sinks.clickhouse.sql import literal
+
+__all__ = ["DEFAULT_LOOKBACK_SECONDS", "LABEL", "OVERVIEW_COLUMNS", "Column", "overview_sql"]
 
 DEFAULT_LOOKBACK_SECONDS = 300
 LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")  # a label name a filter may use
@@ -90,15 +91,6 @@ OVERVIEW_COLUMNS: tuple[Column, ...] = (
 _BY_NAME = {c.name: c for c in OVERVIEW_COLUMNS}
 
 
-def quote(value: str) -> str:
-    """A ClickHouse string literal of ``value``.
-
-    >>> print(quote("it's a \\\\ test"))
-    'it\\'s a \\\\ test'
-    """
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def overview_sql(*, lookback_seconds: int = DEFAULT_LOOKBACK_SECONDS,
                  filters: Mapping[str, str] | None = None, sort: str = "series_key",
                  descending: bool | None = None, limit: int | None = None,
@@ -120,7 +112,7 @@ def overview_sql(*, lookback_seconds: int = DEFAULT_LOOKBACK_SECONDS,
     for name, value in (filters or {}).items():
         if not LABEL.match(name):
             raise ValueError(f"not a label name: {name!r}")
-        where.append(f"w.labels[{quote(name)}] = {quote(value)}")
+        where.append(f"w.labels[{literal(name)}] = {literal(value)}")
     if descending is None:
         descending = _BY_NAME[sort].kind not in ("text",)
     since = (f"(SELECT max(window_end) FROM window_metrics) - "

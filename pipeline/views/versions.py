@@ -27,8 +27,8 @@ then exact comparisons with parts escaped the same way in Python, and the versio
 (``metrics.series_labels``): events are filtered on the column of that name, else on
 ``attributes[name]``, as series labels are read.
 
-Every user-given value is quoted (:func:`pipeline.views.overview.quote`) and label names
-are checked, so no value can change the statement.
+Every user-given value is quoted (:func:`pipeline.sinks.clickhouse.sql.literal`) and label
+names are checked, so no value can change the statement.
 
 >>> sql = versions_sql("clf", 0, 3600, filters={"operation": "classify"})
 >>> "model = 'clf'" in sql and "'operation=classify'" in sql
@@ -51,7 +51,8 @@ from pipeline.quality.compare import (
     compare_rates,
 )
 from pipeline.sinks.clickhouse.rows import EVENT_COLUMNS
-from pipeline.views.overview import LABEL, quote
+from pipeline.sinks.clickhouse.sql import literal
+from pipeline.views.overview import LABEL
 from pipeline.windows.profile import series_key
 
 __all__ = ["METRICS", "VERSION_COLUMNS", "Metric", "UnknownVersionError", "compare_versions",
@@ -115,7 +116,7 @@ def _event_label(name: str) -> str:
     """An event's value of series label ``name``, as ``series_labels`` reads it."""
     if name in EVENT_COLUMNS:
         return f"ifNull(toString({name}), '')"
-    return f"attributes[{quote(name)}]"
+    return f"attributes[{literal(name)}]"
 
 
 def versions_sql(model: str, start: float, end: float, *,
@@ -129,14 +130,14 @@ def versions_sql(model: str, start: float, end: float, *,
     since, until = _time(start, "start"), _time(end, "end")
     if not 0.0 < thumbs_down_below <= 1.0:
         raise ValueError(f"thumbs_down_below must be in (0, 1], got {thumbs_down_below!r}")
-    events = [f"model = {quote(model)}", f"timestamp >= {since}", f"timestamp < {until}"]
+    events = [f"model = {literal(model)}", f"timestamp >= {since}", f"timestamp < {until}"]
     parts = [series_key({"model": model})]
     for name, value in (filters or {}).items():
         if not LABEL.match(name) or name in ("model", "model_version"):
             raise ValueError(f"not a label to filter on: {name!r}")
-        events.append(f"{_event_label(name)} = {quote(value)}")
+        events.append(f"{_event_label(name)} = {literal(value)}")
         parts.append(series_key({name: value}))
-    has = " AND ".join(f"has(parts, {quote(p)})" for p in parts)
+    has = " AND ".join(f"has(parts, {literal(p)})" for p in parts)
     classified = ("kind = 'label' AND NOT (label_number IS NOT NULL "
                   "AND toFloat64OrNull(prediction) IS NOT NULL)")
     rated = "kind = 'satisfaction' AND isFinite(ifNull(satisfaction, nan))"
@@ -169,11 +170,11 @@ FROM (
            countIf({rated} AND satisfaction < {float(thumbs_down_below)!r})
     FROM (
         SELECT kind, label, label_number, prediction, satisfaction,
-               extractAll(series_key, {quote(_PARTS)}) AS parts,
+               extractAll(series_key, {literal(_PARTS)}) AS parts,
                replaceRegexpAll(
-                   substring(arrayFirst(p -> startsWith(p, {quote(_VERSION_PART)}), parts),
+                   substring(arrayFirst(p -> startsWith(p, {literal(_VERSION_PART)}), parts),
                              {len(_VERSION_PART) + 1}),
-                   {quote(_UNESCAPE)}, '\\\\1') AS model_version
+                   {literal(_UNESCAPE)}, '\\\\1') AS model_version
         FROM feedback FINAL
         WHERE status = 'joined' AND kind IN ('label', 'satisfaction')
           AND inference_time >= {since} AND inference_time < {until}

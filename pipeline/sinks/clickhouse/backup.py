@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -53,6 +52,7 @@ import msgspec
 from pipeline.config import Settings
 from pipeline.sinks.clickhouse.client import migrations
 from pipeline.sinks.clickhouse.owner import StoreBusyError, StoreLock
+from pipeline.sinks.clickhouse.sql import identifier, literal
 
 __all__ = ["MANIFEST", "BackupError", "Manifest", "backup", "read_manifest", "restore"]
 
@@ -133,7 +133,7 @@ def backup(settings: Settings, directory: Path, *, force: bool = False,
             raise BackupError(f"no database {db!r} in the embedded store at {data_path}: "
                               "nothing to back up")
         tables = _tables(client, db)
-        names = {t: f"{_ident(db)}.{_ident(t)}" for t in tables}
+        names = {t: f"{identifier(db)}.{identifier(t)}" for t in tables}
         staging = directory / _NEW
         for name in names.values():  # nobody writes (the lock), nothing merges: counts hold
             _merges(client, name, "STOP")
@@ -148,7 +148,7 @@ def backup(settings: Settings, directory: Path, *, force: bool = False,
             for table in tables:
                 started = time.monotonic()
                 size = _run(client, f"BACKUP TABLE {names[table]} TO "
-                            f"File({_literal(str(staging / table))})", table, say)
+                            f"File({literal(str(staging / table))})", table, say)
                 say(f"  {table:<{width}}  {_rows(counts[table]):>14}  {_size(size):>9}  "
                     f"{time.monotonic() - started:.1f} s")
             manifest = Manifest(
@@ -191,22 +191,22 @@ def restore(settings: Settings, directory: Path, *, force: bool = False,
     with _own_store(settings), _engine(data_path, directory) as client:
         present = _tables(client, db) if _exists(client, db) else []
         if present and not force:
-            rows = sum(_count(client, f"{_ident(db)}.{_ident(t)}") for t in present)
+            rows = sum(_count(client, f"{identifier(db)}.{identifier(t)}") for t in present)
             raise BackupError(
                 f"the embedded store at {data_path} already holds database {db} "
                 f"({len(present)} tables, {_rows(rows)}); restore replaces it: add --force")
         say(f"restoring database {db} (schema version {manifest.schema_version}, backed up "
             f"{manifest.created_at.isoformat()} by InferWatch {manifest.inferwatch_version}) "
             f"from {directory} into {data_path}")
-        client.command(f"DROP DATABASE IF EXISTS {_ident(staging)} SYNC")  # an earlier try's
-        client.command(f"CREATE DATABASE {_ident(staging)}")
+        client.command(f"DROP DATABASE IF EXISTS {identifier(staging)} SYNC")  # an earlier try's
+        client.command(f"CREATE DATABASE {identifier(staging)}")
         width = max(map(len, manifest.tables), default=0)
         try:
             for table, expected in manifest.tables.items():
                 started = time.monotonic()
-                name = f"{_ident(staging)}.{_ident(table)}"
-                source = (f"RESTORE TABLE {_ident(manifest.database)}.{_ident(table)} AS {name} "
-                          f"FROM File({_literal(str(directory / _DATA / table))})")
+                name = f"{identifier(staging)}.{identifier(table)}"
+                source = (f"RESTORE TABLE {identifier(manifest.database)}.{identifier(table)}"
+                          f" AS {name} FROM File({literal(str(directory / _DATA / table))})")
                 # Table first, merges stopped, then its parts: the count below is of the
                 # parts as copied, not of whatever a background merge left of them.
                 _run(client, f"{source} SETTINGS structure_only = 1", table, say)
@@ -222,13 +222,13 @@ def restore(settings: Settings, directory: Path, *, force: bool = False,
                     f"{time.monotonic() - started:.1f} s  verified")
         except BaseException:
             with contextlib.suppress(Exception):
-                client.command(f"DROP DATABASE IF EXISTS {_ident(staging)} SYNC")
+                client.command(f"DROP DATABASE IF EXISTS {identifier(staging)} SYNC")
             raise
         if _exists(client, db):
-            client.command(f"DROP DATABASE {_ident(db)} SYNC")
-        client.command(f"RENAME DATABASE {_ident(staging)} TO {_ident(db)}")
+            client.command(f"DROP DATABASE {identifier(db)} SYNC")
+        client.command(f"RENAME DATABASE {identifier(staging)} TO {identifier(db)}")
         for table in manifest.tables:
-            _merges(client, f"{_ident(db)}.{_ident(table)}", "START")
+            _merges(client, f"{identifier(db)}.{identifier(table)}", "START")
     pending = sum(1 for v, _, _ in migrations() if v > manifest.schema_version)
     say(f"restore complete: {_rows(sum(manifest.tables.values()))} in "
         f"{len(manifest.tables)} tables match the manifest"
@@ -372,7 +372,7 @@ def _merges(client: Any, table: str, verb: str) -> None:
 def _schema(client: Any, db: str, tables: list[str]) -> tuple[int, list[str]]:
     if "schema_migrations" not in tables:
         return 0, []
-    rows = client.query(f"SELECT version, name FROM {_ident(db)}.schema_migrations FINAL "
+    rows = client.query(f"SELECT version, name FROM {identifier(db)}.schema_migrations FINAL "
                         "ORDER BY version").result_rows
     return (int(rows[-1][0]) if rows else 0), [str(r[1]) for r in rows]
 
@@ -415,16 +415,6 @@ def _publish(directory: Path, manifest: Manifest) -> None:
 
 
 # -- small helpers -----------------------------------------------------------------------
-
-
-def _ident(name: str) -> str:
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
-    return name
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _rows(n: int) -> str:

@@ -44,6 +44,7 @@ import chdb
 
 from pipeline.config import QuerySettings
 from pipeline.sinks.clickhouse.native_protocol import CUSTOM_SERIALIZATION, UnsupportedType, reframe
+from pipeline.sinks.clickhouse.sql import literal
 
 __all__ = ["LIMIT_CODES", "EngineError", "Limits", "Outcome", "Statement", "execute",
            "explain_limit", "refusal", "trailing_format"]
@@ -268,10 +269,6 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _error(exc: Exception) -> EngineError:
     text = str(exc).strip()
     start = text.rfind("Code: ")
@@ -306,7 +303,7 @@ def execute(path: str, statement: Statement) -> Outcome:
             for name, value in {**statement.settings, **applied}.items():
                 if not _SETTING_NAME.match(name):
                     raise EngineError(115, f"Unknown setting '{name}'. (UNKNOWN_SETTING)")
-                handle.query(f"SET {name} = {_quote(value)}", "TabSeparated")
+                handle.query(f"SET {name} = {literal(value)}", "TabSeparated")
             level = 2 if discovery == _SETTINGS_DISCOVERY else 1
             handle.query(f"SET readonly = {level}", "TabSeparated")
             result = handle.query(sql, statement.fmt, params=statement.params)

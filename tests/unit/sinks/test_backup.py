@@ -65,6 +65,13 @@ for table, in client.query("SELECT name FROM system.tables WHERE database = 'inf
 client.close()
 """ + SNAPSHOT.replace("sys.argv[1]", "sys.argv[1] + '/clickhouse'")
 
+TRUNCATE = """
+import sys
+import clickhouse_connect
+clickhouse_connect.get_client(interface="chdb", path=sys.argv[1]).command(
+    "TRUNCATE TABLE inferwatch.feedback")
+"""
+
 
 def _env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFERWATCH_")}
@@ -149,6 +156,19 @@ def test_back_up_wipe_restore_gives_every_table_back(tmp_path: Path) -> None:
     replaced = inferwatch("restore", "--force", str(target), home=home)
     assert replaced.returncode == 0, replaced.stderr
     assert snapshot(home) == before  # replaced, not added to
+
+    # `backup --force` replaces the backup in the directory: what it restores is the
+    # store as it is now (one table emptied since), nothing of the copy it replaced.
+    _python(TRUNCATE, str(home / "clickhouse"), home=home)
+    changed = snapshot(home)
+    assert changed["feedback"][0] == 0 and changed != before
+    assert inferwatch("backup", str(target), home=home).returncode == 1  # not without it
+    forced = inferwatch("backup", "--force", str(target), home=home)
+    assert forced.returncode == 0, forced.stderr
+    assert read_manifest(target).tables["feedback"] == 0
+    shutil.rmtree(home)
+    assert inferwatch("restore", str(target), home=home).returncode == 0
+    assert snapshot(home) == changed
 
 
 def _fake_backup(directory: Path) -> None:
