@@ -399,24 +399,19 @@ class Producer(Sender):
         if not unknown:
             return fields
         for name in sorted(unknown):
-            self._warn_once(f"field:{name}", "ignoring unknown InferenceEvent field %r", name)
+            self._log_once(f"field:{name}", logging.WARNING,
+                           "ignoring unknown InferenceEvent field %r", name)
         return {k: v for k, v in fields.items() if k in _FIELDS}
 
     def _reject(self, reason: str, exc: Exception) -> bool:
         with self._cond:
             self._dropped += 1
-        self._warn_once(
-            f"reject:{reason}", "dropping an event (%s): %s: %s (further ones logged at debug)",
+        self._log_once(
+            f"reject:{reason}", logging.WARNING,
+            "dropping an event (%s): %s: %s (further ones logged at debug)",
             reason, type(exc).__name__, exc,
         )
         return False
-
-    def _warn_once(self, key: str, message: str, *args: Any) -> None:
-        if key in self._warned:
-            log.debug(message, *args)
-        else:
-            self._warned.add(key)
-            log.warning(message, *args)
 
     def _pending(self) -> list[InferenceEvent | FeedbackEvent]:
         """The buffered records, decoded from the bytes that will be sent (tests, debugging)."""

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaProducer
@@ -269,13 +270,17 @@ class Sender:
             self._dropped += count
             if not self._buf:
                 self._cond.notify_all()
-        reason = access_error(self._settings.kafka, exc) or exc
-        if f"denied:{topic}" in self._warned:
-            log.debug("dropped %d records for %s: %s", count, topic, reason)
-            return
-        self._warned.add(f"denied:{topic}")
-        log.error("dropping records for %s: %s (further drops are counted in stats.dropped)",
-                  topic, reason)
+        self._log_once(f"denied:{topic}", logging.ERROR,
+                       "dropping records for %s: %s (further drops are counted in "
+                       "stats.dropped)", topic, access_error(self._settings.kafka, exc) or exc)
+
+    def _log_once(self, key: str, level: int, message: str, *args: Any) -> None:
+        """``message`` at ``level`` the first time for ``key``, at DEBUG after that."""
+        if key in self._warned:
+            log.debug(message, *args)
+        else:
+            self._warned.add(key)
+            log.log(level, message, *args)
 
     def _on_failure(self, exc: Exception, failures: int) -> None:
         self._send_errors += 1
