@@ -174,14 +174,16 @@ async def check_access(kafka: KafkaSettings, timeout: float = 10.0) -> None:
         log.debug("access check at %s: %s", kafka.bootstrap_servers, describe_error(exc))
 
 
-async def diagnose(kafka: KafkaSettings, exc: BaseException) -> KafkaAccessError | None:
+async def diagnose(kafka: KafkaSettings, exc: BaseException,
+                   timeout: float = 10.0) -> KafkaAccessError | None:
     """What a failure of a Kafka client means: a :class:`KafkaAccessError`, or None for
     an outage. aiokafka reports a refused SASL login or certificate as "Unable to
-    bootstrap" (the cause only goes to its log): then one connection of our own finds it."""
+    bootstrap" (the cause only goes to its log): then one connection of our own (within
+    ``timeout`` s) finds it."""
     access = access_error(kafka, exc)
     if access is None and isinstance(exc, KafkaConnectionError):
         try:
-            await check_access(kafka)
+            await check_access(kafka, timeout)
         except KafkaAccessError as found:
             return found
     return access
@@ -249,8 +251,9 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
 
 
 async def wait_for_broker(kafka: KafkaSettings, timeout: float = 60.0) -> None:
-    """Return once the cluster answers a metadata request; raise TimeoutError otherwise,
-    and :class:`KafkaAccessError` at once when the broker refuses the credentials or its
+    """Return once the cluster answers a metadata request; raise TimeoutError after
+    ``timeout`` s otherwise (and up to 3 s more to tell a TLS mismatch), and
+    :class:`KafkaAccessError` at once when the broker refuses the credentials or its
     certificate is not trusted (waiting cannot fix either)."""
     deadline = asyncio.get_running_loop().time() + timeout
     quiet = logging.getLogger("aiokafka")
@@ -263,19 +266,22 @@ async def wait_for_broker(kafka: KafkaSettings, timeout: float = 60.0) -> None:
 
 
 async def _wait(kafka: KafkaSettings, deadline: float) -> None:
+    """Attempts until ``deadline`` (loop time), each one, and its diagnosis, within it."""
+    loop = asyncio.get_running_loop()
     last: Exception | None = None
-    while asyncio.get_running_loop().time() < deadline:
+    while loop.time() < deadline:
         admin = AIOKafkaAdminClient(**client_options(kafka), request_timeout_ms=5000)
         try:
-            await admin.start()
-            await admin.describe_cluster()
+            async with asyncio.timeout_at(deadline):
+                await admin.start()
+                await admin.describe_cluster()
             return
         except Exception as exc:  # broker not up yet: any other error means "try again"
-            access = await diagnose(kafka, exc)
+            access = await diagnose(kafka, exc, timeout=max(0.1, deadline - loop.time()))
             if access is not None:
                 raise access from None
-            last = exc
-            await asyncio.sleep(0.5)
+            last = last if isinstance(exc, TimeoutError) and last is not None else exc
+            await asyncio.sleep(min(0.5, max(0.0, deadline - loop.time())))
         finally:
             await admin.close()
     hint = await _protocol_hint(kafka)

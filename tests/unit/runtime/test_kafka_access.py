@@ -196,3 +196,35 @@ def test_waiting_on_a_tls_listener_with_plaintext_says_so() -> None:
 
     assert asyncio.run(run()).endswith(
         "closed the connection: a TLS listener? (kafka.security_protocol=PLAINTEXT)")
+
+
+def test_waiting_on_a_listener_that_never_answers_keeps_to_its_timeout() -> None:
+    """A listener that takes the connection and says nothing (a hung broker, a proxy):
+    each attempt and the probe of why it failed stop at the deadline. Before, one attempt
+    (5 s request timeout) and its probe (10 s SASL handshake) ran past it."""
+    async def run() -> tuple[float, str]:
+        held: list[asyncio.StreamWriter] = []
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            held.append(writer)
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}",
+                              security_protocol="SASL_PLAINTEXT",
+                              sasl_mechanism="SCRAM-SHA-512", sasl_username="svc",
+                              sasl_password="pw")
+        started = time.monotonic()
+        try:
+            await wait_for_broker(kafka, timeout=1.0)
+        except TimeoutError as exc:
+            return time.monotonic() - started, str(exc)
+        finally:
+            for writer in held:
+                writer.close()
+            server.close()
+        return 0.0, "answered"
+
+    elapsed, message = asyncio.run(run())
+    assert message.startswith("Kafka at 127.0.0.1:") and "did not answer" in message
+    assert elapsed < 1.0 + 3.0 + 2.0, elapsed  # the timeout, the TLS hint's 3 s, a margin
