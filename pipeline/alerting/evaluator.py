@@ -58,17 +58,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
-from pipeline.alerting.conditions import Condition, Outcome
-from pipeline.alerting.conditions.base import QuickTest, SumsTest
+from pipeline.alerting.conditions import Outcome
 from pipeline.alerting.history import CountHistory
 from pipeline.alerting.inhibit import inhibited_by
-from pipeline.alerting.lifecycle import Lifecycle, Transition, fingerprint
+from pipeline.alerting.lifecycle import Transition
 from pipeline.alerting.rules import Rule, RuleSet
+from pipeline.alerting.series_state import AlertState, Checkpoint, Entry, RulePlan, SeriesState
 from pipeline.alerting.silences import Silences
 from pipeline.alerting.variables import window_vars
 from pipeline.windows.profile import series_key as make_series_key
@@ -78,129 +77,6 @@ from schemas.metrics import WindowMetrics
 __all__ = ["EVALUATOR_FORMAT", "Checkpoint", "Evaluator"]
 
 EVALUATOR_FORMAT = 1
-# per matching rule: rule, name, quick test, shared history key, test on the history's sums
-Entry = tuple[Rule, str, "QuickTest | None", str | None, "SumsTest | None"]
-
-
-class _Alert:
-    """State of one rule on one series."""
-
-    __slots__ = ("annotations", "fingerprint", "history", "idle", "labels", "lifecycle",
-                 "saved", "shared", "starts", "threshold", "value", "window")
-
-    def __init__(self, rule: Rule, series_labels: Mapping[str, str],
-                 shared: CountHistory | None = None) -> None:
-        self.fingerprint = fingerprint(rule.name, series_labels)
-        self.labels = rule.alert_labels(series_labels)
-        self.lifecycle = Lifecycle(rule.for_, rule.keep_firing_for, rule.repeat_interval)
-        self.shared = shared is not None  # the series' history, checkpointed with it
-        self.history: CountHistory | None = (shared if shared is not None
-                                             else rule.condition.new_history())
-        # rendered with the last holding evaluation; None: not yet (rendered when read,
-        # from value, threshold, window and starts, for templates that read nothing else)
-        self.annotations: dict[str, str] | None = {}
-        self.value: float | None = None
-        self.threshold: float | None = None
-        self.window = (0.0, 0.0)
-        self.starts: float | None = None  # the episode's start, as the last holding saw it
-        self.idle = True  # lifecycle.idle, read once per evaluation
-        self.saved = False  # has a checkpoint of its own (to delete when forgotten)
-
-    def to_builtins(self, history: bool = True) -> dict[str, Any]:
-        keep = history or not self.shared
-        return {
-            "lifecycle": self.lifecycle.to_builtins(),
-            "history": self.history.to_builtins() if keep and self.history is not None
-            else None,
-            "annotations": self.annotations,
-            "value": self.value,
-            "threshold": self.threshold,
-            "window": list(self.window),
-            "starts": self.starts,
-        }
-
-    def restore(self, rule: Rule, data: Mapping[str, Any]) -> None:
-        self.lifecycle = Lifecycle.from_builtins(data["lifecycle"], rule.for_,
-                                                 rule.keep_firing_for, rule.repeat_interval)
-        if self.history is not None and data.get("history") and not self.shared:
-            self.history.restore(data["history"])
-        annotations = data.get("annotations")
-        self.annotations = None if annotations is None and "starts" in data \
-            else dict(annotations or {})
-        self.starts = data.get("starts")
-        self.value = data.get("value")
-        self.threshold = data.get("threshold")
-        start, end = data.get("window") or (0.0, 0.0)
-        self.window = (float(start), float(end))
-        self.idle = self.lifecycle.idle
-
-
-class _Plan:
-    """The rules that match a series, in rule order, with what evaluating them needs;
-    one object for every series that the same rules match."""
-
-    __slots__ = ("always", "entries", "index", "quick")
-
-    def __init__(self, entries: list[Entry]) -> None:
-        self.entries = entries
-        self.index = {entry[1]: i for i, entry in enumerate(entries)}
-        self.quick = [(i, entry[2]) for i, entry in enumerate(entries) if entry[2] is not None]
-        self.always = [i for i, entry in enumerate(entries) if entry[2] is None]
-
-
-class _Series:
-    __slots__ = ("alerts", "awake", "changed", "histories", "histories_changed", "key",
-                 "labels", "last_end", "last_version", "plan", "saved")
-
-    def __init__(self, key: str, labels: Mapping[str, str], plan: _Plan) -> None:
-        self.key = key
-        self.labels = dict(labels)
-        self.last_end = -math.inf
-        self.last_version = 0
-        self.alerts: dict[str, _Alert] = {}
-        self.plan = plan
-        # rules (plan indexes) whose alert is evaluated in full whatever the quick test
-        # says: pending or firing, or with transitions of its last evaluation to replay
-        self.awake: set[int] = set()
-        self.changed: set[str] = set()  # alerts whose checkpoint changed (or to delete)
-        self.saved = False  # its labels are checkpointed
-        # count histories by what they count: rules that count the same share one
-        self.histories: dict[str, CountHistory] = {}
-        self.histories_changed = False
-
-    def wake(self, name: str, alert: _Alert) -> None:
-        """Note whether ``alert`` must be evaluated in full at the next window."""
-        i = self.plan.index.get(name)
-        if i is None:
-            return  # its rule no longer matches the series: never evaluated again
-        if alert.idle and not alert.lifecycle.replays():
-            self.awake.discard(i)
-        else:
-            self.awake.add(i)
-
-    def history(self, key: str, condition: Condition) -> CountHistory:
-        history = self.histories.get(key)
-        if history is None:
-            history = self.histories[key] = condition.new_history()  # type: ignore[assignment]
-        return history  # type: ignore[return-value]
-
-
-@dataclass(slots=True)
-class Checkpoint:
-    """What changed in one series' checkpoint since the last :meth:`Evaluator.checkpoint`:
-    its labels when new (``series``), the state of each changed alert by rule name
-    (``None``: delete it), the count histories its rules share when they changed (every
-    window, for rules that look back), and ``gone`` when the series was forgotten (delete
-    all)."""
-
-    series: dict[str, Any] | None = None
-    alerts: dict[str, dict[str, Any] | None] = field(default_factory=dict)
-    histories: dict[str, dict[str, Any]] | None = None
-    gone: bool = False
-
-    def __bool__(self) -> bool:
-        return (self.series is not None or bool(self.alerts) or self.histories is not None
-                or self.gone)
 
 
 class Evaluator:
@@ -217,9 +93,9 @@ class Evaluator:
         self._later = {rule.name for rule in rules
                        if not {name.partition(".")[0] for t in rule.annotations.values()
                                for name in t.names()} & {"metrics", "details"}}
-        self._plans: dict[tuple[int, ...], _Plan] = {}  # by the indexes of matching rules
+        self._plans: dict[tuple[int, ...], RulePlan] = {}  # by the indexes of matching rules
         self._keep = max((lb for r in rules for lb in r.condition.lookbacks()), default=0.0)
-        self._series: dict[str, _Series] = {}
+        self._series: dict[str, SeriesState] = {}
         self._firing: dict[str, Mapping[str, str]] = {}  # fingerprint -> alert labels
         self._dirty: set[str] = set()  # series whose checkpoint changed
         self._gone: dict[str, list[str]] = {}  # forgotten by the sweep: alerts to delete
@@ -230,7 +106,7 @@ class Evaluator:
     def series_keys(self) -> list[str]:
         return sorted(self._series)
 
-    def _plan(self, labels: Mapping[str, str]) -> _Plan:
+    def _plan(self, labels: Mapping[str, str]) -> RulePlan:
         matching = tuple(i for i, rule in enumerate(self.rules) if rule.matches(labels))
         plan = self._plans.get(matching)
         if plan is not None:
@@ -246,11 +122,11 @@ class Evaluator:
             if shared is not None:
                 counted.add(shared)
             entries.append((rule, rule.name, self._quick[rule.name], shared, sums))
-        plan = self._plans[matching] = _Plan(entries)
+        plan = self._plans[matching] = RulePlan(entries)
         return plan
 
-    def _new_series(self, key: str, labels: Mapping[str, str]) -> _Series:
-        series = self._series[key] = _Series(key, labels, self._plan(labels))
+    def _new_series(self, key: str, labels: Mapping[str, str]) -> SeriesState:
+        series = self._series[key] = SeriesState(key, labels, self._plan(labels))
         series.changed.update(self._gone.pop(key, ()))  # forgotten, back: old ones go
         self._dirty.add(key)
         return series
@@ -302,7 +178,7 @@ class Evaluator:
             elif alert is not None:
                 history = alert.history
             elif rule.condition.lookbacks():
-                alert = alerts[name] = _Alert(rule, series.labels)
+                alert = alerts[name] = AlertState(rule, series.labels)
                 history = alert.history
             else:
                 history = None
@@ -314,7 +190,7 @@ class Evaluator:
                     series.awake.discard(i)
                 continue
             if alert is None:
-                alert = alerts[name] = _Alert(rule, series.labels, history)
+                alert = alerts[name] = AlertState(rule, series.labels, history)
             lc = alert.lifecycle
             was_idle = alert.idle
             transitions = lc.evaluate(end, outcome.holds, outcome.value)
@@ -336,7 +212,7 @@ class Evaluator:
         self._mute(events, end if now is None else now)
         return events
 
-    def _observe(self, rule: Rule, series: _Series, alert: _Alert, outcome: Outcome,
+    def _observe(self, rule: Rule, series: SeriesState, alert: AlertState, outcome: Outcome,
                  env: Mapping[str, float], start: float, end: float) -> None:
         """Remember what a holding evaluation measured, and the annotations rendered with
         it: now if they read the window's metrics or the outcome's details, else when
@@ -348,7 +224,7 @@ class Evaluator:
         if rule.name not in self._later:
             alert.annotations = self._render(rule, series, alert, env, outcome.details)
 
-    def _render(self, rule: Rule, series: _Series, alert: _Alert,
+    def _render(self, rule: Rule, series: SeriesState, alert: AlertState,
                 env: Mapping[str, float], details: Mapping[str, Any]) -> dict[str, str]:
         return rule.render({
             "value": alert.value, "threshold": alert.threshold, "alertname": rule.name,
@@ -358,12 +234,12 @@ class Evaluator:
             "details": details,
         })
 
-    def _annotations(self, rule: Rule, series: _Series, alert: _Alert) -> dict[str, str]:
+    def _annotations(self, rule: Rule, series: SeriesState, alert: AlertState) -> dict[str, str]:
         if alert.annotations is None:  # a template that reads neither metrics nor details
             alert.annotations = self._render(rule, series, alert, {}, {})
         return alert.annotations
 
-    def _event(self, rule: Rule, series: _Series, alert: _Alert, t: Transition,
+    def _event(self, rule: Rule, series: SeriesState, alert: AlertState, t: Transition,
                value: float | None, threshold: float | None,
                window: tuple[float, float]) -> AlertEvent:
         resolved = t.kind == "resolved"
@@ -472,7 +348,7 @@ class Evaluator:
             "histories": {k: h.to_builtins() for k, h in series.histories.items()},
         }
 
-    def _rendered(self, series: _Series, name: str, alert: _Alert) -> _Alert:
+    def _rendered(self, series: SeriesState, name: str, alert: AlertState) -> AlertState:
         rule = self._rules.get(name)
         if rule is not None:
             self._annotations(rule, series, alert)
@@ -505,7 +381,7 @@ class Evaluator:
                 series.changed.add(name)
                 continue
             key = self._history_keys[name]
-            alert = _Alert(rule, series.labels,
+            alert = AlertState(rule, series.labels,
                            None if key is None else series.history(key, rule.condition))
             alert.restore(rule, raw)
             alert.saved = True
