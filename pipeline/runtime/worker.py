@@ -49,7 +49,7 @@ async def run_sink(settings: Settings, stop: asyncio.Event) -> None:
             keeper = connect(settings)  # creates the database; keeps the engine open
             path = settings.clickhouse_dsn.removeprefix("chdb://")
             runner, end = await serve_http(path, settings)
-            lock.publish(end.host, end.port, end.user, end.password)
+            lock.publish(end.host, end.port, end.user, end.password, end.scheme)
             where = ("password from settings" if settings.query.password else
                      f"random password in {lock.info_path}")
             log.info("embedded store answers ClickHouse HTTP on %s://%s:%d (user %s, %s)",

@@ -1,6 +1,7 @@
 """The store's query endpoint over HTTPS on a real worker: a certificate made here, the
 worker serving it, ``inferwatch query`` (pinned to it) and curl (trusting it) reading,
-plain HTTP and a client without the TLS settings refused."""
+plain HTTP and a client without the TLS settings refused, one with only the
+certificate served."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ def test_a_worker_with_both_pem_files_answers_https_only(kafka_bootstrap: str,
         assert found, log
         owner = StoreLock(pipe.settings.home_path).owner()
         assert owner is not None and owner.port == int(found.group(1))
+        assert owner.scheme == "https"  # clients learn it from the owner file
 
         assert pipe.scalar("SELECT 6 * 7 AS answer") == 42  # `inferwatch query`, pinned
 
@@ -51,12 +53,18 @@ def test_a_worker_with_both_pem_files_answers_https_only(kafka_bootstrap: str,
                                capture_output=True, text=True, timeout=30)
         assert plain.stdout != "Ok.\n"
 
-        env = {k: v for k, v in pipe.env.items() if "__TLS_" not in k}
-        without = subprocess.run([sys.executable, "-m", "pipeline", "query", "SELECT 1"],
-                                 env=env, cwd=ROOT, capture_output=True, text=True,
-                                 timeout=60)
+        def query(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "pipeline", "query", "-f", "jsonl",
+                                   "SELECT 1 AS one"], env=env, cwd=ROOT,
+                                  capture_output=True, text=True, timeout=60)
+        without = query({k: v for k, v in pipe.env.items() if "__TLS_" not in k})
         assert without.returncode != 0
-        assert "could not query the worker owning the store" in without.stderr
+        assert "the worker owning the store" in without.stderr
+        assert "answers HTTPS: set [query] tls_certfile here" in without.stderr
+        # a client pins the certificate: it needs that file, not the worker's key
+        certificate_only = query({k: v for k, v in pipe.env.items() if "__TLS_KEYFILE" not in k})
+        assert certificate_only.returncode == 0, certificate_only.stderr
+        assert certificate_only.stdout.strip() == '{"one": 1}'
         assert worker.poll() is None, pipe.log(worker)
     finally:
         pipe.close()

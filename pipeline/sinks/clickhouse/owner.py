@@ -38,6 +38,7 @@ class OwnerInfo:
     port: int
     user: str
     password: str
+    scheme: str = "http"  # "https" when the owner serves TLS ([query] tls_certfile/keyfile)
 
 
 class StoreLock:
@@ -75,22 +76,25 @@ class StoreLock:
                 )
             await asyncio.sleep(0.2)
 
-    def publish(self, host: str, port: int, user: str, password: str) -> None:
-        """Tell query clients where the owner answers (owner-only file: it holds the password)."""
+    def publish(self, host: str, port: int, user: str, password: str,
+                scheme: str = "http") -> None:
+        """Tell query clients where and how the owner answers (owner-only file: it holds
+        the password)."""
         tmp = self.info_path.with_suffix(".tmp")
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()  # O_CREAT keeps an old file's mode; start from none
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump({"pid": os.getpid(), "host": host, "port": port, "user": user,
-                       "password": password}, fh)
+                       "password": password, "scheme": scheme}, fh)
         tmp.replace(self.info_path)
 
     def owner(self) -> OwnerInfo | None:
         try:
             data = json.loads(self.info_path.read_text())
             return OwnerInfo(int(data["pid"]), str(data["host"]), int(data["port"]),
-                             str(data["user"]), str(data["password"]))
+                             str(data["user"]), str(data["password"]),
+                             str(data.get("scheme", "http")))
         except (OSError, ValueError, KeyError, TypeError):
             return None
 

@@ -9,8 +9,10 @@ endpoint's ``readonly=1`` on the owner.
 
 When ``[query] tls_certfile`` and ``tls_keyfile`` are set, the owner answers HTTPS only;
 the client then pins that very certificate (its sha256 fingerprint, read from
-``tls_certfile``): the owner file says which port on this machine, the certificate file
-says who may answer there, whatever name the certificate was issued for.
+``tls_certfile``): the owner file says which port on this machine and whether it is
+HTTPS, the certificate file says who may answer there, whatever name the certificate
+was issued for. Settings that disagree with the owner's scheme are refused in one line
+(never a downgrade to plain HTTP).
 """
 
 from __future__ import annotations
@@ -97,12 +99,18 @@ def run_query(settings: Settings, sql: str, timeout: float = 60.0) -> QueryResul
     owner = lock.owner()
     if owner is None:
         raise StoreBusyError("the embedded store is locked but its owner published no address")
+    who = f"the worker owning the store (pid {owner.pid}, {owner.host}:{owner.port})"
+    pinned = settings.query.tls_certfile  # the certificate is enough here, not its key
+    if (owner.scheme == "https") != bool(pinned):
+        raise QueryError(
+            f"{who} answers HTTPS: set [query] tls_certfile here to its certificate (pinned)"
+            if owner.scheme == "https" else
+            f"{who} answers plain HTTP, but [query] tls_certfile is set here: give the "
+            "worker its TLS settings, or unset it here (no query is sent in the clear then)")
     try:
         client = owner_client(owner, settings.clickhouse.database, timeout,
-                              tls_certfile=settings.query.tls_certfile
-                              if settings.query.tls_keyfile else "")
+                              tls_certfile=pinned)
     except Exception as exc:  # refused, timed out, or a stale owner file
-        who = f"the worker owning the store (pid {owner.pid}, {owner.host}:{owner.port})"
         raise QueryError(f"could not query {who}: {exc}") from exc
     try:
         return run_readonly(client, sql)

@@ -305,10 +305,20 @@ def test_https_when_both_files_are_set(store: Any, tmp_path: Path) -> None:
         lock = StoreLock(settings.home_path)
         assert lock.try_acquire()
         try:
-            lock.publish(end.host, end.port, end.user, PASSWORD)
+            lock.publish(end.host, end.port, end.user, PASSWORD, end.scheme)
+            assert lock.owner().scheme == "https"  # type: ignore[union-attr]
             assert run_query(settings, "SELECT 5 AS n").rows == [[5]]
-            with pytest.raises(QueryError):  # the same owner without TLS in the settings
+            # a client needs the certificate to pin, not the server's key
+            client_only = msgspec.structs.replace(
+                store.settings, query=msgspec.structs.replace(LIMITS, tls_certfile=str(cert)))
+            assert run_query(client_only, "SELECT 6 AS n").rows == [[6]]
+            # the same owner without TLS in the settings: told, not a connection error
+            with pytest.raises(QueryError, match=r"answers HTTPS: set \[query\] tls_certfile"):
                 run_query(store.settings, "SELECT 5 AS n")
+            # an owner file that says plain HTTP to a client set for TLS: no downgrade
+            lock.publish(end.host, end.port, end.user, PASSWORD)
+            with pytest.raises(QueryError, match="answers plain HTTP, but"):
+                run_query(settings, "SELECT 5 AS n")
         finally:
             lock.release()
 
