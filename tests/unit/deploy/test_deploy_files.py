@@ -41,6 +41,7 @@ import yaml
 from pipeline.alerting.rules import check as check_rules
 from pipeline.cli import cli
 from pipeline.config import SECRET_FIELDS, ConfigError, Settings, _env_overrides, load_settings
+from tests.unit.test_prometheus_rules import needs_promtool
 
 ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
@@ -507,8 +508,7 @@ def test_compose_prometheus_scrapes_every_worker_and_loads_the_rules() -> None:
     assert alerting == [f"alertmanager:{ALERTMANAGER_PORT}"]
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed "
-                    "(Debian package 'prometheus'; `make system-deps` installs it as root)")
+@needs_promtool
 def test_promtool_accepts_the_compose_prometheus_config(tmp_path: Path) -> None:
     config, _ = prometheus_config()
     config["rule_files"] = [str(host_path("prometheus", f)) for f in config["rule_files"]]
