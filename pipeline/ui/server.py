@@ -132,6 +132,14 @@ class SilenceBook:
         return expired
 
 
+async def _body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object; ValueError (a 400 saying why) for anything else."""
+    body = await request.json()  # not JSON: a ValueError already
+    if not isinstance(body, dict):
+        raise ValueError("the request body must be a JSON object")
+    return body
+
+
 def same_origin(request: web.Request) -> bool:
     """The request's ``Origin`` (when the browser sent one) is the dashboard itself."""
     origin = request.headers.get("Origin")
@@ -237,10 +245,13 @@ def make_app(query: Callable[[str], Any], *, hub: Hub, credentials: Credentials,
             raise web.HTTPServiceUnavailable(text="silences are not available")
         from pipeline.alerting.silences import new_silence
 
-        body = await request.json()
+        body = await _body(request)
+        matchers = body.get("matchers", [])
+        if not isinstance(matchers, list) or not all(isinstance(m, str) for m in matchers):
+            raise ValueError('"matchers" must be a list of strings such as "model=gpt-chat"')
         duration = str(body.get("duration", "2h"))
         # not a silence: ValueError, a 400 that says why, and nothing was tried
-        item = new_silence([m.strip() for m in body.get("matchers", []) if m.strip()],
+        item = new_silence([m.strip() for m in matchers if m.strip()],
                            duration=duration, now=time.time(),
                            created_by=str(body.get("created_by", "")),
                            comment=str(body.get("comment", "")))
@@ -272,8 +283,9 @@ def make_app(query: Callable[[str], Any], *, hub: Hub, credentials: Credentials,
         return _json(msgspec.to_builtins(expired))
 
     async def sql(request: web.Request) -> web.Response:
-        body = await request.json()
-        statement = str(body["sql"])
+        statement = (await _body(request)).get("sql")
+        if not isinstance(statement, str):
+            raise ValueError('the body must hold the statement as "sql", a string')
         started = time.perf_counter()
         try:
             async with gate:

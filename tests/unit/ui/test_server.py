@@ -148,9 +148,18 @@ def test_silences_created_expired_and_invalid_ones_refused(ui_store: Store) -> N
         expired = await client.post(f"/api/silences/{item['id']}/expire", headers=AUTH)
         assert expired.status == 200 and (await expired.json())["ends_at"] < item["ends_at"]
         for body in ({"matchers": ["model=~.*"]}, {"matchers": []},
-                     {"matchers": ["model=m2"], "duration": "soon"}):
+                     {"matchers": ["model=m2"], "duration": "soon"},
+                     {"matchers": [1]}, {"matchers": "model=m2"}, ["model=m2"], "x", None):
             refused = await client.post("/api/silences", headers=AUTH, json=body)
+            assert refused.status == 400, body  # said why, not an internal error
+            assert (await refused.json())["error"], body
+        for body in ([], {"statement": "SELECT 1"}, {"sql": 1}):  # "sql": the statement
+            refused = await client.post("/api/query", headers=AUTH, json=body)
             assert refused.status == 400, body
+            assert "JSON object" in (error := (await refused.json())["error"]) \
+                or '"sql"' in error, error
+        garbled = await client.post("/api/silences", headers=AUTH, data=b"{not json")
+        assert garbled.status == 400
         unknown = await client.post("/api/silences/nope/expire", headers=AUTH)
         assert unknown.status == 400
     run(ui_store, check, book=book)
