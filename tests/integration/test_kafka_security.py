@@ -25,7 +25,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import TopicAuthorizationFailedError
 
-from pipeline.config import load_settings
+from pipeline.config import KafkaSettings, load_settings
 from pipeline.dev.kafka import LocalKafka
 from pipeline.dev.secure import ADMIN, PRODUCER, WORKER, create_acls, role_acls
 from pipeline.dev.tls import write_ca
@@ -272,6 +272,29 @@ def test_an_untrusted_broker_certificate_fails_fast(broker: LocalKafka, pipe: Pi
         assert (producer.stats.error or "").startswith(expected)
     finally:
         producer.close(timeout=5)
+
+
+def test_tls_to_a_plaintext_listener_and_back_say_which_after_the_timeout(
+        broker: LocalKafka, kafka_bootstrap: str) -> None:
+    """The hints docs/security.md quotes, on real listeners: this module's TLS broker and
+    the session's plaintext one. Neither mismatch is an access error (a listener that
+    hangs up also does so while it restarts), so the wait times out, then says why."""
+    secured = broker.client(WORKER)
+    to_plaintext = msgspec.structs.replace(secured, bootstrap_servers=kafka_bootstrap)
+    with pytest.raises(TimeoutError) as tls_on_plain:
+        asyncio.run(wait_for_broker(to_plaintext, timeout=2.0))
+    assert re.search(rf"{re.escape(kafka_bootstrap)} (reset the TLS handshake|gave no TLS "
+                     r"handshake within 3s): a plaintext listener\? "
+                     r"\(kafka.security_protocol=SASL_SSL\)$", str(tls_on_plain.value)), \
+        str(tls_on_plain.value)
+
+    plain = KafkaSettings(bootstrap_servers=broker.bootstrap)
+    with pytest.raises(TimeoutError) as plain_on_tls:
+        asyncio.run(wait_for_broker(plain, timeout=2.0))
+    assert str(plain_on_tls.value).endswith(
+        f"{broker.bootstrap} closed the connection: a TLS listener? "
+        "(kafka.security_protocol=PLAINTEXT)"), str(plain_on_tls.value)
+    assert secured.sasl_password not in str(tls_on_plain.value)
 
 
 def test_config_show_masks_the_password(broker: LocalKafka, pipe: Pipeline) -> None:
