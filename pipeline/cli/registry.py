@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pipeline.cli import _settings, cli, when_arg
+from pipeline.sinks.clickhouse.sql import literal
 
 if TYPE_CHECKING:
     from pipeline.config import Settings
@@ -44,10 +45,6 @@ _SOURCES = (
 )
 
 
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _ms_time(seconds: float) -> str:
     return f"fromUnixTimestamp64Milli(toInt64({round(seconds * 1000)}), 'UTC')"
 
@@ -64,10 +61,10 @@ def windows_sql(database: str, table: str, columns: Sequence[str], series_key: s
     >>> "FROM iw.window_metrics WHERE series_key = 'model=m'" in sql, sql.endswith("LIMIT 5")
     (True, True)
     """
-    where = [f"series_key = {_sql_string(series_key)}",
+    where = [f"series_key = {literal(series_key)}",
              f"window_start >= {_ms_time(start)}", f"window_start < {_ms_time(end)}"]
     if basis is not None:
-        where.append(f"basis = {_sql_string(basis)}")
+        where.append(f"basis = {literal(basis)}")
     return (f"SELECT toUnixTimestamp64Milli(window_start) AS window_start_ms, "
             f"toUnixTimestamp64Milli(window_end) AS window_end_ms, {', '.join(columns)} "
             f"FROM {database}.{table} WHERE {' AND '.join(where)} "
