@@ -21,9 +21,8 @@ from pipeline.scoring.baselines import (
     NoEventsError,
     format_time,
     parse_series_key,
-    sql_string,
 )
-from pipeline.sinks.clickhouse.sql import identifier
+from pipeline.sinks.clickhouse.sql import identifier, literal
 from pipeline.sources.codec import decode_events
 from pipeline.sources.pricing import Prices, stamp_costs
 from pipeline.windows.drift_profile import MonitorSpec
@@ -159,7 +158,7 @@ def _parquet_records(path: Path) -> Iterator[tuple[str, bytes]]:
     """(``row N``, event JSON) per row, read in file order by chDB's ``file()``."""
     import chdb
 
-    source = f"file({sql_string(str(path))}, Parquet)"
+    source = f"file({literal(str(path))}, Parquet)"
     try:
         described = chdb.query(f"DESCRIBE {source}", "JSONEachRow").bytes()
         columns = [msgspec.json.decode(line) for line in described.splitlines() if line]

@@ -33,6 +33,7 @@ import msgspec
 
 from pipeline.config import Settings
 from pipeline.scoring.drift.reference import Reference
+from pipeline.sinks.clickhouse.sql import literal
 from pipeline.windows.drift_profile import FEATURE_PREFIX, OPERATIONAL, DriftProfile, MonitorSpec
 from pipeline.windows.profile import series_key as make_series_key
 from schemas.event import InferenceEvent
@@ -300,17 +301,12 @@ def resolve_series(
 
 
 # --------------------------------------------------------------------------- ClickHouse
-def sql_string(value: str) -> str:
-    """``value`` as a ClickHouse string literal."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _label_condition(name: str, value: str) -> str:
     if name in _STRING_COLUMNS:
-        return f"{name} = {sql_string(value)}"
+        return f"{name} = {literal(value)}"
     if name in _EVENT_FIELDS:
         raise BaselineError(f"series label {name!r} is not a string column of the events table")
-    return f"attributes[{sql_string(name)}] = {sql_string(value)}"  # missing key reads ''
+    return f"attributes[{literal(name)}] = {literal(value)}"  # missing key reads ''
 
 
 def _ms_time(ms: int) -> str:
@@ -340,7 +336,7 @@ def events_sql(
     columns = ["event_id", "toUnixTimestamp64Milli(timestamp) AS ts_ms"]
     features = sorted(n[len(FEATURE_PREFIX):] for n in monitored if n.startswith(FEATURE_PREFIX))
     if features:
-        keys = "[" + ", ".join(sql_string(f) for f in features) + "]"
+        keys = "[" + ", ".join(literal(f) for f in features) + "]"
         columns += [f"mapFilter((k, v) -> has({keys}, k), features_num) AS features_num",
                     f"mapFilter((k, v) -> has({keys}, k), features_cat) AS features_cat"]
     columns += [n for n in ("prediction", "confidence", *OPERATIONAL) if n in monitored]
@@ -348,7 +344,7 @@ def events_sql(
     where = [_label_condition(n, v) for n, v in sorted(labels.items())]
     where += [f"timestamp >= {_ms_time(start_ms)}", f"timestamp < {_ms_time(end_ms)}"]
     if after is not None:
-        where.append(f"(timestamp, event_id) > ({_ms_time(after[0])}, {sql_string(after[1])})")
+        where.append(f"(timestamp, event_id) > ({_ms_time(after[0])}, {literal(after[1])})")
     return (f"SELECT {', '.join(columns)} FROM {database}.events FINAL "
             f"WHERE {' AND '.join(where)} ORDER BY timestamp, event_id LIMIT {int(limit)}")
 
