@@ -62,7 +62,6 @@ _STRING_COLUMNS = frozenset({
     "model", "model_version", "provider", "operation", "status", "error_type", "finish_reason",
 })
 _EVENT_FIELDS = frozenset(InferenceEvent.__struct_fields__) - {"features", "attributes"}
-_ENCODER = msgspec.json.Encoder()
 
 
 class BaselineError(ValueError):
