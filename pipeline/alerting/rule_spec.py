@@ -11,7 +11,6 @@ from pipeline.alerting.conditions.version_comparison import METRICS as COMPARED
 from schemas.alert import Severity
 
 __all__ = [
-    "COMPARED_METRICS",
     "VOCABULARY",
     "BurnRateRuleSpec",
     "BurnWindowSpec",
@@ -32,7 +31,6 @@ Labels = dict[LabelName, Annotated[str, msgspec.Meta(max_length=1024)]]
 Ratio = Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)]
 ComparedMetric = Literal["error_rate", "latency_ms", "accuracy", "satisfaction",
                          "thumbs_down_rate"]
-COMPARED_METRICS: tuple[str, ...] = tuple(COMPARED)
 
 
 class _Spec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -97,7 +95,7 @@ class VersionComparisonRuleSpec(_RuleSpecBase, tag="version_comparison", kw_only
     """A candidate model version worse than the baseline beside it (docs/quality.md)."""
 
     metrics: Annotated[list[ComparedMetric], msgspec.Meta(min_length=1)] = \
-        msgspec.field(default_factory=lambda: list(COMPARED_METRICS))
+        msgspec.field(default_factory=lambda: list(COMPARED))
     level: Ratio = 0.95
     min_samples: Annotated[int, msgspec.Meta(ge=1)] = 200
     margins: dict[ComparedMetric, Annotated[float, msgspec.Meta(ge=0.0)]] = {}
