@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import web
@@ -39,6 +39,9 @@ from pipeline.audit import Auditor, failure_reason, silence_detail, statement_de
 from pipeline.config import Settings
 from pipeline.ui import queries
 from pipeline.ui.live import Hub, finite, sse_frame
+
+if TYPE_CHECKING:
+    from schemas.alert import Silence
 
 __all__ = ["Credentials", "SilenceBook", "make_app"]
 
@@ -117,14 +120,14 @@ class SilenceBook:
         return [{**msgspec.to_builtins(s), "active": s.starts_at <= now < s.ends_at}
                 for s in reversed(self.store.all())]
 
-    async def add(self, item: Any) -> None:
+    async def add(self, item: Silence) -> None:
         """Publish a new silence (from :func:`~pipeline.alerting.silences.new_silence`)."""
         from pipeline.runtime.alerting import publish_silence
 
         await publish_silence(self.settings, item)
         self.store.add(item)
 
-    async def expire(self, silence_id: str) -> Any:
+    async def expire(self, silence_id: str) -> Silence:
         from pipeline.runtime.alerting import publish_silence
 
         expired = self.store.expire(silence_id, time.time())
