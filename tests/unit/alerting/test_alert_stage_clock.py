@@ -17,9 +17,9 @@ from pipeline.config import Settings
 from pipeline.runtime.stage import Record
 from schemas.alert import AlertEvent
 from schemas.metrics import CONTRACT_HEADER, WindowMetrics
-from schemas.quality import VERSION_CONTRACT, VersionSummary
+from schemas.quality import VERSION_CONTRACT
+from tests.unit.quality.test_versions import CANARY, T0, summary
 
-T0 = 1_700_000_000.0
 TOPIC = "inferwatch.metrics"
 RULES = parse_rules("""
 rules:
@@ -55,27 +55,15 @@ def test_a_window_from_the_future_is_skipped_and_the_series_still_alerts(
 
 
 def test_a_version_summary_from_the_future_does_not_stop_comparisons() -> None:
-    rules = parse_rules("""
-rules:
-  - name: CanaryWorse
-    type: version_comparison
-    severity: warning
-    metrics: [error_rate]
-    min_samples: 100
-""", "canary.yml")
-    stage = AlertRuleStage(Settings(), rules)
+    stage = AlertRuleStage(Settings(), CANARY)
     stage.on_assign(TOPIC, 0, {})
     headers = [(CONTRACT_HEADER, VERSION_CONTRACT)]
-
-    def summary(version: str, end: float, errors: int) -> bytes:
-        return msgspec.json.encode(VersionSummary(
-            series_key=f"model=clf|model_version={version}",
-            labels={"model": "clf", "model_version": version}, period_start=end - 300,
-            period_end=end, inferences=4000, errors=errors))
-
-    values = [summary("v1", T0 + 1e7, 4), summary("v2", T0 + 1e7, 4),  # hand-made, far ahead
-              summary("v1", T0, 40), summary("v2", T0, 400)]
-    records = [Record(TOPIC, 0, i, b"clf", v, headers) for i, v in enumerate(values)]
+    values = [summary("v1", T0 + 1e7, inferences=4000, errors=4),  # hand-made, far ahead
+              summary("v2", T0 + 1e7, inferences=4000, errors=4),
+              summary("v1", T0, inferences=4000, errors=40),
+              summary("v2", T0, inferences=4000, errors=400)]
+    records = [Record(TOPIC, 0, i, b"clf", msgspec.json.encode(v), headers)
+               for i, v in enumerate(values)]
     step = stage.on_batch(TOPIC, 0, records, T0 + 1)
     events = [msgspec.json.decode(o.value, type=AlertEvent) for o in step.outputs]
     assert [(e.rule, e.state, e.labels["model_version"]) for e in events] == [

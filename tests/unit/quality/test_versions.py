@@ -24,6 +24,16 @@ from schemas.metrics import CONTRACT_HEADER
 from schemas.quality import VERSION_CONTRACT, VersionSummary
 
 T0 = 1_700_000_000.0
+CANARY = parse_rules("""
+rules:
+  - name: CanaryWorse
+    type: version_comparison
+    severity: warning
+    metrics: [error_rate, accuracy]
+    min_samples: 100
+    annotations:
+      summary: "{{ labels.model_version }} vs {{ labels.baseline_version }}: {{ details.worse }}"
+""", "canary.yml")
 
 
 def summary(version: str, end: float, *, inferences: int = 1000, errors: int = 10,
@@ -92,17 +102,7 @@ def test_a_worse_candidate_holds_a_small_one_does_not() -> None:
 
 
 def test_a_version_comparison_rule_fires_in_the_alerting_stage() -> None:
-    rules = parse_rules("""
-rules:
-  - name: CanaryWorse
-    type: version_comparison
-    severity: warning
-    metrics: [error_rate, accuracy]
-    min_samples: 100
-    annotations:
-      summary: "{{ labels.model_version }} vs {{ labels.baseline_version }}: {{ details.worse }}"
-""", "canary.yml")
-    stage = AlertRuleStage(Settings(), rules)
+    stage = AlertRuleStage(Settings(), CANARY)
     stage.on_assign("inferwatch.metrics", 0, {})
     headers = [("content-type", b"application/json"), (CONTRACT_HEADER, VERSION_CONTRACT)]
     records = [Record("inferwatch.metrics", 0, i, b"clf", msgspec.json.encode(s), headers)
@@ -118,7 +118,7 @@ rules:
     assert any(k.startswith("versions|") for k in step.changes[0])
     # after a restart, the book is back: v2 alone still compares with v1
     state = {k: v for k, v in step.changes[0].items() if v is not None}
-    again = AlertRuleStage(Settings(), rules)
+    again = AlertRuleStage(Settings(), CANARY)
     again.on_assign("inferwatch.metrics", 0, state)
     assert again.versions.add(summary("v2", T0 + 300)) == []  # v1 has not sent that period
     assert len(again.versions.add(summary("v1", T0 + 300))) == 1
