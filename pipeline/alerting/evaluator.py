@@ -382,7 +382,7 @@ class Evaluator:
                 continue
             key = self._history_keys[name]
             alert = AlertState(rule, series.labels,
-                           None if key is None else series.history(key, rule.condition))
+                               None if key is None else series.history(key, rule.condition))
             alert.restore(rule, raw)
             alert.saved = True
             series.alerts[name] = alert

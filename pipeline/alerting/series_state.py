@@ -130,11 +130,11 @@ class SeriesState:
 
 @dataclass(slots=True)
 class Checkpoint:
-    """What changed in one series' checkpoint since the last :meth:`Evaluator.checkpoint`:
-    its labels when new (``series``), the state of each changed alert by rule name
-    (``None``: delete it), the count histories its rules share when they changed (every
-    window, for rules that look back), and ``gone`` when the series was forgotten (delete
-    all)."""
+    """What changed in one series' checkpoint since the last
+    :meth:`~pipeline.alerting.evaluator.Evaluator.checkpoint`: its labels when new
+    (``series``), the state of each changed alert by rule name (``None``: delete it), the
+    count histories its rules share when they changed (every window, for rules that look
+    back), and ``gone`` when the series was forgotten (delete all)."""
 
     series: dict[str, Any] | None = None
     alerts: dict[str, dict[str, Any] | None] = field(default_factory=dict)
