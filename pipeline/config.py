@@ -545,7 +545,7 @@ def load_settings(
                    if where else "INFERWATCH_*")
             raise ConfigError(f"environment ({var}): {exc}") from exc
     _accept_only_what_is_kept(settings, from_file, env, f"{path}:{_line_of(text, _PAST) or '?'}")
-    _monitor_only_what_is_kept(settings, from_file, env, path, text)
+    _monitor_only_what_is_kept(settings, env, path, text)
     return settings
 
 
@@ -574,8 +574,8 @@ def _accept_only_what_is_kept(
         )
 
 
-def _monitor_only_what_is_kept(settings: Settings, from_file: dict[str, Any],
-                               env: dict[str, Any], path: Any, text: str) -> None:
+def _monitor_only_what_is_kept(settings: Settings, env: dict[str, Any],
+                               path: str | Path | None, text: str) -> None:
     """A feature dropped at ingest (``privacy.drop_features``) cannot be monitored for
     drift: live events never carry it, and a baseline of it would keep its values."""
     dropped = set(settings.privacy.drop_features)
