@@ -24,7 +24,7 @@ from pipeline.quality.records import Outcome, confidence_bin
 from pipeline.windows.sketch import Sketch
 from schemas.quality import ClassScores
 
-__all__ = ["NONE", "OTHER", "QualityCounts", "is_correct"]
+__all__ = ["NONE", "OTHER", "QualityCounts", "Tally", "is_correct"]
 
 OTHER = "~other"  # the classes beyond max_classes
 NONE = "~none"  # a missing prediction (or label)
