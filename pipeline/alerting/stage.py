@@ -69,6 +69,7 @@ _STATE = msgspec.msgpack.Encoder()
 _STATE_DEC = msgspec.msgpack.Decoder()
 _HEADERS = (("content-type", b"application/json"),)
 _CLOCK_BUCKETS = 64
+_CLOCK_SKEW = 60.0  # seconds the wall clocks of an ingest and an alerting worker may differ
 
 
 def _quality(value: bytes) -> dict[str, Any]:
@@ -322,11 +323,11 @@ class AlertRuleStage:
 
     def _from_the_future(self, end: float, wall: float, record: Any, topic: str) -> bool:
         """Whether a window ends past anything ingest lets through (events at most
-        ``limits.max_future_seconds`` ahead, plus a window): one such record would move a
-        series' clock ahead and freeze its alerts (a window older than the clock changes
-        nothing), so it is skipped, with a warning."""
+        ``limits.max_future_seconds`` ahead, plus a window and the workers' clock skew):
+        one such record would move a series' clock ahead and freeze its alerts (a window
+        older than the clock changes nothing), so it is skipped, with a warning."""
         s = self.settings
-        edge = (wall + s.limits.max_future_seconds + 60.0
+        edge = (wall + s.limits.max_future_seconds + _CLOCK_SKEW
                 + max(s.metrics.window_seconds, s.quality.window_seconds))
         if end <= edge:
             return False
