@@ -1,4 +1,5 @@
-"""Alert rules: YAML → typed spec Structs (unknown keys rejected) → runtime :class:`Rule`.
+"""Alert rules: YAML → typed spec Structs (:mod:`~pipeline.alerting.rule_spec`, unknown
+keys rejected) → runtime :class:`Rule`.
 
 A rule file is a mapping with ``rules`` (a list), optionally ``group_by`` (labels that
 group notifications; default ``[alertname]``) and ``inhibit_rules``. A path may also be a
@@ -103,6 +104,7 @@ __all__ = [
     "Problem",
     "Rule",
     "RuleError",
+    "RuleFile",
     "RuleFileSpec",
     "RuleSet",
     "RuleSpec",
