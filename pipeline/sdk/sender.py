@@ -27,8 +27,14 @@ from aiokafka.errors import (
 )
 
 from pipeline.config import Settings
-from pipeline.runtime.kafka import KafkaAccessError, access_error, client_options, diagnose
-from pipeline.sdk.sender_log import SenderThread, describe
+from pipeline.runtime.kafka import (
+    KafkaAccessError,
+    access_error,
+    client_options,
+    describe_error,
+    diagnose,
+)
+from pipeline.sdk.sender_log import SenderThread
 from pipeline.sdk.wire import encode_events
 
 __all__ = ["FRAMING", "Sender"]
@@ -289,12 +295,12 @@ class Sender:
         if failures == 1:
             log.warning(
                 "Kafka at %s unavailable (%s); buffering up to %d events and retrying",
-                self._settings.kafka.bootstrap_servers, describe(exc), self._buffer_size,
+                self._settings.kafka.bootstrap_servers, describe_error(exc), self._buffer_size,
             )
             if isinstance(thread, SenderThread):
                 thread.quiet = True
         else:
-            log.debug("Kafka still unavailable (attempt %d): %s", failures, describe(exc))
+            log.debug("Kafka still unavailable (attempt %d): %s", failures, describe_error(exc))
 
     def _on_recovery(self, failures: int) -> None:
         thread = threading.current_thread()

@@ -9,9 +9,7 @@ import threading
 import time
 from typing import Any
 
-from pipeline.runtime.kafka import describe_error as describe  # as the runtime words it
-
-__all__ = ["SenderThread", "describe"]
+__all__ = ["SenderThread"]
 
 _LOG_EVERY = 60.0  # seconds between repeats of one aiokafka log message from a sender
 
