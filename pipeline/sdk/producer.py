@@ -127,9 +127,7 @@ class ProducerStats:
     dropped: int  # records refused: buffer full, producer closed, invalid, unencodable, oversize
     send_errors: int  # failed attempts to connect or to send a batch
     connected: bool  # whether the last connection or send attempt succeeded
-    error: str | None = None  # why Kafka refused this producer (it then sends nothing more)
-
-
+    error: str | None = None  # why Kafka refuses this producer (None again once it accepts)
 
 
 class Producer(Sender):
@@ -449,8 +447,6 @@ class Producer(Sender):
 
 # Every producer, weakly: closed at interpreter exit, reset in forked children.
 _LIVE: weakref.WeakSet[Producer] = weakref.WeakSet()
-
-
 _EXIT_TIMEOUT = 2.0
 
 
