@@ -198,7 +198,7 @@ def test_wrong_password_fails_fast_and_clearly_everywhere(broker: LocalKafka,
     assert time.monotonic() - started < FAST
 
 
-def test_wrong_password_ends_the_sdk_sender_with_one_error(
+def test_wrong_password_stops_the_sdk_sender_with_one_error(
         broker: LocalKafka, pipe: Pipeline, caplog: pytest.LogCaptureFixture) -> None:
     settings = load_settings(environ={**pipe.env, **env_for(broker, PRODUCER, password=WRONG)})
     caplog.set_level(logging.DEBUG, logger="aiokafka")

@@ -74,7 +74,7 @@ def _event(i: int = 0) -> InferenceEvent:
     return InferenceEvent(event_id=f"e{i}", timestamp=time.time(), model="m", latency_ms=1.0)
 
 
-def test_wrong_credentials_end_the_sender_with_one_error(fake, caplog) -> None:
+def test_wrong_credentials_stop_the_sender_with_one_error(fake, caplog) -> None:
     fake.refuse = True
     caplog.set_level(logging.DEBUG, logger="pipeline.sdk.producer")
     producer = Producer(Settings(kafka=KAFKA))
@@ -90,7 +90,7 @@ def test_wrong_credentials_end_the_sender_with_one_error(fake, caplog) -> None:
     assert (stats.buffered, stats.dropped, stats.sent) == (0, 5, 0)
     assert producer.emit(_event(9)) is False and producer.stats.dropped == 6
     assert producer.close(timeout=1) is False
-    assert fake.starts == 1  # no retry loop
+    assert fake.starts == 1  # no outage retries (a re-probe waits _REPROBE_SECONDS)
     records = [r for r in caplog.records if r.name == "pipeline.sdk.producer"]
     assert [r.levelname for r in records] == ["ERROR"]
     assert "Kafka refused this producer: authentication failed" in records[0].getMessage()
