@@ -152,7 +152,9 @@ def _log(event: AuditEvent) -> None:
     """INFO, except a statement that ran: DEBUG. Grafana runs one per panel per refresh,
     a line a second that would bury the changes people make; the table keeps them all."""
     routine = event.action == "query.run" and event.outcome == "ok"
-    log.log(logging.DEBUG if routine else logging.INFO, "%s", describe(event))
+    level = logging.DEBUG if routine else logging.INFO
+    if log.isEnabledFor(level):  # not formatted for a level nobody reads
+        log.log(level, "%s", describe(event))
 
 
 def _unpublished(event: AuditEvent, why: object) -> None:
