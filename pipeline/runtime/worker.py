@@ -147,23 +147,40 @@ async def run_process(settings: Settings, stop: asyncio.Event,
 def run_worker(settings: Settings, roles: Sequence[str], loglevel: str = "info") -> int:
     """Run the given roles until SIGINT/SIGTERM; return the process exit code."""
     roles = sorted(set(roles))
-    rules = check_files(settings)
+    rules = check_files(settings, roles)
     settings.home_path.mkdir(parents=True, exist_ok=True)
     asyncio.run(_prepare(settings))
     configure_logging(settings.log.format, loglevel)  # text, or JSON lines (log.format)
     return asyncio.run(_run_roles(settings, roles, rules))
 
 
-def check_files(settings: Settings) -> RuleSet | None:
-    """Read the files the settings name (price table, alert rules, the query endpoint's
-    TLS files) before anything starts, so a mistake is one line naming file and line or
-    setting (PriceTableError, RuleError, TlsError), not a traceback from a running stage.
-    The rules read are the ones the worker runs."""
-    from pipeline.sinks.clickhouse.http_interface import tls_context
+def check_files(settings: Settings, roles: Sequence[str]) -> RuleSet | None:
+    """Read the files the settings name (price table, alert rules, and the query
+    endpoint's TLS files when ``roles`` serve it: the sink of an embedded store) before
+    anything starts, so a mistake is one line naming file and line or setting
+    (PriceTableError, RuleError, TlsError), not a traceback from a running stage.
+    The rules read are the ones the worker runs.
+
+    ``[query] tls_certfile`` alone is a client's pin (``inferwatch query``), not an error
+    of a worker that serves no HTTPS:
+
+    >>> from pipeline.config import QuerySettings
+    >>> pinned = Settings(query=QuerySettings(tls_certfile="/etc/inferwatch/query.pem"))
+    >>> check_files(pinned, ["process"]) is None
+    True
+    >>> try:
+    ...     check_files(pinned, ["process", "sink"])
+    ... except Exception as exc:
+    ...     print(type(exc).__name__, str(exc).split(":")[0])
+    TlsError [query] tls_certfile is set but tls_keyfile is not
+    """
     from pipeline.sources.pricing import price_table
 
     price_table(settings.pricing)
-    tls_context(settings.query)
+    if "sink" in roles and settings.embedded:
+        from pipeline.sinks.clickhouse.http_interface import tls_context
+
+        tls_context(settings.query)
     if not settings.alerts.rules:
         return None
     from pipeline.alerting.rules import load_rules
