@@ -119,6 +119,10 @@ def test_a_quiet_series_is_forgotten_after_the_horizon_with_its_state() -> None:
     assert "model=q" in again.series
     again.expire(keep + 3600 + 600 + 61)
     assert "model=q" not in again.series
+    # back before the next checkpoint: the old state is deleted, the new marks written over
+    again.add(OutcomeBatch(0, 1, "model=q", [], []), keep + 3600 + 600 + 62, offset=0)
+    changes = again.checkpoint()
+    assert changes["c|model=q"] is None and changes["m|model=q"] is not None
     # a forgotten series that sends again starts afresh and its marks are written anew
     table.add(_batch(1, [_label("f9", keep, keep + 1, True)]), keep + 1, offset=2)
     assert table.checkpoint()["m|model=m"] is not None
