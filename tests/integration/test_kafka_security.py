@@ -226,13 +226,25 @@ def test_wrong_password_stops_the_sdk_sender_with_one_error(
 
 
 def test_the_dashboards_live_view_says_it_was_refused_once_and_keeps_asking_quietly(
-        broker: LocalKafka, pipe: Pipeline, caplog: pytest.LogCaptureFixture) -> None:
+        broker: LocalKafka, pipe: Pipeline, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The dashboard keeps serving pages from the store; its live feed names the refusal
     in one line instead of aiokafka's "Unable to bootstrap" every few seconds."""
+    import pipeline.runtime.kafka as kafka_module
     from pipeline.ui import live
 
     settings = load_settings(environ={**pipe.env, **env_for(broker, WORKER, password=WRONG)})
     caplog.set_level(logging.INFO, logger="pipeline")
+    # ask again every second, so "once" is proven over several refusals, not one
+    monkeypatch.setattr(live, "REFUSED_RETRY_SECONDS", 1.0)
+    asked: list[BaseException] = []
+
+    async def diagnose(kafka: KafkaSettings, exc: BaseException, timeout: float = 10.0):
+        asked.append(exc)
+        return await real_diagnose(kafka, exc, timeout)
+
+    real_diagnose = kafka_module.diagnose
+    monkeypatch.setattr(kafka_module, "diagnose", diagnose)
 
     async def run_for(seconds: float) -> None:
         task = asyncio.create_task(live.consume(settings, live.Hub()))
@@ -242,6 +254,7 @@ def test_the_dashboards_live_view_says_it_was_refused_once_and_keeps_asking_quie
             await task
 
     asyncio.run(run_for(FAST / 2))  # an outage would have logged 3 lines by then
+    assert len(asked) >= 2, asked  # it kept asking
     ours = [r for r in caplog.records if r.name == "pipeline.ui.live"]
     assert [r.levelname for r in ours] == ["ERROR"], [r.getMessage() for r in ours]
     assert ours[0].getMessage().startswith(
