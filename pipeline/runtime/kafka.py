@@ -285,7 +285,8 @@ async def _wait(kafka: KafkaSettings, deadline: float) -> None:
         finally:
             await admin.close()
     hint = await _protocol_hint(kafka)
-    raise TimeoutError(f"Kafka at {kafka.bootstrap_servers} did not answer: {last}"
+    why = describe_error(last) if last is not None else "no attempt in time"
+    raise TimeoutError(f"Kafka at {kafka.bootstrap_servers} did not answer: {why}"
                        + (f"; {hint}" if hint else ""))
 
 
